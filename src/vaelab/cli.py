@@ -1,0 +1,194 @@
+"""The ``vaelab`` command: it parses, calls the library, prints.
+
+A user's mistake (a :class:`VaelabError` or a bad flag) ends with one line on stderr and
+exit status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import VaelabError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (not usage + error) and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 400 or 512,256, got {text!r}"
+        ) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="vaelab",
+        description="Train, evaluate and look at variational autoencoders.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a VAE and write a run folder")
+    t.add_argument("--config", help="TOML file of configuration keys (flags override it)")
+    t.add_argument("--data", help="digits (embedded), mnist, or a path (IDX folder, .npy/.npz)")
+    t.add_argument("--data-dir", help="folder with the MNIST IDX files (default $VAELAB_DATA)")
+    t.add_argument("--latent-dim", type=int, help="dimensions of z (default 10)")
+    t.add_argument("--hidden", type=_int_list, help="hidden layer sizes, e.g. 512,256")
+    t.add_argument("--arch", choices=["mlp", "conv"])
+    t.add_argument("--likelihood", choices=["bernoulli", "gaussian"])
+    t.add_argument("--sigma", type=float, help="Gaussian likelihood: fixed sigma (default 0.1)")
+    t.add_argument(
+        "--learn-sigma",
+        action="store_true",
+        default=None,
+        help="Gaussian likelihood: learn one sigma per output dimension",
+    )
+    t.add_argument("--beta", type=float, help="weight of the KL term (default 1)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--binarize", choices=["auto", "dynamic", "static", "none"])
+    t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+    t.add_argument("--out", help="run folder to write (default runs/DATA-TIMESTAMP)")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("eval", help="score a run on its test split")
+    e.add_argument("run")
+    e.add_argument("--split", choices=["test", "valid", "train"], default="test")
+    e.add_argument("--k", type=int, default=1, help="samples per example for the ELBO")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+
+    s = sub.add_parser("sample", help="a PNG grid of samples from the prior")
+    s.add_argument("run")
+    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="PNG path (default RUN/plots/samples_grid.png)")
+
+    p = sub.add_parser("plot", help="draw every plot of a run again")
+    p.add_argument("run")
+    return parser
+
+
+def _train(args) -> None:
+    from .config import make_config, read_toml
+    from .train import train
+
+    base = read_toml(args.config) if args.config else {}
+    overrides = {
+        key: getattr(args, key)
+        for key in (
+            "data",
+            "data_dir",
+            "latent_dim",
+            "hidden",
+            "arch",
+            "likelihood",
+            "sigma",
+            "learn_sigma",
+            "beta",
+            "epochs",
+            "batch_size",
+            "lr",
+            "seed",
+            "binarize",
+            "device",
+            "out",
+        )
+    }
+    config = make_config(base, **overrides)
+    train(config, overwrite=args.overwrite, progress=not args.quiet)
+
+
+def _eval(args) -> None:
+    from . import data as data_mod
+    from .checkpoint import load, load_config
+    from .device import resolve_device
+    from .evaluate import evaluate_elbo
+
+    if args.k < 1:
+        raise VaelabError(f"--k must be >= 1 (got {args.k})")
+    config = load_config(args.run)
+    model = load(args.run, resolve_device(args.device))
+    dataset = data_mod.load(config.data, config.data_dir or None)
+    x = data_mod.eval_split(dataset, args.split, config.resolved_binarize)
+    result = {
+        "run": str(args.run),
+        "split": args.split,
+        "k": args.k,
+        **evaluate_elbo(model, x, k=args.k, seed=config.seed),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.run} ({args.split}, {result['n']} examples), nats per example:")
+        print(f"  ELBO            {result['elbo']:10.3f} ± {result['elbo_se']:.3f}")
+        print(f"  E_q[log p(x|z)] {result['reconstruction']:10.3f}")
+        print(f"  KL              {result['kl']:10.3f}")
+
+
+def _sample(args) -> None:
+    import torch
+
+    from .checkpoint import load
+    from .plots import save_grid_png
+
+    if not 1 <= args.n <= 10_000:
+        raise VaelabError(f"--n must be between 1 and 10000 (got {args.n})")
+    model = load(args.run)
+    torch.manual_seed(args.seed)
+    images = model.sample(args.n).numpy()
+    out = Path(args.out) if args.out else Path(args.run) / "plots" / "samples_grid.png"
+    if not out.parent.is_dir():
+        raise VaelabError(f"folder {out.parent} does not exist; create it or choose --out")
+    save_grid_png(images, out)
+    print(f"vaelab: {args.n} samples from the prior written to {out}")
+
+
+def _plot(args) -> None:
+    import json as json_mod
+
+    from . import data as data_mod
+    from .checkpoint import load, load_config
+    from .plots import draw_run
+
+    config = load_config(args.run)
+    model = load(args.run)
+    dataset = data_mod.load(config.data, config.data_dir or None)
+    metrics_path = Path(args.run) / "metrics.jsonl"
+    metrics = []
+    if metrics_path.is_file():
+        metrics = [json_mod.loads(line) for line in metrics_path.read_text().splitlines() if line]
+    paths = draw_run(model, dataset, metrics, Path(args.run) / "plots", config.resolved_binarize)
+    print(f"vaelab: {len(paths)} plots written to {Path(args.run) / 'plots'}")
+
+
+COMMANDS = {"train": _train, "eval": _eval, "sample": _sample, "plot": _plot}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except VaelabError as exc:
+        print(f"vaelab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vaelab: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Run configuration: one flat dataclass <- TOML file <- command-line overrides.
+
+The resolved configuration is written to ``RUN/config.toml``; passing that file back with
+``vaelab train --config RUN/config.toml`` re-runs the same experiment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import VaelabError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "arch": ("mlp", "conv"),
+    "likelihood": ("bernoulli", "gaussian"),
+    "binarize": ("auto", "dynamic", "static", "none"),
+    "device": ("auto", "cpu", "cuda", "mps"),
+}
+
+
+@dataclass
+class Config:
+    """Everything that defines a training run, as plain values."""
+
+    data: str = "digits"
+    data_dir: str = ""
+    latent_dim: int = 10
+    hidden: list[int] = field(default_factory=lambda: [400])
+    arch: str = "mlp"
+    likelihood: str = "bernoulli"
+    sigma: float = 0.1
+    learn_sigma: bool = False
+    beta: float = 1.0
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    binarize: str = "auto"
+    device: str = "auto"
+    out: str = ""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every value; raise :class:`VaelabError` naming the field and the fix."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            _check_type(f.name, value, f.type)
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise VaelabError(
+                    f"{name} = {getattr(self, name)!r} is not one of {', '.join(allowed)}"
+                )
+        positive = {
+            "latent_dim": self.latent_dim,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "sigma": self.sigma,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                raise VaelabError(f"{name} must be > 0 (got {value}); pass a positive value")
+        if not self.hidden or any(h <= 0 for h in self.hidden):
+            raise VaelabError(
+                f"hidden must list positive layer sizes (got {self.hidden}); e.g. --hidden 400"
+            )
+        if not self.beta >= 0:
+            raise VaelabError(f"beta must be >= 0 (got {self.beta})")
+
+    @property
+    def resolved_binarize(self) -> str:
+        """``auto`` means dynamic binarization for a Bernoulli likelihood, none otherwise."""
+        if self.binarize != "auto":
+            return self.binarize
+        return "dynamic" if self.likelihood == "bernoulli" else "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        """Flat TOML, one ``key = value`` line per field."""
+        lines = ["# vaelab run configuration; re-run with: vaelab train --config config.toml"]
+        for key, value in self.to_dict().items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        return "\n".join(lines) + "\n"
+
+
+FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def _check_type(name: str, value: Any, type_name: str) -> None:
+    ok = {
+        "str": isinstance(value, str),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "list[int]": isinstance(value, list)
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
+    }[type_name]
+    if not ok:
+        raise VaelabError(f"{name} must be of type {type_name} (got {value!r})")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a flat TOML file of config keys; unknown keys are an error, not ignored."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            values = tomllib.load(fh)
+    except FileNotFoundError:
+        raise VaelabError(f"config file {path} does not exist; check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VaelabError(f"cannot read config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise VaelabError(f"config file {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(values) - set(FIELD_TYPES))
+    if unknown:
+        raise VaelabError(
+            f"config file {path} has unknown key(s) {', '.join(unknown)}; "
+            f"known keys: {', '.join(FIELD_TYPES)}"
+        )
+    return values
+
+
+def make_config(base: dict[str, Any] | None = None, **overrides: Any) -> Config:
+    """``Config`` from a dict of file values, then keyword overrides (``None`` = not given)."""
+    values = dict(base or {})
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(values) - set(FIELD_TYPES))
+    if unknown:
+        raise VaelabError(f"unknown configuration key(s): {', '.join(unknown)}")
+    if isinstance(values.get("lr"), int) and not isinstance(values.get("lr"), bool):
+        values["lr"] = float(values["lr"])
+    for key in ("beta", "sigma"):
+        if isinstance(values.get(key), int) and not isinstance(values.get(key), bool):
+            values[key] = float(values[key])
+    return Config(**values)

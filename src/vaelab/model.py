@@ -1,0 +1,100 @@
+"""The latent variable model p(z) p_theta(x | z) with an amortized encoder q_phi(z | x).
+
+Shapes: ``x`` is ``(B, *x_shape)``; ``z`` is ``(B, D)`` or, with K samples per x,
+``(K, B, D)``: "many z for one x" is always the leading sample dimension.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.distributions import Distribution, Independent, Normal
+
+from .config import Config
+from .likelihoods import make_likelihood
+from .networks import make_networks
+from .priors import StandardNormal
+
+
+def reparameterize(loc: torch.Tensor, log_var: torch.Tensor, k: int | None = None) -> torch.Tensor:
+    """z = loc + exp(log_var / 2) * eps, eps ~ N(0, I): a sample of N(loc, diag exp(log_var)).
+
+    Differentiable in ``loc`` and ``log_var``. Shape ``(B, D)``, or ``(k, B, D)`` when ``k``
+    is given.
+    """
+    shape = loc.shape if k is None else (k, *loc.shape)
+    eps = torch.randn(shape, dtype=loc.dtype, device=loc.device)
+    return loc + torch.exp(0.5 * log_var) * eps
+
+
+class VAE(nn.Module):
+    """p(x, z) = p(z) p_theta(x | z), with q_phi(z | x) = N(mu_phi(x), diag sigma_phi(x)^2).
+
+    Parameters
+    ----------
+    encoder : module, ``x (B, *x_shape) -> (loc, log_var)``, each ``(B, D)``.
+    decoder : module, ``z (*batch, D) -> parameters (*batch, *x_shape)``.
+    prior : module, ``() -> p(z)`` with event shape ``(D,)``.
+    likelihood : module, ``decoder output -> p(x | z)`` with event shape ``x_shape``.
+    """
+
+    def __init__(self, encoder, decoder, prior, likelihood, x_shape: tuple[int, ...]):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.prior = prior
+        self.likelihood = likelihood
+        self.x_shape = tuple(x_shape)
+
+    @classmethod
+    def from_config(cls, config: Config, x_shape: tuple[int, ...]) -> VAE:
+        encoder, decoder = make_networks(config.arch, x_shape, config.hidden, config.latent_dim)
+        likelihood = make_likelihood(
+            config.likelihood, x_shape, sigma=config.sigma, learn_sigma=config.learn_sigma
+        )
+        return cls(encoder, decoder, StandardNormal(config.latent_dim), likelihood, x_shape)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.prior.loc.shape[-1]
+
+    # --- the three distributions ------------------------------------------------------------
+
+    def q_z(self, x: torch.Tensor) -> Distribution:
+        """q_phi(z | x) = N(loc, diag exp(log_var)): batch shape ``(B,)``, event ``(D,)``."""
+        loc, log_var = self.encoder(x)
+        return Independent(Normal(loc, torch.exp(0.5 * log_var), validate_args=False), 1)
+
+    def p_z(self) -> Distribution:
+        """The prior p(z): event shape ``(D,)``."""
+        return self.prior()
+
+    def p_x(self, z: torch.Tensor) -> Distribution:
+        """p_theta(x | z): batch shape ``z.shape[:-1]``, event shape ``x_shape``."""
+        return self.likelihood(self.decoder(z))
+
+    def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x, z) = log p(z) + log p(x | z); ``z`` ``(*batch, B, D)`` -> ``(*batch, B)``."""
+        return self.p_z().log_prob(z) + self.p_x(z).log_prob(x)
+
+    # --- the user's API ---------------------------------------------------------------------
+
+    def encode(self, x: torch.Tensor) -> Distribution:
+        """The posterior q(z | x) for a batch: ``.mean``, ``.stddev``, ``.rsample((K,))``."""
+        return self.q_z(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """E[x | z], the image the decoder paints for ``z``: shape ``(*batch, *x_shape)``."""
+        return self.likelihood.mean(self.decoder(z))
+
+    @torch.no_grad()
+    def sample(self, n: int, mean: bool = True) -> torch.Tensor:
+        """n draws z ~ p(z), decoded: E[x | z] if ``mean`` else x ~ p(x | z). ``(n, *x_shape)``."""
+        z = self.p_z().sample((n,))
+        return self.decode(z) if mean else self.p_x(z).sample()
+
+    def elbo(self, x: torch.Tensor, k: int = 1) -> torch.Tensor:
+        """ELBO(x) = E_q[log p(x | z)] - KL(q(z | x) || p(z)) per example, ``(B,)``, nats."""
+        from .objectives import elbo
+
+        return elbo(self, x, k=k).elbo

@@ -1,0 +1,115 @@
+"""Plain encoder and decoder networks: tensors in, tensors out, no probability in them.
+
+- Encoders map ``x`` of shape ``(B, *x_shape)`` to ``(loc, log_var)``, each ``(B, latent_dim)``.
+- Decoders map ``z`` of shape ``(*batch, latent_dim)`` (any leading dimensions, e.g.
+  ``(K, B)``) to the likelihood's parameters, shape ``(*batch, *x_shape)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .errors import VaelabError
+
+CONV_SIZES = {28: 2, 32: 2, 64: 3}  # image side -> number of stride-2 layers
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class MLPEncoder(nn.Module):
+    """x -> flatten -> [Linear, ReLU] x len(hidden) -> Linear -> (loc, log_var)."""
+
+    def __init__(self, x_shape: tuple[int, ...], hidden: list[int], latent_dim: int):
+        super().__init__()
+        self.net = _mlp([math.prod(x_shape), *hidden, 2 * latent_dim])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, log_var = self.net(x.flatten(1)).chunk(2, dim=-1)
+        return loc, log_var
+
+
+class MLPDecoder(nn.Module):
+    """z -> [Linear, ReLU] x len(hidden) (mirrored) -> Linear -> reshape to x_shape."""
+
+    def __init__(self, x_shape: tuple[int, ...], hidden: list[int], latent_dim: int):
+        super().__init__()
+        self.x_shape = tuple(x_shape)
+        self.net = _mlp([latent_dim, *reversed(hidden), math.prod(x_shape)])
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).unflatten(-1, self.x_shape)
+
+
+def _check_conv_shape(x_shape: tuple[int, ...]) -> int:
+    if len(x_shape) != 3 or x_shape[1] != x_shape[2] or x_shape[1] not in CONV_SIZES:
+        raise VaelabError(
+            f"--arch conv takes square 28x28, 32x32 or 64x64 images; this data has shape "
+            f"{tuple(x_shape)}: use --arch mlp"
+        )
+    return CONV_SIZES[x_shape[1]]
+
+
+class ConvEncoder(nn.Module):
+    """x -> (Conv 4x4 stride 2, ReLU) x n -> Linear(hidden) -> ReLU -> Linear -> (loc, log_var).
+
+    Channels 32, 64, 64; 28 -> 14 -> 7, 32 -> 16 -> 8, 64 -> 32 -> 16 -> 8.
+    """
+
+    def __init__(self, x_shape: tuple[int, ...], hidden: list[int], latent_dim: int):
+        super().__init__()
+        n_layers = _check_conv_shape(x_shape)
+        channels = [x_shape[0], 32, 64, 64][: n_layers + 1]
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
+            layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU()]
+        side = x_shape[1] // 2**n_layers
+        self.conv = nn.Sequential(*layers, nn.Flatten())
+        self.head = _mlp([channels[-1] * side * side, hidden[0], 2 * latent_dim])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, log_var = self.head(self.conv(x)).chunk(2, dim=-1)
+        return loc, log_var
+
+
+class ConvDecoder(nn.Module):
+    """z -> Linear(hidden) -> ReLU -> Linear -> (ConvTranspose 4x4 stride 2) x n -> x_shape."""
+
+    def __init__(self, x_shape: tuple[int, ...], hidden: list[int], latent_dim: int):
+        super().__init__()
+        n_layers = _check_conv_shape(x_shape)
+        self.x_shape = tuple(x_shape)
+        channels = [x_shape[0], 32, 64, 64][: n_layers + 1][::-1]
+        self.side = x_shape[1] // 2**n_layers
+        self.channels = channels[0]
+        self.head = nn.Sequential(
+            _mlp([latent_dim, hidden[0], channels[0] * self.side * self.side]), nn.ReLU()
+        )
+        layers: list[nn.Module] = []
+        for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:], strict=True)):
+            layers.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))
+            if i < len(channels) - 2:
+                layers.append(nn.ReLU())
+        self.deconv = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        batch = z.shape[:-1]
+        h = self.head(z.reshape(-1, z.shape[-1]))
+        h = h.view(-1, self.channels, self.side, self.side)
+        return self.deconv(h).view(*batch, *self.x_shape)
+
+
+def make_networks(arch: str, x_shape: tuple[int, ...], hidden: list[int], latent_dim: int):
+    """(encoder, decoder) for ``arch`` in {mlp, conv}."""
+    if arch == "conv":
+        return ConvEncoder(x_shape, hidden, latent_dim), ConvDecoder(x_shape, hidden, latent_dim)
+    return MLPEncoder(x_shape, hidden, latent_dim), MLPDecoder(x_shape, hidden, latent_dim)

@@ -1,0 +1,286 @@
+"""Pictures of a run: matplotlib functions that take arrays and return a Figure, and
+:func:`draw_run`, which computes those arrays from a trained model and saves the PNGs.
+
+Images are arrays of shape ``(N, C, H, W)`` with values in [0, 1], ``C`` = 1 or 3.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib import pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Ellipse  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from . import data as data_mod  # noqa: E402
+from .evaluate import posterior_stats  # noqa: E402
+
+
+def tile(images: np.ndarray, ncols: int, pad: int = 1) -> np.ndarray:
+    """Images ``(N, C, H, W)`` -> one array ``(rows*(H+pad), ncols*(W+pad), C)``."""
+    n, c, h, w = images.shape
+    rows = -(-n // ncols)
+    out = np.ones((rows * (h + pad) + pad, ncols * (w + pad) + pad, c), dtype=np.float32)
+    for i, img in enumerate(images):
+        r, col = divmod(i, ncols)
+        y, x = pad + r * (h + pad), pad + col * (w + pad)
+        out[y : y + h, x : x + w] = img.transpose(1, 2, 0)
+    return out
+
+
+def save_grid_png(
+    images: np.ndarray, path: str | Path, ncols: int | None = None, scale: int = 4
+) -> None:
+    """Write images ``(N, C, H, W)`` in [0, 1] as one PNG grid, each pixel ``scale`` wide."""
+    ncols = ncols or int(np.ceil(np.sqrt(len(images))))
+    grid = (np.clip(tile(images, ncols), 0, 1) * 255).round().astype(np.uint8)
+    grid = grid[..., 0] if grid.shape[-1] == 1 else grid
+    img = Image.fromarray(grid)
+    img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(path)
+
+
+def _show(ax, image: np.ndarray) -> None:
+    """One image ``(C, H, W)`` or a tiled ``(H, W, C)`` array on ``ax``, no ticks."""
+    if image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3):
+        image = image.transpose(1, 2, 0)
+    if image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(np.clip(image, 0, 1), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def learning_curves(metrics: list[dict]) -> Figure:
+    """ELBO, reconstruction term and KL per epoch, train and valid (nats per example)."""
+    epochs = [m["epoch"] for m in metrics]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
+    for ax, key, title in zip(
+        axes,
+        ("elbo", "reconstruction", "kl"),
+        ("ELBO (higher is better)", "E_q[log p(x|z)]", "KL(q(z|x) || p(z))"),
+        strict=True,
+    ):
+        ax.plot(epochs, [m[f"train_{key}"] for m in metrics], "o-", ms=3, label="train")
+        ax.plot(epochs, [m[f"valid_{key}"] for m in metrics], "o-", ms=3, label="valid")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("nats per example")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    return fig
+
+
+def reconstructions(inputs: np.ndarray, recons: np.ndarray) -> Figure:
+    """Each column: an input (top) and its reconstruction E[x | z = mean of q(z|x)] (bottom)."""
+    n = len(inputs)
+    fig, axes = plt.subplots(2, n, figsize=(n * 0.9, 2.2), layout="constrained")
+    for i in range(n):
+        _show(axes[0, i], inputs[i])
+        _show(axes[1, i], recons[i])
+    axes[0, 0].set_ylabel("input")
+    axes[1, 0].set_ylabel("recon.")
+    return fig
+
+
+def image_grid(images: np.ndarray, title: str, ncols: int = 8) -> Figure:
+    """A titled grid of images."""
+    fig, ax = plt.subplots(
+        figsize=(ncols * 0.8, (-(-len(images) // ncols)) * 0.8 + 0.4), layout="constrained"
+    )
+    _show(ax, tile(images, ncols))
+    ax.set_title(title)
+    return fig
+
+
+def latent_scatter(means: np.ndarray, labels: np.ndarray | None, dims: tuple[int, int]) -> Figure:
+    """Posterior means E_q[z] of test images in two latent dimensions, coloured by label."""
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), layout="constrained")
+    size = float(np.clip(3000 / max(len(means), 1), 2, 16))
+    if labels is None:
+        ax.scatter(means[:, 0], means[:, 1], s=size, alpha=0.6)
+    else:
+        cmap = plt.get_cmap("tab10" if labels.max() < 10 else "tab20")
+        for label in np.unique(labels):
+            pick = labels == label
+            ax.scatter(
+                means[pick, 0],
+                means[pick, 1],
+                s=size,
+                alpha=0.7,
+                color=cmap(int(label) % cmap.N),
+                label=str(label),
+            )
+        ax.legend(
+            title="label",
+            markerscale=12 / np.sqrt(size) if size < 12 else 1,
+            loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+            frameon=False,
+        )
+    ax.set_xlabel(f"z[{dims[0]}]")
+    ax.set_ylabel(f"z[{dims[1]}]")
+    ax.set_title("posterior means of the test set")
+    return fig
+
+
+def manifold(images: np.ndarray, z_values: np.ndarray, dims: tuple[int, int]) -> Figure:
+    """Decoder means over an n x n grid of z (rows: z[dims[1]] high to low)."""
+    n = len(z_values)
+    fig, ax = plt.subplots(figsize=(7, 7), layout="constrained")
+    _show(ax, tile(images, n))
+    ax.set_title(
+        f"decoded manifold: z[{dims[0]}] (left to right) and z[{dims[1]}] (top to bottom) "
+        f"from {z_values[0]:.2f} to {z_values[-1]:.2f}, through the Gaussian inverse CDF",
+        fontsize=8,
+    )
+    return fig
+
+
+def posterior_samples(
+    background: np.ndarray,
+    means: np.ndarray,
+    stds: np.ndarray,
+    samples: np.ndarray,
+    inputs: np.ndarray,
+    decodings: np.ndarray,
+    dims: tuple[int, int],
+) -> Figure:
+    """For M test images: q(z|x) as 1 sigma and 2 sigma ellipses with K sampled z (left), and
+    each input beside the decodings of some of its z (right): for one x, many z.
+
+    ``means``, ``stds``: ``(M, 2)``; ``samples``: ``(M, K, 2)``; ``inputs``: ``(M, C, H, W)``;
+    ``decodings``: ``(M, J, C, H, W)``.
+    """
+    m, j = decodings.shape[:2]
+    colors = plt.get_cmap("tab10")(np.arange(m) % 10)
+    fig = plt.figure(figsize=(12, 5.5), layout="constrained")
+    grid = fig.add_gridspec(m, 2 + j, width_ratios=[m * 1.6, 0.2] + [1] * j)
+    ax = fig.add_subplot(grid[:, 0])
+    ax.scatter(background[:, 0], background[:, 1], s=2, c="0.8")
+    for i in range(m):
+        for k, style in ((1, "-"), (2, "--")):
+            ax.add_patch(
+                Ellipse(
+                    means[i],
+                    2 * k * stds[i, 0],
+                    2 * k * stds[i, 1],
+                    fill=False,
+                    ec=colors[i],
+                    ls=style,
+                    lw=1.5,
+                )
+            )
+        ax.scatter(samples[i, :, 0], samples[i, :, 1], s=6, color=colors[i])
+    ax.set_xlabel(f"z[{dims[0]}]")
+    ax.set_ylabel(f"z[{dims[1]}]")
+    ax.set_title("q(z|x) of test images: 1σ (solid), 2σ (dashed), sampled z (dots)")
+    for i in range(m):
+        cell = fig.add_subplot(grid[i, 2])
+        _show(cell, inputs[i])
+        for spine in cell.spines.values():
+            spine.set_edgecolor(colors[i])
+            spine.set_linewidth(3)
+        if i == 0:
+            cell.set_title("x", fontsize=9)
+        for jj in range(1, j):
+            cell = fig.add_subplot(grid[i, 2 + jj])
+            _show(cell, decodings[i, jj])
+            if i == 0 and jj == 1:
+                cell.set_title("decodings of z ~ q(z|x)", fontsize=9, loc="left")
+    return fig
+
+
+def kl_per_dim(kl: np.ndarray) -> Figure:
+    """Mean KL(q(z_d|x) || p(z_d)) over the test set for each latent dimension d."""
+    fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(kl) + 2), 3.4), layout="constrained")
+    ax.bar(np.arange(len(kl)), kl)
+    ax.set_xlabel("latent dimension")
+    ax.set_ylabel("nats")
+    ax.set_title("KL per latent dimension (near 0: an inactive, collapsed dimension)")
+    return fig
+
+
+# --- from a trained model to files -------------------------------------------------------------
+
+
+def _save(fig: Figure, path: Path) -> None:
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def draw_run(
+    model, dataset, metrics: list[dict], plot_dir: str | Path, binarization: str, seed: int = 0
+) -> list[Path]:
+    """Draw every plot of a run into ``plot_dir``; return the paths written.
+
+    Latent plots use the two dimensions with the largest mean KL on the test set (the only two
+    when the latent space is 2-D); the other dimensions are held at 0, the prior's mean.
+    """
+    plot_dir = Path(plot_dir)
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    device = next(model.parameters()).device
+    x_test = data_mod.eval_split(dataset, "test", binarization)
+    labels = None if dataset.test_labels is None else dataset.test_labels.numpy()
+    means, stds, kls = posterior_stats(model, x_test)
+    kl_mean = kls.mean(0).numpy()
+    dims = tuple(int(d) for d in np.argsort(-kl_mean)[:2]) if model.latent_dim > 1 else (0, 0)
+    dims = tuple(sorted(dims))
+    written = []
+
+    def save(fig, name):
+        path = plot_dir / name
+        _save(fig, path)
+        written.append(path)
+
+    if metrics:
+        save(learning_curves(metrics), "learning_curves.png")
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        first = x_test[:12]
+        recon = model.decode(model.q_z(first.to(device)).mean).cpu()
+        save(reconstructions(first.numpy(), recon.numpy()), "reconstructions.png")
+        samples = model.sample(64).cpu().numpy()
+        save(image_grid(samples, "E[x|z] for z ~ p(z): samples from the prior"), "samples.png")
+
+        if model.latent_dim >= 2:
+            m2 = means[:, dims].numpy()
+            save(latent_scatter(m2, labels, dims), "latent_space.png")
+            n = 20
+            values = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.03, 0.97, n))
+            z = torch.zeros(n, n, model.latent_dim)
+            z[:, :, dims[0]] = values[None, :]
+            z[:, :, dims[1]] = values.flip(0)[:, None]
+            images = model.decode(z.reshape(n * n, -1).to(device)).cpu().numpy()
+            save(manifold(images, values.numpy(), dims), "manifold.png")
+
+            picks = torch.randperm(len(x_test), generator=gen)[:4]
+            qz = model.q_z(x_test[picks].to(device))
+            zs = qz.sample((50,)).cpu()  # (K, M, D)
+            decoded = model.decode(zs[:7].to(device)).cpu()  # (7, M, *x_shape)
+            inputs = x_test[picks].numpy()
+            dec = torch.cat([torch.from_numpy(inputs)[None], decoded]).transpose(0, 1).numpy()
+            save(
+                posterior_samples(
+                    m2,
+                    qz.mean.cpu()[:, dims].numpy(),
+                    qz.stddev.cpu()[:, dims].numpy(),
+                    zs[:, :, dims].transpose(0, 1).numpy(),
+                    inputs,
+                    dec,
+                    dims,
+                ),
+                "posterior_samples.png",
+            )
+    save(kl_per_dim(kl_mean), "kl_per_dim.png")
+    return written
