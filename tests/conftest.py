@@ -1,0 +1,15 @@
+"""Shared fixtures: one short real training run on the embedded digits, reused read-only."""
+
+from __future__ import annotations
+
+import pytest
+
+from vaelab import Config, train
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory):
+    """A 2-epoch, 2-D latent run on digits, trained through the public API."""
+    out = tmp_path_factory.mktemp("runs") / "digits2d"
+    config = Config(data="digits", latent_dim=2, epochs=2, out=str(out), hidden=[64])
+    return train(config, progress=False, log=lambda _: None)

@@ -1,0 +1,179 @@
+"""The ``vaelab`` command as a user runs it: real processes, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from vaelab import Config, load, train
+from vaelab.cli import main
+from vaelab.config import read_toml
+
+PLOTS = {
+    "learning_curves.png",
+    "reconstructions.png",
+    "samples.png",
+    "latent_space.png",
+    "manifold.png",
+    "posterior_samples.png",
+    "kl_per_dim.png",
+}
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "error"}
+    return subprocess.run(
+        [sys.executable, "-m", "vaelab", *args],
+        capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
+    )
+
+
+def test_two_epoch_cli_run_on_digits_writes_every_artefact(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("train", "--data", "digits", "--latent-dim", "2", "--epochs", "2",
+                     "--hidden", "128", "--out", str(out), "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    assert f"run written to {out}" in result.stdout
+    assert "epoch" in result.stderr  # the progress report
+    assert {p.name for p in out.iterdir()} == {
+        "config.toml", "model.safetensors", "metrics.jsonl", "summary.json", "plots"}
+    assert {p.name for p in (out / "plots").iterdir()} == PLOTS
+    assert not out.with_name("run.partial").exists()
+
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2]
+    for m in lines:
+        assert m["train_elbo"] == pytest.approx(m["train_reconstruction"] - m["train_kl"])
+        assert m["seconds"] > 0 and m["train_samples_per_sec"] > 0
+    assert lines[1]["valid_elbo"] > lines[0]["valid_elbo"]
+
+    config = read_toml(out / "config.toml")
+    assert config["latent_dim"] == 2 and config["hidden"] == [128] and config["seed"] == 3
+    assert config["binarize"] == "auto"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["test"]["n"] == 180 and summary["test"]["elbo"] < 0
+
+    # eval --json: one JSON object with the test ELBO, the same each time
+    first = run_cli("eval", str(out), "--json")
+    assert first.returncode == 0, first.stderr
+    scores = json.loads(first.stdout)
+    assert scores["elbo"] == pytest.approx(scores["reconstruction"] - scores["kl"])
+    assert scores["elbo"] == pytest.approx(summary["test"]["elbo"])
+
+    # sample: a PNG grid of n images from the prior
+    grid = tmp_path / "grid.png"
+    assert run_cli("sample", str(out), "--n", "16", "--out", str(grid)).returncode == 0
+    with Image.open(grid) as img:
+        assert img.size == ((4 * 9 + 1) * 4, (4 * 9 + 1) * 4)  # 4x4 tiles of 8 px + padding
+
+    # plot: draws every plot again
+    for png in (out / "plots").iterdir():
+        png.unlink()
+    assert run_cli("plot", str(out)).returncode == 0
+    assert {p.name for p in (out / "plots").iterdir()} == PLOTS
+
+    # the saved config re-runs the experiment
+    rerun = run_cli("train", "--config", str(out / "config.toml"), "--out", str(tmp_path / "re"))
+    assert rerun.returncode == 0, rerun.stderr
+    again = [json.loads(x) for x in (tmp_path / "re" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["valid_elbo"] for m in again] == [m["valid_elbo"] for m in lines]
+
+
+def test_same_seed_gives_the_same_numbers(tmp_path):
+    def numbers(name, seed):
+        run = train(Config(data="digits", latent_dim=3, epochs=2, hidden=[32], seed=seed,
+                           out=str(tmp_path / name)), progress=False, log=lambda _: None)
+        lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in m.items() if "sec" not in k} for m in lines]
+
+    assert numbers("a", 0) == numbers("b", 0)
+    assert numbers("a2", 0) != numbers("c", 1)
+
+
+def test_python_api_matches_the_cli(digits_run):
+    import torch
+
+    from vaelab import data
+
+    model = load(digits_run)
+    x = data.eval_split(data.load_digits(), "test", "dynamic")[:5]
+    q = model.encode(x)
+    assert q.mean.shape == (5, 2) and q.stddev.shape == (5, 2)
+    assert q.rsample((10,)).shape == (10, 5, 2)
+    assert q.log_prob(q.mean).shape == (5,)
+    assert model.sample(3).shape == (3, 1, 8, 8)
+    torch.manual_seed(0)
+    elbo = model.elbo(x)
+    assert elbo.shape == (5,) and torch.isfinite(elbo).all()
+
+
+NEW = ["--out", "{tmp}/new"]
+BAD_INPUTS = [
+    (["train", "--epochs", "two", *NEW], "invalid int value"),
+    (["train", "--latent-dim", "0", *NEW], "latent_dim must be > 0"),
+    (["train", "--data", "no-such-data", *NEW], "neither a built-in"),
+    (["train", "--data", "mnist", "--data-dir", "{tmp}/empty", *NEW], "lacks the IDX files"),
+    (["train", "--arch", "conv", *NEW], "use --arch mlp"),
+    (["train", "--batch-size", "5000", *NEW], "larger than the 1437 training examples"),
+    (["train", "--config", "{tmp}/bad.toml", *NEW], "unknown key(s) latent"),
+    (["train", "--config", "{tmp}/missing.toml", *NEW], "does not exist"),
+    (["train", "--hidden", "4x", *NEW], "comma-separated integers"),
+    (["train", "--out", "{tmp}/existing"], "exists; choose another --out or pass --overwrite"),
+    (["train", "--out", "{tmp}/existing", "--overwrite"], "not a vaelab run"),
+    (["eval", "{tmp}/nowhere"], "does not exist"),
+    (["sample", "{tmp}/existing"], "not a vaelab run"),
+    (["frobnicate"], "invalid choice"),
+]
+
+
+def exit_code(argv: list[str]) -> int:
+    """``vaelab ARGV`` in this process: argparse exits, our commands return a code."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD_INPUTS)
+def test_bad_input_gives_one_clear_line_and_exit_status_2(tmp_path, capsys, argv, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "existing").mkdir()
+    (tmp_path / "existing" / "precious.txt").write_text("keep me")
+    (tmp_path / "bad.toml").write_text("latent = 3\n")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert exit_code([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    # nothing half-written, nothing lost
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    assert (tmp_path / "existing" / "precious.txt").read_text() == "keep me"
+
+
+def test_a_bad_flag_from_a_real_process_is_one_line_without_traceback(tmp_path):
+    result = run_cli("train", "--latent-dim", "-3", "--out", str(tmp_path / "r"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "vaelab train: error: latent_dim must be > 0 (got -3); pass a positive value"
+    )
+    assert not (tmp_path / "r").exists() and not (tmp_path / "r.partial").exists()
+
+
+def test_overwrite_replaces_a_run_only_when_the_new_one_is_complete(tmp_path, digits_run):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(digits_run, out)
+    old_weights = (out / "model.safetensors").read_bytes()
+    code = main(["train", "--data", "digits", "--epochs", "1", "--latent-dim", "2",
+                 "--hidden", "64", "--seed", "9", "--out", str(out), "--overwrite", "--quiet"])
+    assert code == 0
+    assert (out / "model.safetensors").read_bytes() != old_weights
+    assert read_toml(out / "config.toml")["seed"] == 9

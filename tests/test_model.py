@@ -1,0 +1,115 @@
+"""The model's contracts: reparameterized sampling, shapes, networks, save and load."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from vaelab import VAE, Config, VaelabError, load, reparameterize
+from vaelab.checkpoint import save_model
+
+
+def test_reparameterized_samples_have_the_posterior_moments():
+    torch.manual_seed(0)
+    loc = torch.tensor([[0.5, -2.0, 3.0]])
+    log_var = torch.tensor([[0.0, math.log(4.0), math.log(0.01)]])
+    z = reparameterize(loc, log_var, k=200_000)  # (K, B, D)
+    assert z.shape == (200_000, 1, 3)
+    se_mean = log_var.exp().sqrt() / math.sqrt(200_000)
+    assert ((z.mean(0) - loc).abs() < 5 * se_mean).all()
+    var = z.var(0)
+    assert torch.allclose(var, log_var.exp(), rtol=0.02)
+
+
+def test_gradients_reach_loc_and_log_var():
+    torch.manual_seed(0)
+    loc = torch.zeros(4, 2, requires_grad=True)
+    log_var = torch.zeros(4, 2, requires_grad=True)
+    z = reparameterize(loc, log_var, k=1000)
+    # d/d loc of sum z = K per entry; d/d log_var of sum z^2 = sum exp(log_var) eps^2 ~ K
+    (z.sum() + (z**2).sum()).backward()
+    assert loc.grad is not None and log_var.grad is not None
+    assert torch.allclose(loc.grad, torch.full_like(loc, 1000.0), rtol=0.2)
+    assert (log_var.grad > 500).all()
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+@pytest.mark.parametrize("x_shape", [(1, 28, 28), (3, 32, 32), (1, 64, 64)])
+def test_many_z_for_one_x_has_shape_k_batch_latent(arch, x_shape):
+    torch.manual_seed(0)
+    model = VAE.from_config(Config(arch=arch, latent_dim=3, hidden=[32]), x_shape)
+    x = torch.rand(5, *x_shape).bernoulli()
+    qz = model.q_z(x)
+    z = qz.rsample((7,))
+    assert z.shape == (7, 5, 3)
+    px = model.p_x(z)
+    assert px.event_shape == x_shape
+    assert model.log_joint(x, z).shape == (7, 5)
+    assert model.decode(z).shape == (7, 5, *x_shape)
+    assert model.sample(4).shape == (4, *x_shape)
+    assert model.elbo(x).shape == (5,)
+
+
+def test_conv_refuses_images_it_cannot_take():
+    with pytest.raises(VaelabError, match="--arch mlp"):
+        VAE.from_config(Config(arch="conv"), (1, 8, 8))
+
+
+def test_learned_sigma_is_a_parameter_with_gradient():
+    model = VAE.from_config(Config(likelihood="gaussian", learn_sigma=True, latent_dim=2), (1, 8, 8))
+    x = torch.rand(16, 1, 8, 8)
+    (-model.elbo(x).mean()).backward()
+    assert model.likelihood.log_scale.grad is not None
+    assert model.likelihood.log_scale.shape == (1, 8, 8)
+
+
+def _trained_like(tmp_path, **kw):
+    torch.manual_seed(1)
+    config = Config(latent_dim=3, hidden=[16], **kw)
+    model = VAE.from_config(config, (1, 8, 8))
+    for p in model.parameters():  # move away from the initialisation
+        torch.nn.init.normal_(p, std=0.3)
+    save_model(tmp_path, model, config)
+    return model
+
+
+@pytest.mark.parametrize("kw", [{}, {"likelihood": "gaussian", "learn_sigma": True}])
+def test_save_then_load_gives_identical_outputs(tmp_path, kw):
+    model = _trained_like(tmp_path, **kw)
+    loaded = load(tmp_path)
+    x = torch.rand(10, 1, 8, 8)
+    z = torch.randn(6, 3)
+    assert torch.equal(model.q_z(x).mean, loaded.q_z(x).mean)
+    assert torch.equal(model.q_z(x).stddev, loaded.q_z(x).stddev)
+    assert torch.equal(model.decode(z), loaded.decode(z))
+    assert torch.equal(model.p_x(z).log_prob(x[:6]), loaded.p_x(z).log_prob(x[:6]))
+
+
+def test_load_refuses_weights_of_another_configuration(tmp_path):
+    _trained_like(tmp_path)
+    text = (tmp_path / "config.toml").read_text().replace("latent_dim = 3", "latent_dim = 4")
+    (tmp_path / "config.toml").write_text(text)
+    with pytest.raises(VaelabError, match="does not match"):
+        load(tmp_path)
+
+
+def test_load_refuses_truncated_and_foreign_files(tmp_path):
+    _trained_like(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    blob = weights.read_bytes()
+    weights.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(VaelabError, match="safetensors"):
+        load(tmp_path)
+    # a valid safetensors file that vaelab did not write
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    weights.write_bytes(len(header).to_bytes(8, "little") + header + b"\0\0\0\0")
+    with pytest.raises(VaelabError, match="not a vaelab model"):
+        load(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(VaelabError, match="not a vaelab run"):
+        load(tmp_path / "elsewhere")
+    with pytest.raises(VaelabError, match="does not exist"):
+        load(tmp_path / "missing")
