@@ -30,19 +30,41 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "error"}
     return subprocess.run(
         [sys.executable, "-m", "vaelab", *args],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
     )
 
 
 def test_two_epoch_cli_run_on_digits_writes_every_artefact(tmp_path):
     out = tmp_path / "run"
-    result = run_cli("train", "--data", "digits", "--latent-dim", "2", "--epochs", "2",
-                     "--hidden", "128", "--out", str(out), "--seed", "3")
+    result = run_cli(
+        "train",
+        "--data",
+        "digits",
+        "--latent-dim",
+        "2",
+        "--epochs",
+        "2",
+        "--hidden",
+        "128",
+        "--out",
+        str(out),
+        "--seed",
+        "3",
+    )
     assert result.returncode == 0, result.stderr
     assert f"run written to {out}" in result.stdout
     assert "epoch" in result.stderr  # the progress report
     assert {p.name for p in out.iterdir()} == {
-        "config.toml", "model.safetensors", "metrics.jsonl", "summary.json", "plots"}
+        "config.toml",
+        "model.safetensors",
+        "metrics.jsonl",
+        "summary.json",
+        "plots",
+    }
     assert {p.name for p in (out / "plots").iterdir()} == PLOTS
     assert not out.with_name("run.partial").exists()
 
@@ -87,8 +109,18 @@ def test_two_epoch_cli_run_on_digits_writes_every_artefact(tmp_path):
 
 def test_same_seed_gives_the_same_numbers(tmp_path):
     def numbers(name, seed):
-        run = train(Config(data="digits", latent_dim=3, epochs=2, hidden=[32], seed=seed,
-                           out=str(tmp_path / name)), progress=False, log=lambda _: None)
+        run = train(
+            Config(
+                data="digits",
+                latent_dim=3,
+                epochs=2,
+                hidden=[32],
+                seed=seed,
+                out=str(tmp_path / name),
+            ),
+            progress=False,
+            log=lambda _: None,
+        )
         lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
         return [{k: v for k, v in m.items() if "sec" not in k} for m in lines]
 
@@ -172,8 +204,25 @@ def test_overwrite_replaces_a_run_only_when_the_new_one_is_complete(tmp_path, di
     out = tmp_path / "run"
     shutil.copytree(digits_run, out)
     old_weights = (out / "model.safetensors").read_bytes()
-    code = main(["train", "--data", "digits", "--epochs", "1", "--latent-dim", "2",
-                 "--hidden", "64", "--seed", "9", "--out", str(out), "--overwrite", "--quiet"])
+    code = main(
+        [
+            "train",
+            "--data",
+            "digits",
+            "--epochs",
+            "1",
+            "--latent-dim",
+            "2",
+            "--hidden",
+            "64",
+            "--seed",
+            "9",
+            "--out",
+            str(out),
+            "--overwrite",
+            "--quiet",
+        ]
+    )
     assert code == 0
     assert (out / "model.safetensors").read_bytes() != old_weights
     assert read_toml(out / "config.toml")["seed"] == 9

@@ -59,7 +59,9 @@ def test_conv_refuses_images_it_cannot_take():
 
 
 def test_learned_sigma_is_a_parameter_with_gradient():
-    model = VAE.from_config(Config(likelihood="gaussian", learn_sigma=True, latent_dim=2), (1, 8, 8))
+    model = VAE.from_config(
+        Config(likelihood="gaussian", learn_sigma=True, latent_dim=2), (1, 8, 8)
+    )
     x = torch.rand(16, 1, 8, 8)
     (-model.elbo(x).mean()).backward()
     assert model.likelihood.log_scale.grad is not None

@@ -50,11 +50,14 @@ def _linear_gaussian(p=5, d=2, sigma=0.5, seed=0):
     # exact posterior of z given x: N(M^-1 W^T (x - b) / s^2, M^-1), M = I + W^T W / s^2
     m = torch.eye(d, dtype=torch.float64) + w.T @ w / sigma**2
     cov = torch.linalg.inv(m)
-    exact_encoder = _Affine(cov @ w.T / sigma**2, -(cov @ w.T @ b) / sigma**2,
-                            torch.log(torch.diagonal(cov))[None])
-    poor_encoder = _Affine(torch.zeros(d, p, dtype=torch.float64),
-                           torch.zeros(d, dtype=torch.float64),
-                           torch.zeros(1, d, dtype=torch.float64))
+    exact_encoder = _Affine(
+        cov @ w.T / sigma**2, -(cov @ w.T @ b) / sigma**2, torch.log(torch.diagonal(cov))[None]
+    )
+    poor_encoder = _Affine(
+        torch.zeros(d, p, dtype=torch.float64),
+        torch.zeros(d, dtype=torch.float64),
+        torch.zeros(1, d, dtype=torch.float64),
+    )
     prior = StandardNormal(d).double()
     marginal = MultivariateNormal(b, w @ w.T + sigma**2 * torch.eye(p, dtype=torch.float64))
     return decoder, likelihood, prior, exact_encoder, poor_encoder, marginal, cov

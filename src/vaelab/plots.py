@@ -144,6 +144,14 @@ def manifold(images: np.ndarray, z_values: np.ndarray, dims: tuple[int, int]) ->
     return fig
 
 
+def _ellipses(ax, mean, std, color, samples) -> None:
+    for k, style in ((1, "-"), (2, "--")):
+        ax.add_patch(
+            Ellipse(mean, 2 * k * std[0], 2 * k * std[1], fill=False, ec=color, ls=style, lw=1.5)
+        )
+    ax.scatter(samples[:, 0], samples[:, 1], s=6, color=color)
+
+
 def posterior_samples(
     background: np.ndarray,
     means: np.ndarray,
@@ -153,32 +161,21 @@ def posterior_samples(
     decodings: np.ndarray,
     dims: tuple[int, int],
 ) -> Figure:
-    """For M test images: q(z|x) as 1 sigma and 2 sigma ellipses with K sampled z (left), and
-    each input beside the decodings of some of its z (right): for one x, many z.
+    """For one x, many z. Left: q(z|x) of M test images as 1 sigma and 2 sigma ellipses with
+    K sampled z over the cloud of all posterior means. Right, one row per image: the input,
+    its posterior enlarged, and the decodings of its first J samples.
 
-    ``means``, ``stds``: ``(M, 2)``; ``samples``: ``(M, K, 2)``; ``inputs``: ``(M, C, H, W)``;
-    ``decodings``: ``(M, J, C, H, W)``.
+    ``background``: ``(N, 2)``; ``means``, ``stds``: ``(M, 2)``; ``samples``: ``(M, K, 2)``;
+    ``inputs``: ``(M, C, H, W)``; ``decodings``: ``(M, J, C, H, W)``.
     """
     m, j = decodings.shape[:2]
     colors = plt.get_cmap("tab10")(np.arange(m) % 10)
-    fig = plt.figure(figsize=(12, 5.5), layout="constrained")
-    grid = fig.add_gridspec(m, 2 + j, width_ratios=[m * 1.6, 0.2] + [1] * j)
+    fig = plt.figure(figsize=(13, 5.5), layout="constrained")
+    grid = fig.add_gridspec(m, 4 + j, width_ratios=[m * 1.5, 0.15, 1, 1] + [1] * j)
     ax = fig.add_subplot(grid[:, 0])
     ax.scatter(background[:, 0], background[:, 1], s=2, c="0.8")
     for i in range(m):
-        for k, style in ((1, "-"), (2, "--")):
-            ax.add_patch(
-                Ellipse(
-                    means[i],
-                    2 * k * stds[i, 0],
-                    2 * k * stds[i, 1],
-                    fill=False,
-                    ec=colors[i],
-                    ls=style,
-                    lw=1.5,
-                )
-            )
-        ax.scatter(samples[i, :, 0], samples[i, :, 1], s=6, color=colors[i])
+        _ellipses(ax, means[i], stds[i], colors[i], samples[i])
     ax.set_xlabel(f"z[{dims[0]}]")
     ax.set_ylabel(f"z[{dims[1]}]")
     ax.set_title("q(z|x) of test images: 1σ (solid), 2σ (dashed), sampled z (dots)")
@@ -188,13 +185,17 @@ def posterior_samples(
         for spine in cell.spines.values():
             spine.set_edgecolor(colors[i])
             spine.set_linewidth(3)
+        zoom = fig.add_subplot(grid[i, 3])
+        _ellipses(zoom, means[i], stds[i], colors[i], samples[i])
+        zoom.set_xlim(means[i, 0] - 3 * stds[i, 0], means[i, 0] + 3 * stds[i, 0])
+        zoom.set_ylim(means[i, 1] - 3 * stds[i, 1], means[i, 1] + 3 * stds[i, 1])
+        zoom.tick_params(labelsize=6)
+        for jj in range(j):
+            _show(fig.add_subplot(grid[i, 4 + jj]), decodings[i, jj])
         if i == 0:
             cell.set_title("x", fontsize=9)
-        for jj in range(1, j):
-            cell = fig.add_subplot(grid[i, 2 + jj])
-            _show(cell, decodings[i, jj])
-            if i == 0 and jj == 1:
-                cell.set_title("decodings of z ~ q(z|x)", fontsize=9, loc="left")
+            zoom.set_title("q(z|x), ±3σ", fontsize=9)
+            fig.axes[-j].set_title("decodings of z ~ q(z|x)", fontsize=9, loc="left")
     return fig
 
 
@@ -267,17 +268,15 @@ def draw_run(
             picks = torch.randperm(len(x_test), generator=gen)[:4]
             qz = model.q_z(x_test[picks].to(device))
             zs = qz.sample((50,)).cpu()  # (K, M, D)
-            decoded = model.decode(zs[:7].to(device)).cpu()  # (7, M, *x_shape)
-            inputs = x_test[picks].numpy()
-            dec = torch.cat([torch.from_numpy(inputs)[None], decoded]).transpose(0, 1).numpy()
+            decoded = model.decode(zs[:6].to(device)).cpu().transpose(0, 1)  # (M, 6, *x_shape)
             save(
                 posterior_samples(
                     m2,
                     qz.mean.cpu()[:, dims].numpy(),
                     qz.stddev.cpu()[:, dims].numpy(),
                     zs[:, :, dims].transpose(0, 1).numpy(),
-                    inputs,
-                    dec,
+                    x_test[picks].numpy(),
+                    decoded.numpy(),
                     dims,
                 ),
                 "posterior_samples.png",

@@ -139,7 +139,16 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
     n, batch_size = len(x_train), config.batch_size
     steps_per_epoch = math.ceil(n / batch_size)
     metrics = []
-    with (run_dir / "metrics.jsonl").open("w") as metrics_file:
+    # one bar over every step of the run; its postfix shows the epoch's running means
+    bar = tqdm(
+        total=config.epochs * steps_per_epoch,
+        desc="training",
+        unit="step",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    with bar, (run_dir / "metrics.jsonl").open("w") as metrics_file:
         for epoch in range(1, config.epochs + 1):
             start = time.perf_counter()
             model.train()
@@ -151,15 +160,8 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
             # running sums of (loss, elbo, reconstruction, kl) over examples, on the device:
             # no host synchronisation per step
             sums = torch.zeros(4, dtype=torch.float64, device=device)
-            bar = tqdm(
-                range(steps_per_epoch),
-                desc=f"epoch {epoch}/{config.epochs}",
-                disable=not progress,
-                leave=False,
-                file=sys.stderr,
-            )
             seen = 0
-            for step in bar:
+            for step in range(steps_per_epoch):
                 x = epoch_x[order[step * batch_size : (step + 1) * batch_size]]
                 terms = objectives.elbo(model, x, beta=config.beta)
                 optimizer.zero_grad(set_to_none=True)
@@ -175,9 +177,13 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                         terms.kl.detach().sum(),
                     ]
                 ).double()
-                if progress and (step + 1) % PROGRESS_EVERY == 0:
+                bar.update()
+                if progress and ((step + 1) % PROGRESS_EVERY == 0 or step + 1 == steps_per_epoch):
                     loss, _, rec, kl = (sums / seen).tolist()
-                    bar.set_postfix(loss=f"{loss:.2f}", rec=f"{rec:.2f}", kl=f"{kl:.2f}")
+                    bar.set_postfix_str(
+                        f"epoch {epoch}  loss {loss:.2f}  rec {rec:.2f}  kl {kl:.2f}",
+                        refresh=False,
+                    )
             train_seconds = time.perf_counter() - start
             loss, elbo, rec, kl = (sums / n).tolist()
             if not math.isfinite(loss):
@@ -203,7 +209,7 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
             metrics_file.write(json.dumps(record) + "\n")
             metrics_file.flush()
             if progress:
-                tqdm.write(
+                bar.write(
                     f"epoch {epoch:3d}  train ELBO {elbo:9.3f}  valid ELBO {valid['elbo']:9.3f}"
                     f"  (rec {valid['reconstruction']:.2f}, KL {valid['kl']:.2f})"
                     f"  {record['seconds']:.1f}s",

@@ -1,0 +1,80 @@
+"""Pictures: the array-to-figure functions and a full set drawn from a trained model."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from matplotlib.patches import Ellipse
+from PIL import Image
+
+from vaelab import VAE, Config, plots
+from vaelab import data as data_mod
+
+
+def test_tile_places_each_image_in_its_cell():
+    images = np.arange(6 * 1 * 2 * 3, dtype=np.float32).reshape(6, 1, 2, 3)
+    grid = plots.tile(images, ncols=4, pad=1)
+    assert grid.shape == (2 * 3 + 1, 4 * 4 + 1, 1)
+    # image 5 sits in row 1, column 1
+    assert np.array_equal(grid[4:6, 5:8, 0], images[5, 0])
+    assert (grid[0] == 1).all()  # padding
+
+
+def test_posterior_figure_draws_two_ellipses_and_k_samples_per_image():
+    rng = np.random.default_rng(0)
+    m, k, j = 3, 25, 4
+    fig = plots.posterior_samples(
+        rng.normal(size=(100, 2)),
+        rng.normal(size=(m, 2)),
+        rng.uniform(0.1, 1, (m, 2)),
+        rng.normal(size=(m, k, 2)),
+        rng.uniform(size=(m, 1, 8, 8)),
+        rng.uniform(size=(m, j, 1, 8, 8)),
+        (0, 1),
+    )
+    overview = fig.axes[0]
+    ellipses = [p for p in overview.patches if isinstance(p, Ellipse)]
+    assert len(ellipses) == 2 * m
+    assert sorted(round(e.width, 6) for e in ellipses[:2]) != [0, 0]
+    sampled = [c for c in overview.collections][1:]  # after the background cloud
+    assert [len(c.get_offsets()) for c in sampled] == [k] * m
+
+
+def test_draw_run_writes_every_plot_for_a_latent_space_above_two(tmp_path):
+    torch.manual_seed(0)
+    dataset = data_mod.load_digits()
+    model = VAE.from_config(Config(latent_dim=5, hidden=[32]), dataset.x_shape)
+    metrics = [
+        {
+            "epoch": e,
+            **{
+                f"{s}_{k}": -float(e)
+                for s in ("train", "valid")
+                for k in ("elbo", "reconstruction", "kl")
+            },
+        }
+        for e in (1, 2)
+    ]
+    written = plots.draw_run(model, dataset, metrics, tmp_path, "dynamic")
+    assert {p.name for p in written} == {
+        "learning_curves.png",
+        "reconstructions.png",
+        "samples.png",
+        "latent_space.png",
+        "manifold.png",
+        "posterior_samples.png",
+        "kl_per_dim.png",
+    }
+    for path in written:
+        with Image.open(path) as img:
+            assert img.format == "PNG" and img.width > 200
+
+
+def test_save_grid_png_writes_the_pixels(tmp_path):
+    images = np.zeros((4, 1, 2, 2), dtype=np.float32)
+    images[3] = 1.0
+    plots.save_grid_png(images, tmp_path / "g.png", ncols=2, scale=1)
+    with Image.open(tmp_path / "g.png") as img:
+        pixels = np.asarray(img)
+    assert pixels.shape == (7, 7)
+    assert (pixels[4:6, 4:6] == 255).all() and (pixels[1:3, 1:3] == 0).all()
