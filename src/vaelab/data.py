@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
+import math
 import os
 import struct
 import tempfile
-import urllib.error
 import urllib.request
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,7 +137,7 @@ def read_idx(path: str | Path) -> np.ndarray:
             raw = fh.read()
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
-    except OSError as exc:  # includes gzip.BadGzipFile and truncated streams (EOFError below)
+    except (OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError; bad deflate data
         raise VaelabError(f"cannot read IDX file {path}: {exc}") from None
     except EOFError:
         raise VaelabError(f"IDX file {path} is a truncated gzip stream; fetch it again") from None
@@ -146,7 +149,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise VaelabError(f"IDX file {path} has a truncated header")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # exact: np.prod would wrap at 2**64
     if len(raw) - header != expected:
         raise VaelabError(
             f"IDX file {path} holds {len(raw) - header} data bytes but its header "
@@ -183,6 +186,16 @@ def _load_idx_folder(folder: Path, name: str) -> Dataset:
                 f"IDX files in {folder}: {part} images {images.shape} and labels "
                 f"{labels.shape} do not match (expected (N, H, W) and (N,))"
             )
+        if images.dtype != np.uint8:  # _to_unit scales by 1/255
+            raise VaelabError(
+                f"IDX {part} images in {folder} hold {images.dtype} values; expected uint8 pixels"
+            )
+    train_hw, test_hw = arrays["train_images"].shape[1:], arrays["test_images"].shape[1:]
+    if train_hw != test_hw:
+        raise VaelabError(
+            f"IDX files in {folder}: train images are {train_hw} but test images {test_hw}; "
+            "both must have the same height and width"
+        )
     x_train = _to_unit(arrays["train_images"])
     y_train = torch.from_numpy(arrays["train_labels"].astype(np.int64))
     n_valid = len(x_train) // 6  # 60,000 -> 50,000 train + 10,000 valid
@@ -250,7 +263,8 @@ def download_mnist(
             try:
                 _fetch(mirror.rstrip("/") + "/" + filename, target, sha256, timeout)
                 break
-            except (OSError, urllib.error.URLError, ValueError) as exc:
+            # HTTPException: e.g. IncompleteRead when the connection drops mid-body
+            except (OSError, http.client.HTTPException, ValueError) as exc:
                 errors.append(f"{mirror}: {exc}")
         else:
             raise VaelabError(
@@ -297,15 +311,18 @@ def _sha256(path: Path) -> str:
 
 def _load_array(path: Path) -> Dataset:
     try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                if "x" not in archive:
-                    raise VaelabError(f"{path} has no array named 'x'; save it with x=...")
-                x = archive["x"]
-                y = archive["y"] if "y" in archive else None
-        else:
-            x, y = np.load(path, allow_pickle=False), None
-    except (OSError, ValueError, EOFError) as exc:
+        # we own the handle: np.load(path) leaks it when the file is a broken zip archive
+        with path.open("rb") as fh:
+            loaded = np.load(fh, allow_pickle=False)
+            if isinstance(loaded, np.ndarray):  # by content: a .npz may hold a bare array
+                x, y = loaded, None
+            else:
+                with loaded as archive:
+                    if "x" not in archive:
+                        raise VaelabError(f"{path} has no array named 'x'; save it with x=...")
+                    x = archive["x"]
+                    y = archive["y"] if "y" in archive else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise VaelabError(f"cannot read array file {path}: {exc}") from None
     if x.ndim == 3:
         x = x[:, None]
@@ -319,6 +336,8 @@ def _load_array(path: Path) -> Dataset:
         x = x.astype(np.float32)
     else:
         raise VaelabError(f"{path}: dtype {x.dtype} is not uint8 or float")
+    if x.size == 0:
+        raise VaelabError(f"{path} holds no pixels (shape {x.shape}); save non-empty images")
     if not np.isfinite(x).all():
         raise VaelabError(f"{path} contains NaN or Inf values; clean the data first")
     if x.min() < 0 or x.max() > 1:
@@ -327,12 +346,22 @@ def _load_array(path: Path) -> Dataset:
         raise VaelabError(f"{path} holds {len(x)} examples; at least 10 are needed to split")
     if y is not None and (y.ndim != 1 or len(y) != len(x)):
         raise VaelabError(f"{path}: labels y must have shape ({len(x)},), got {y.shape}")
+    if y is not None and not _whole_numbers(y):
+        raise VaelabError(f"{path}: labels y must be integers, got {y.dtype} values")
     order = np.random.default_rng(0).permutation(len(x))
     n_train, n_valid = int(0.8 * len(x)), int(0.1 * len(x))
     parts = np.split(order, [n_train, n_train + n_valid])
     xs = [torch.from_numpy(x[p]) for p in parts]
     ys = [None] * 3 if y is None else [torch.from_numpy(y[p].astype(np.int64)) for p in parts]
     return Dataset(path.stem, *xs, *ys)
+
+
+def _whole_numbers(y: np.ndarray) -> bool:
+    if np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_:
+        return True
+    if np.issubdtype(y.dtype, np.floating):
+        return bool(np.isfinite(y).all() and (y == np.round(y)).all())
+    return False
 
 
 # --- binarization -----------------------------------------------------------------------------
@@ -353,6 +382,8 @@ def eval_split(dataset: Dataset, split: str, binarization: str) -> torch.Tensor:
     With any binarization the split is binarized once with :data:`EVAL_BINARIZE_SEED`, the
     same draw for every run; with ``none`` it is returned as is.
     """
+    if binarization not in ("none", "static", "dynamic"):
+        raise VaelabError(f"unknown binarization {binarization!r}; use none, static or dynamic")
     x, _ = dataset.split(split)
     if binarization == "none":
         return x
