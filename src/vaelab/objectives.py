@@ -56,3 +56,42 @@ def elbo(model, x: torch.Tensor, beta: float = 1.0, k: int = 1) -> Terms:
     kl = kl_term(qz, model.p_z(), z)
     loss = -(reconstruction - beta * kl).mean()
     return Terms(loss=loss, elbo=reconstruction - kl, reconstruction=reconstruction, kl=kl)
+
+
+def iwae(model, x: torch.Tensor, k: int, beta: float = 1.0) -> Terms:
+    """The importance-weighted bound with ``k`` samples per example (Burda et al. 2015).
+
+    L_K(x) = E[log (1/K) sum_k w_k],  w_k = p(x, z_k) / q(z_k | x),  z_1..z_K ~ q(z | x)
+
+    ELBO(x) = L_1 <= L_K <= L_{K+1} <= log p(x); the estimate here is one draw of the K
+    samples, computed as logsumexp_k(log w_k) - log K. ``x``: ``(B, *x_shape)``; z is drawn
+    reparameterized with shape ``(k, B, D)``.
+
+    Returns
+    -------
+    Terms
+        elbo : ``(B,)``, the estimate of L_K(x) (beta plays no part: this is the bound).
+        loss : scalar, -mean_B of logsumexp_k(log p(x|z_k) - beta (log q(z_k|x) - log p(z_k)))
+            - log K; with beta = 1 this is -mean(elbo), with k = 1 it is the one-sample
+            beta-ELBO with a Monte Carlo KL.
+        reconstruction : ``(B,)``, (1/K) sum_k log p(x | z_k), the ordinary ELBO's first term
+            averaged over the same K samples (not importance-weighted).
+        kl : ``(B,)``, KL(q(z | x) || p(z)) as :func:`elbo` reports it (:func:`kl_term`:
+            closed form when known, else the Monte Carlo mean over the same samples). So
+            ``reconstruction - kl`` is the ordinary K-sample ELBO estimate, <= ``elbo`` on
+            average; the gap is what importance weighting buys.
+    """
+    qz = model.q_z(x)
+    pz = model.p_z()
+    z = qz.rsample((k,))
+    log_px_z = model.p_x(z).log_prob(x)  # (k, B)
+    log_ratio = pz.log_prob(z) - qz.log_prob(z)  # log p(z) - log q(z | x), (k, B)
+    log_k = log_px_z.new_tensor(float(k)).log()  # in the model's dtype
+    bound = torch.logsumexp(log_px_z + log_ratio, dim=0) - log_k
+    if beta == 1.0:
+        objective = bound
+    else:
+        objective = torch.logsumexp(log_px_z + beta * log_ratio, dim=0) - log_k
+    reconstruction = log_px_z.mean(0)
+    kl = kl_term(qz, pz, z)
+    return Terms(loss=-objective.mean(), elbo=bound, reconstruction=reconstruction, kl=kl)
