@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -82,11 +83,18 @@ def test_two_epoch_cli_run_on_digits_writes_every_artefact(tmp_path):
     assert summary["test"]["n"] == 180 and summary["test"]["elbo"] < 0
 
     # eval --json: one JSON object with the test ELBO, the same each time
-    first = run_cli("eval", str(out), "--json")
+    first = run_cli("eval", str(out), "--json", "--k", "500")
     assert first.returncode == 0, first.stderr
     scores = json.loads(first.stdout)
     assert scores["elbo"] == pytest.approx(scores["reconstruction"] - scores["kl"])
     assert scores["elbo"] == pytest.approx(summary["test"]["elbo"])
+    # the importance-sampled estimate of -log p(x) is positive and no worse than -ELBO
+    assert 0 < scores["nll_nats"] <= -scores["elbo"] + 3 * scores["elbo_se"]
+    assert scores["k"] == 500 and 1 <= scores["ess_mean"] <= 500
+    assert len(scores["kl_per_dim"]) == 2 and 0 <= scores["active_units"] <= 2
+    assert sum(scores["kl_per_dim"]) == pytest.approx(scores["kl"], rel=1e-4)
+    assert scores["bits_per_dim"] == pytest.approx(scores["nll_nats"] / (64 * math.log(2)))
+    assert run_cli("eval", str(out), "--json", "--k", "500").stdout == first.stdout
 
     # sample: a PNG grid of n images from the prior
     grid = tmp_path / "grid.png"
@@ -159,6 +167,7 @@ BAD_INPUTS = [
     (["train", "--out", "{tmp}/existing"], "exists; choose another --out or pass --overwrite"),
     (["train", "--out", "{tmp}/existing", "--overwrite"], "not a vaelab run"),
     (["eval", "{tmp}/nowhere"], "does not exist"),
+    (["eval", "{tmp}/existing", "--k", "0"], "--k must be >= 1"),
     (["sample", "{tmp}/existing"], "not a vaelab run"),
     (["frobnicate"], "invalid choice"),
 ]

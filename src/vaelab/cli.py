@@ -66,7 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="score a run on its test split")
     e.add_argument("run")
     e.add_argument("--split", choices=["test", "valid", "train"], default="test")
-    e.add_argument("--k", type=int, default=1, help="samples per example for the ELBO")
+    e.add_argument(
+        "--k",
+        type=int,
+        default=5000,
+        help="importance samples per example for the log-likelihood estimate (default 5000)",
+    )
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
 
@@ -112,10 +117,12 @@ def _train(args) -> None:
 
 
 def _eval(args) -> None:
+    import math
+
     from . import data as data_mod
+    from . import evaluate
     from .checkpoint import load, load_config
     from .device import resolve_device
-    from .evaluate import evaluate_elbo
 
     if args.k < 1:
         raise VaelabError(f"--k must be >= 1 (got {args.k})")
@@ -123,19 +130,38 @@ def _eval(args) -> None:
     model = load(args.run, resolve_device(args.device))
     dataset = data_mod.load(config.data, config.data_dir or None)
     x = data_mod.eval_split(dataset, args.split, config.resolved_binarize)
+    scores = evaluate.evaluate_elbo(model, x, seed=config.seed)
+    ll = evaluate.log_likelihood(model, x, k=args.k, seed=config.seed)
+    means, _, kls = evaluate.posterior_stats(model, x)
     result = {
         "run": str(args.run),
         "split": args.split,
+        "n": scores["n"],
         "k": args.k,
-        **evaluate_elbo(model, x, k=args.k, seed=config.seed),
+        "nll_nats": ll["nll_nats"],
+        "nll_se": ll["nll_se"],
+        "bits_per_dim": evaluate.bits_per_dim(ll["nll_nats"], math.prod(model.x_shape)),
+        "elbo": scores["elbo"],
+        "elbo_se": scores["elbo_se"],
+        "reconstruction": scores["reconstruction"],
+        "kl": scores["kl"],
+        "active_units": evaluate.active_units(means),
+        "kl_per_dim": kls.double().mean(0).tolist(),
+        "ess_mean": ll["ess_mean"],
     }
     if args.json:
         print(json.dumps(result))
-    else:
-        print(f"{args.run} ({args.split}, {result['n']} examples), nats per example:")
-        print(f"  ELBO            {result['elbo']:10.3f} ± {result['elbo_se']:.3f}")
-        print(f"  E_q[log p(x|z)] {result['reconstruction']:10.3f}")
-        print(f"  KL              {result['kl']:10.3f}")
+        return
+    print(f"{args.run} ({args.split}, {result['n']} examples), nats per example:")
+    print(
+        f"  -log p(x), K={args.k:<6} {result['nll_nats']:10.3f} ± {result['nll_se']:.3f}"
+        f"   ({result['bits_per_dim']:.4f} bits/dim)"
+    )
+    print(f"  ELBO                 {result['elbo']:10.3f} ± {result['elbo_se']:.3f}")
+    print(f"  E_q[log p(x|z)]      {result['reconstruction']:10.3f}")
+    print(f"  KL                   {result['kl']:10.3f}")
+    print(f"  active units         {result['active_units']:>6d} of {model.latent_dim}")
+    print(f"  mean ESS             {result['ess_mean']:10.1f} of {args.k}")
 
 
 def _sample(args) -> None:
