@@ -6,6 +6,17 @@ import pytest
 
 from vaelab import Config, train
 
+# every plot a run with a latent space of 2 or more dimensions must have
+PLOTS = {
+    "learning_curves.png",
+    "reconstructions.png",
+    "samples.png",
+    "latent_space.png",
+    "manifold.png",
+    "posterior_samples.png",
+    "kl_per_dim.png",
+}
+
 
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory):

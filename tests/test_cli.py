@@ -16,15 +16,7 @@ from vaelab import Config, load, train
 from vaelab.cli import main
 from vaelab.config import read_toml
 
-PLOTS = {
-    "learning_curves.png",
-    "reconstructions.png",
-    "samples.png",
-    "latent_space.png",
-    "manifold.png",
-    "posterior_samples.png",
-    "kl_per_dim.png",
-}
+from .conftest import PLOTS
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -10,6 +10,8 @@ from PIL import Image
 from vaelab import VAE, Config, plots
 from vaelab import data as data_mod
 
+from .conftest import PLOTS
+
 
 def test_tile_places_each_image_in_its_cell():
     images = np.arange(6 * 1 * 2 * 3, dtype=np.float32).reshape(6, 1, 2, 3)
@@ -56,15 +58,7 @@ def test_draw_run_writes_every_plot_for_a_latent_space_above_two(tmp_path):
         for e in (1, 2)
     ]
     written = plots.draw_run(model, dataset, metrics, tmp_path, "dynamic")
-    assert {p.name for p in written} == {
-        "learning_curves.png",
-        "reconstructions.png",
-        "samples.png",
-        "latent_space.png",
-        "manifold.png",
-        "posterior_samples.png",
-        "kl_per_dim.png",
-    }
+    assert {p.name for p in written} == PLOTS
     for path in written:
         with Image.open(path) as img:
             assert img.format == "PNG" and img.width > 200

@@ -7,6 +7,7 @@ folder named ``OUT`` always holds a finished run, and an existing run is replace
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -82,7 +83,7 @@ def train(
     )
 
     out = Path(config.out) if config.out else default_out(config)
-    config.out = str(out)
+    config = dataclasses.replace(config, out=str(out))  # the caller's object stays as it was
     partial = prepare_out(out, overwrite)
     try:
         (partial / "config.toml").write_text(config.to_toml())
