@@ -156,6 +156,8 @@ BAD_INPUTS = [
     (["train", "--config", "{tmp}/bad.toml", *NEW], "unknown key(s) latent"),
     (["train", "--config", "{tmp}/missing.toml", *NEW], "does not exist"),
     (["train", "--hidden", "4x", *NEW], "comma-separated integers"),
+    (["train", "--objective", "iwae", "--k", "0", *NEW], "k must be > 0"),
+    (["train", "--objective", "vae", *NEW], "invalid choice"),
     (["train", "--out", "{tmp}/existing"], "exists; choose another --out or pass --overwrite"),
     (["train", "--out", "{tmp}/existing", "--overwrite"], "not a vaelab run"),
     (["eval", "{tmp}/nowhere"], "does not exist"),

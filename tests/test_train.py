@@ -68,3 +68,14 @@ def test_bernoulli_on_grey_levels_without_binarization_warns(tmp_path):
     config = Config(out=str(tmp_path / "r"), epochs=1, binarize="none", hidden=[16])
     train(config, progress=False, log=lines.append)
     assert any("not a log-likelihood" in line for line in lines)
+
+
+def test_iwae_objective_trains_and_its_loss_is_the_tighter_bound(tmp_path):
+    run = _run(tmp_path, "iwae", objective="iwae", k=8, latent_dim=2, hidden=[64])
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for m in metrics:
+        # loss = -L_8 and L_8 >= ELBO on average: the loss lies below -ELBO
+        assert m["train_loss"] < -m["train_elbo"]
+        assert m["train_elbo"] == pytest.approx(m["train_reconstruction"] - m["train_kl"])
+    assert metrics[-1]["valid_elbo"] > metrics[0]["valid_elbo"]
+    assert 'objective = "iwae"' in (run / "config.toml").read_text()

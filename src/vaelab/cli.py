@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Gaussian likelihood: learn one sigma per output dimension",
     )
     t.add_argument("--beta", type=float, help="weight of the KL term (default 1)")
+    t.add_argument(
+        "--objective",
+        choices=["elbo", "iwae"],
+        help="elbo, or the K-sample importance-weighted bound (default elbo)",
+    )
+    t.add_argument("--k", type=int, help="samples of z per example in training (default 1)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
@@ -87,31 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args) -> None:
-    from .config import make_config, read_toml
+    from .config import FIELD_TYPES, make_config, read_toml
     from .train import train
 
     base = read_toml(args.config) if args.config else {}
-    overrides = {
-        key: getattr(args, key)
-        for key in (
-            "data",
-            "data_dir",
-            "latent_dim",
-            "hidden",
-            "arch",
-            "likelihood",
-            "sigma",
-            "learn_sigma",
-            "beta",
-            "epochs",
-            "batch_size",
-            "lr",
-            "seed",
-            "binarize",
-            "device",
-            "out",
-        )
-    }
+    # every config field has a flag of the same name; a flag not given is None
+    overrides = {key: getattr(args, key) for key in FIELD_TYPES}
     config = make_config(base, **overrides)
     train(config, overwrite=args.overwrite, progress=not args.quiet)
 

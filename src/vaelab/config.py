@@ -23,6 +23,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "arch": ("mlp", "conv"),
     "likelihood": ("bernoulli", "gaussian"),
     "binarize": ("auto", "dynamic", "static", "none"),
+    "objective": ("elbo", "iwae"),
     "device": ("auto", "cpu", "cuda", "mps"),
 }
 
@@ -40,6 +41,8 @@ class Config:
     sigma: float = 0.1
     learn_sigma: bool = False
     beta: float = 1.0
+    objective: str = "elbo"
+    k: int = 1
     epochs: int = 20
     batch_size: int = 128
     lr: float = 1e-3
@@ -67,6 +70,7 @@ class Config:
             "batch_size": self.batch_size,
             "lr": self.lr,
             "sigma": self.sigma,
+            "k": self.k,
         }
         for name, value in positive.items():
             if not value > 0:

@@ -164,7 +164,10 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
             seen = 0
             for step in range(steps_per_epoch):
                 x = epoch_x[order[step * batch_size : (step + 1) * batch_size]]
-                terms = objectives.elbo(model, x, beta=config.beta)
+                if config.objective == "iwae":
+                    terms = objectives.iwae(model, x, k=config.k, beta=config.beta)
+                else:
+                    terms = objectives.elbo(model, x, beta=config.beta, k=config.k)
                 optimizer.zero_grad(set_to_none=True)
                 terms.loss.backward()
                 optimizer.step()
@@ -173,7 +176,8 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                 sums += torch.stack(
                     [
                         terms.loss.detach() * b,
-                        terms.elbo.detach().sum(),
+                        # the ELBO itself, also under the IWAE objective (whose loss is -L_K)
+                        (terms.reconstruction - terms.kl).detach().sum(),
                         terms.reconstruction.detach().sum(),
                         terms.kl.detach().sum(),
                     ]
