@@ -190,12 +190,13 @@ def posterior_samples(
         zoom.set_xlim(means[i, 0] - 3 * stds[i, 0], means[i, 0] + 3 * stds[i, 0])
         zoom.set_ylim(means[i, 1] - 3 * stds[i, 1], means[i, 1] + 3 * stds[i, 1])
         zoom.tick_params(labelsize=6)
-        for jj in range(j):
-            _show(fig.add_subplot(grid[i, 4 + jj]), decodings[i, jj])
+        decoded = [fig.add_subplot(grid[i, 4 + jj]) for jj in range(j)]
+        for jj, cell_ax in enumerate(decoded):
+            _show(cell_ax, decodings[i, jj])
         if i == 0:
             cell.set_title("x", fontsize=9)
             zoom.set_title("q(z|x), ±3σ", fontsize=9)
-            fig.axes[-j].set_title("decodings of z ~ q(z|x)", fontsize=9, loc="left")
+            decoded[0].set_title("decodings of z ~ q(z|x)", fontsize=9, loc="left")
     return fig
 
 
