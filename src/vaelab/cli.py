@@ -38,30 +38,70 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a VAE and write a run folder")
+    t.add_argument(
+        "--preset",
+        help="named set-up: mnist-vae or mnist-iwae (Burda et al. 2015); --config and flags "
+        "override it",
+    )
     t.add_argument("--config", help="TOML file of configuration keys (flags override it)")
     t.add_argument("--data", help="digits (embedded), mnist, or a path (IDX folder, .npy/.npz)")
     t.add_argument("--data-dir", help="folder with the MNIST IDX files (default $VAELAB_DATA)")
     t.add_argument("--latent-dim", type=int, help="dimensions of z (default 10)")
     t.add_argument("--hidden", type=_int_list, help="hidden layer sizes, e.g. 512,256")
-    t.add_argument("--arch", choices=["mlp", "conv"])
+    t.add_argument("--arch", choices=["mlp", "conv", "linear"], help="linear: x = Wz + b")
+    t.add_argument("--activation", choices=["relu", "tanh"], help="MLP hidden units (relu)")
     t.add_argument("--likelihood", choices=["bernoulli", "gaussian"])
     t.add_argument("--sigma", type=float, help="Gaussian likelihood: fixed sigma (default 0.1)")
     t.add_argument(
         "--learn-sigma",
         action="store_true",
         default=None,
-        help="Gaussian likelihood: learn one sigma per output dimension",
+        help="Gaussian likelihood: learn sigma (one per output dimension)",
+    )
+    t.add_argument(
+        "--shared-sigma",
+        action="store_true",
+        default=None,
+        help="with --learn-sigma: one sigma shared by all dimensions",
+    )
+    t.add_argument(
+        "--decoder-bias",
+        choices=["zero", "data"],
+        help="data: start the output bias at the logit of the training pixel means",
     )
     t.add_argument("--beta", type=float, help="weight of the KL term (default 1)")
+    t.add_argument(
+        "--kl-warmup", type=int, help="epochs over which the KL weight ramps from 0 to beta"
+    )
     t.add_argument(
         "--objective",
         choices=["elbo", "iwae"],
         help="elbo, or the K-sample importance-weighted bound (default elbo)",
     )
     t.add_argument("--k", type=int, help="samples of z per example in training (default 1)")
-    t.add_argument("--epochs", type=int)
+    t.add_argument(
+        "--iwae-grad",
+        choices=["standard", "dreg"],
+        help="IWAE encoder gradient: standard, or doubly reparameterized (Tucker et al. 2018)",
+    )
+    t.add_argument("--epochs", type=int, help="epochs (with --minutes: at most this many)")
+    t.add_argument(
+        "--minutes", type=float, help="wall-clock budget for training; 0 means none (default)"
+    )
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
+    t.add_argument(
+        "--lr-schedule",
+        choices=["constant", "cosine"],
+        help="cosine: decay to 0 over the --minutes budget, or over the epochs",
+    )
+    t.add_argument("--adam-eps", type=float, help="Adam's epsilon (default 1e-8)")
+    t.add_argument(
+        "--keep-best",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep the weights of the best validation ELBO (default: yes)",
+    )
     t.add_argument("--seed", type=int)
     t.add_argument("--binarize", choices=["auto", "dynamic", "static", "none"])
     t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
@@ -79,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="importance samples per example for the log-likelihood estimate (default 5000)",
     )
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument(
+        "--exact",
+        action="store_true",
+        help="also the exact log p(x) (runs with --arch linear --likelihood gaussian)",
+    )
     e.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
 
     s = sub.add_parser("sample", help="a PNG grid of samples from the prior")
@@ -94,9 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(args) -> None:
     from .config import FIELD_TYPES, make_config, read_toml
+    from .presets import preset
     from .train import train
 
-    base = read_toml(args.config) if args.config else {}
+    base = preset(args.preset) if args.preset else {}
+    if args.config:
+        base.update(read_toml(args.config))
     # every config field has a flag of the same name; a flag not given is None
     overrides = {key: getattr(args, key) for key in FIELD_TYPES}
     config = make_config(base, **overrides)
@@ -136,6 +184,10 @@ def _eval(args) -> None:
         "kl_per_dim": kls.double().mean(0).tolist(),
         "ess_mean": ll["ess_mean"],
     }
+    if args.exact:
+        exact = evaluate.exact_log_px(model, x)
+        result["exact_nll_nats"] = -exact["log_px"]
+        result["exact_nll_se"] = exact["log_px_se"]
     if args.json:
         print(json.dumps(result))
         return
@@ -144,6 +196,11 @@ def _eval(args) -> None:
         f"  -log p(x), K={args.k:<6} {result['nll_nats']:10.3f} ± {result['nll_se']:.3f}"
         f"   ({result['bits_per_dim']:.4f} bits/dim)"
     )
+    if args.exact:
+        print(
+            f"  -log p(x), exact     {result['exact_nll_nats']:10.3f} ± "
+            f"{result['exact_nll_se']:.3f}   (linear-Gaussian closed form)"
+        )
     print(f"  ELBO                 {result['elbo']:10.3f} ± {result['elbo_se']:.3f}")
     print(f"  E_q[log p(x|z)]      {result['reconstruction']:10.3f}")
     print(f"  KL                   {result['kl']:10.3f}")

@@ -20,32 +20,55 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "arch": ("mlp", "conv"),
+    "arch": ("mlp", "conv", "linear"),
+    "activation": ("relu", "tanh"),
     "likelihood": ("bernoulli", "gaussian"),
     "binarize": ("auto", "dynamic", "static", "none"),
     "objective": ("elbo", "iwae"),
+    "iwae_grad": ("standard", "dreg"),
+    "decoder_bias": ("zero", "data"),
+    "lr_schedule": ("constant", "cosine"),
     "device": ("auto", "cpu", "cuda", "mps"),
 }
 
 
 @dataclass
 class Config:
-    """Everything that defines a training run, as plain values."""
+    """Everything that defines a training run, as plain values.
+
+    The less obvious ones: ``decoder_bias = "data"`` starts the decoder's output bias at the
+    training data's mean (Bernoulli: its logit), as Burda et al. do; ``kl_warmup`` ramps the
+    KL weight linearly from 0 to ``beta`` over that many epochs; ``minutes`` > 0 is a
+    wall-clock budget for training (``epochs`` is then an upper limit), and a ``cosine``
+    ``lr_schedule`` decays over the budget when there is one, else over ``epochs``;
+    ``keep_best`` keeps the weights of the epoch with the best validation ELBO (early
+    stopping); ``iwae_grad = "dreg"`` uses the doubly reparameterized encoder gradient
+    (Tucker et al. 2018) under the IWAE objective.
+    """
 
     data: str = "digits"
     data_dir: str = ""
     latent_dim: int = 10
     hidden: list[int] = field(default_factory=lambda: [400])
     arch: str = "mlp"
+    activation: str = "relu"
     likelihood: str = "bernoulli"
     sigma: float = 0.1
     learn_sigma: bool = False
+    shared_sigma: bool = False
+    decoder_bias: str = "zero"
     beta: float = 1.0
+    kl_warmup: int = 0
     objective: str = "elbo"
     k: int = 1
+    iwae_grad: str = "standard"
     epochs: int = 20
+    minutes: float = 0.0
     batch_size: int = 128
     lr: float = 1e-3
+    lr_schedule: str = "constant"
+    adam_eps: float = 1e-8
+    keep_best: bool = True
     seed: int = 0
     binarize: str = "auto"
     device: str = "auto"
@@ -81,6 +104,20 @@ class Config:
             )
         if not self.beta >= 0:
             raise VaelabError(f"beta must be >= 0 (got {self.beta})")
+        for name in ("kl_warmup", "minutes"):
+            if not getattr(self, name) >= 0:
+                raise VaelabError(f"{name} must be >= 0 (got {getattr(self, name)})")
+        if not 0 < self.adam_eps < 1:
+            raise VaelabError(f"adam_eps must lie in (0, 1) (got {self.adam_eps})")
+        if self.iwae_grad == "dreg" and self.objective != "iwae":
+            raise VaelabError("--iwae-grad dreg needs --objective iwae")
+        if self.iwae_grad == "dreg" and (self.beta != 1.0 or self.kl_warmup):
+            raise VaelabError(
+                "--iwae-grad dreg estimates the gradient of the IWAE bound itself: "
+                "use it with --beta 1 and no --kl-warmup"
+            )
+        if self.shared_sigma and not self.learn_sigma:
+            raise VaelabError("--shared-sigma needs --learn-sigma (a fixed sigma is shared)")
 
     @property
     def resolved_binarize(self) -> str:
@@ -156,7 +193,7 @@ def make_config(base: dict[str, Any] | None = None, **overrides: Any) -> Config:
         raise VaelabError(f"unknown configuration key(s): {', '.join(unknown)}")
     if isinstance(values.get("lr"), int) and not isinstance(values.get("lr"), bool):
         values["lr"] = float(values["lr"])
-    for key in ("beta", "sigma"):
+    for key in ("beta", "sigma", "minutes", "adam_eps"):
         if isinstance(values.get(key), int) and not isinstance(values.get(key), bool):
             values[key] = float(values[key])
     return Config(**values)

@@ -17,6 +17,7 @@ from torch.distributions import Distribution
 
 from . import objectives
 from .errors import VaelabError
+from .priors import StandardNormal
 
 SAMPLE_BLOCK = 128  # z is drawn in blocks of this many samples, each block from its own seed
 
@@ -231,3 +232,32 @@ def active_units(means: torch.Tensor, threshold: float = 0.01) -> int:
             f"active_units needs posterior means of shape (N >= 2, D), got {tuple(means.shape)}"
         )
     return int((means.double().var(dim=0) > threshold).sum().item())
+
+
+@torch.no_grad()
+def exact_log_px(model, x: torch.Tensor) -> dict[str, float]:
+    """The exact mean log p(x) of a linear-Gaussian VAE, and its standard error over ``x``.
+
+    For a decoder x = W z + b with Gaussian noise sigma and p(z) = N(0, I),
+    p(x) = N(b, W W^T + diag sigma^2) (:func:`vaelab.baselines.linear_gaussian_log_px`).
+    ``x``: ``(N, *x_shape)``. Other models raise :class:`VaelabError`.
+    """
+    from .baselines import linear_gaussian_log_px
+    from .likelihoods import GaussianLikelihood
+
+    output = getattr(model.decoder, "output", None)
+    is_linear = output is not None and len(model.decoder.net) == 1
+    if not (is_linear and isinstance(model.likelihood, GaussianLikelihood)):
+        raise VaelabError(
+            "the exact log p(x) is known only for a linear decoder with a Gaussian "
+            "likelihood: train with --arch linear --likelihood gaussian"
+        )
+    if not isinstance(model.prior, StandardNormal):
+        raise VaelabError("the exact log p(x) needs the standard normal prior")
+    sigma = model.likelihood.log_scale.double().exp().flatten()
+    log_px = linear_gaussian_log_px(x.flatten(1), output.weight, output.bias, sigma)
+    n = len(log_px)
+    return {
+        "log_px": log_px.mean().item(),
+        "log_px_se": (log_px.std() / math.sqrt(n)).item() if n > 1 else float("nan"),
+    }

@@ -37,14 +37,21 @@ class BernoulliLikelihood(nn.Module):
 class GaussianLikelihood(nn.Module):
     """p(x | z) = prod_i N(x_i ; mu_i, sigma_i^2); the decoder emits the means mu.
 
-    ``sigma`` is fixed, or (``learn_sigma``) one learned sigma per output dimension, stored
-    as ``log_scale`` of shape ``x_shape`` and initialised at log(sigma).
+    ``sigma`` is fixed, or (``learn_sigma``) learned: one sigma per output dimension, stored
+    as ``log_scale`` of shape ``x_shape``, or (``shared``) one for all, shape ``()``; either is
+    initialised at log(sigma).
     """
 
-    def __init__(self, x_shape: tuple[int, ...], sigma: float = 0.1, learn_sigma: bool = False):
+    def __init__(
+        self,
+        x_shape: tuple[int, ...],
+        sigma: float = 0.1,
+        learn_sigma: bool = False,
+        shared: bool = False,
+    ):
         super().__init__()
         self.x_shape = tuple(x_shape)
-        log_scale = torch.full(self.x_shape, math.log(sigma))
+        log_scale = torch.full(() if shared else self.x_shape, math.log(sigma))
         if learn_sigma:
             self.log_scale = nn.Parameter(log_scale)
         else:
@@ -59,7 +66,9 @@ class GaussianLikelihood(nn.Module):
         return out
 
 
-def make_likelihood(name: str, x_shape: tuple[int, ...], sigma: float, learn_sigma: bool):
+def make_likelihood(
+    name: str, x_shape: tuple[int, ...], sigma: float, learn_sigma: bool, shared_sigma: bool
+):
     if name == "bernoulli":
         return BernoulliLikelihood(x_shape)
-    return GaussianLikelihood(x_shape, sigma=sigma, learn_sigma=learn_sigma)
+    return GaussianLikelihood(x_shape, sigma=sigma, learn_sigma=learn_sigma, shared=shared_sigma)

@@ -11,7 +11,8 @@ from torch import nn
 from torch.distributions import Distribution, Independent, Normal
 
 from .config import Config
-from .likelihoods import make_likelihood
+from .errors import VaelabError
+from .likelihoods import BernoulliLikelihood, make_likelihood
 from .networks import make_networks
 from .priors import StandardNormal
 
@@ -48,9 +49,15 @@ class VAE(nn.Module):
 
     @classmethod
     def from_config(cls, config: Config, x_shape: tuple[int, ...]) -> VAE:
-        encoder, decoder = make_networks(config.arch, x_shape, config.hidden, config.latent_dim)
+        encoder, decoder = make_networks(
+            config.arch, x_shape, config.hidden, config.latent_dim, config.activation
+        )
         likelihood = make_likelihood(
-            config.likelihood, x_shape, sigma=config.sigma, learn_sigma=config.learn_sigma
+            config.likelihood,
+            x_shape,
+            sigma=config.sigma,
+            learn_sigma=config.learn_sigma,
+            shared_sigma=config.shared_sigma,
         )
         return cls(encoder, decoder, StandardNormal(config.latent_dim), likelihood, x_shape)
 
@@ -76,6 +83,22 @@ class VAE(nn.Module):
     def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p(x, z) = log p(z) + log p(x | z); ``z`` ``(*batch, B, D)`` -> ``(*batch, B)``."""
         return self.p_z().log_prob(z) + self.p_x(z).log_prob(x)
+
+    @torch.no_grad()
+    def init_output_bias(self, x: torch.Tensor) -> None:
+        """Start the decoder's output bias at the data's mean ``x.mean(0)``: its logit for a
+        Bernoulli likelihood (clamped to [1e-3, 1 - 1e-3]), the mean itself for a Gaussian.
+
+        So p(x | z) starts as the best factorised model of the pixels, not at 1/2 each: the
+        initialisation Burda et al. use. ``x``: ``(N, *x_shape)``; MLP and linear decoders.
+        """
+        output = getattr(self.decoder, "output", None)
+        if output is None:
+            raise VaelabError("--decoder-bias data needs --arch mlp or linear")
+        mean = x.double().mean(0).flatten()
+        if isinstance(self.likelihood, BernoulliLikelihood):
+            mean = torch.logit(mean.clamp(1e-3, 1 - 1e-3))
+        output.bias.copy_(mean.to(output.bias))
 
     # --- the user's API ---------------------------------------------------------------------
 

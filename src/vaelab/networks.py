@@ -15,23 +15,33 @@ from torch import nn
 from .errors import VaelabError
 
 CONV_SIZES = {28: 2, 32: 2, 64: 3}  # image side -> number of stride-2 layers
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
-def _mlp(sizes: list[int]) -> nn.Sequential:
+def _mlp(sizes: list[int], activation: str = "relu") -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
+            layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
 
 
 class MLPEncoder(nn.Module):
-    """x -> flatten -> [Linear, ReLU] x len(hidden) -> Linear -> (loc, log_var)."""
+    """x -> flatten -> [Linear, activation] x len(hidden) -> Linear -> (loc, log_var).
 
-    def __init__(self, x_shape: tuple[int, ...], hidden: list[int], latent_dim: int):
+    With ``hidden = []`` it is one linear map: the encoder of a linear VAE.
+    """
+
+    def __init__(
+        self,
+        x_shape: tuple[int, ...],
+        hidden: list[int],
+        latent_dim: int,
+        activation: str = "relu",
+    ):
         super().__init__()
-        self.net = _mlp([math.prod(x_shape), *hidden, 2 * latent_dim])
+        self.net = _mlp([math.prod(x_shape), *hidden, 2 * latent_dim], activation)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loc, log_var = self.net(x.flatten(1)).chunk(2, dim=-1)
@@ -39,12 +49,27 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    """z -> [Linear, ReLU] x len(hidden) (mirrored) -> Linear -> reshape to x_shape."""
+    """z -> [Linear, activation] x len(hidden) (mirrored) -> Linear -> reshape to x_shape.
 
-    def __init__(self, x_shape: tuple[int, ...], hidden: list[int], latent_dim: int):
+    With ``hidden = []`` it is x = W z + b: with a Gaussian likelihood, the linear-Gaussian
+    model of :mod:`vaelab.baselines` (``output`` is that last Linear).
+    """
+
+    def __init__(
+        self,
+        x_shape: tuple[int, ...],
+        hidden: list[int],
+        latent_dim: int,
+        activation: str = "relu",
+    ):
         super().__init__()
         self.x_shape = tuple(x_shape)
-        self.net = _mlp([latent_dim, *reversed(hidden), math.prod(x_shape)])
+        self.net = _mlp([latent_dim, *reversed(hidden), math.prod(x_shape)], activation)
+
+    @property
+    def output(self) -> nn.Linear:
+        """The last layer; its bias is the decoder's output for the average hidden state."""
+        return self.net[-1]
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).unflatten(-1, self.x_shape)
@@ -108,8 +133,19 @@ class ConvDecoder(nn.Module):
         return self.deconv(h).view(*batch, *self.x_shape)
 
 
-def make_networks(arch: str, x_shape: tuple[int, ...], hidden: list[int], latent_dim: int):
-    """(encoder, decoder) for ``arch`` in {mlp, conv}."""
+def make_networks(
+    arch: str,
+    x_shape: tuple[int, ...],
+    hidden: list[int],
+    latent_dim: int,
+    activation: str = "relu",
+):
+    """(encoder, decoder) for ``arch`` in {mlp, conv, linear}; ``linear`` ignores ``hidden``."""
     if arch == "conv":
         return ConvEncoder(x_shape, hidden, latent_dim), ConvDecoder(x_shape, hidden, latent_dim)
-    return MLPEncoder(x_shape, hidden, latent_dim), MLPDecoder(x_shape, hidden, latent_dim)
+    if arch == "linear":
+        hidden = []
+    return (
+        MLPEncoder(x_shape, hidden, latent_dim, activation),
+        MLPDecoder(x_shape, hidden, latent_dim, activation),
+    )

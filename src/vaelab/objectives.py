@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.distributions import Distribution, Independent, kl_divergence
+from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def elbo(model, x: torch.Tensor, beta: float = 1.0, k: int = 1) -> Terms:
     return Terms(loss=loss, elbo=reconstruction - kl, reconstruction=reconstruction, kl=kl)
 
 
-def iwae(model, x: torch.Tensor, k: int, beta: float = 1.0) -> Terms:
+def iwae(model, x: torch.Tensor, k: int, beta: float = 1.0, grad: str = "standard") -> Terms:
     """The importance-weighted bound with ``k`` samples per example (Burda et al. 2015).
 
     L_K(x) = E[log (1/K) sum_k w_k],  w_k = p(x, z_k) / q(z_k | x),  z_1..z_K ~ q(z | x)
@@ -66,6 +66,15 @@ def iwae(model, x: torch.Tensor, k: int, beta: float = 1.0) -> Terms:
     ELBO(x) = L_1 <= L_K <= L_{K+1} <= log p(x); the estimate here is one draw of the K
     samples, computed as logsumexp_k(log w_k) - log K. ``x``: ``(B, *x_shape)``; z is drawn
     reparameterized with shape ``(k, B, D)``.
+
+    ``grad = "dreg"`` keeps the value and the decoder's (and prior's) gradient, and gives the
+    encoder the doubly reparameterized gradient (Tucker et al. 2018):
+
+        grad_phi L_K = E[ sum_k w~_k^2  d log w_k / d z_k  d z_k / d phi ],  w~ = softmax_k(log w)
+
+    with log q's parameters held fixed inside log w_k. Its expectation is the standard
+    estimator's, but its signal-to-noise ratio does not decay as K grows (Rainforth et al.
+    2018). It needs ``beta = 1``.
 
     Returns
     -------
@@ -81,12 +90,18 @@ def iwae(model, x: torch.Tensor, k: int, beta: float = 1.0) -> Terms:
             ``reconstruction - kl`` is the ordinary K-sample ELBO estimate, <= ``elbo`` on
             average; the gap is what importance weighting buys.
     """
+    if grad not in ("standard", "dreg"):
+        raise ValueError(f"grad must be 'standard' or 'dreg', got {grad!r}")
     qz = model.q_z(x)
     pz = model.p_z()
     z = qz.rsample((k,))
     log_px_z = model.p_x(z).log_prob(x)  # (k, B)
-    log_ratio = pz.log_prob(z) - qz.log_prob(z)  # log p(z) - log q(z | x), (k, B)
     log_k = log_px_z.new_tensor(float(k)).log()  # in the model's dtype
+    if grad == "dreg":
+        if beta != 1.0:
+            raise ValueError("the DReG estimator is for the IWAE bound itself: beta must be 1")
+        return _iwae_dreg(qz, pz, z, log_px_z, log_k, kl_term(qz, pz, z))
+    log_ratio = pz.log_prob(z) - qz.log_prob(z)  # log p(z) - log q(z | x), (k, B)
     bound = torch.logsumexp(log_px_z + log_ratio, dim=0) - log_k
     if beta == 1.0:
         objective = bound
@@ -95,3 +110,23 @@ def iwae(model, x: torch.Tensor, k: int, beta: float = 1.0) -> Terms:
     reconstruction = log_px_z.mean(0)
     kl = kl_term(qz, pz, z)
     return Terms(loss=-objective.mean(), elbo=bound, reconstruction=reconstruction, kl=kl)
+
+
+def _iwae_dreg(qz, pz, z, log_px_z, log_k, kl) -> Terms:
+    """The IWAE bound whose backward pass gives the DReG gradient (see :func:`iwae`).
+
+    log w_k uses a copy of q with detached parameters, so phi reaches log w only through
+    z_k. The surrogate sum_k w~_k log w_k (w~ held constant) has the standard gradient in
+    theta; a hook on z multiplies the gradient reaching each z_k by w~_k once more, which
+    turns phi's w~_k into w~_k^2. The loss's value is -mean(L_K), as for ``grad="standard"``.
+    """
+    base = qz.base_dist
+    q_fixed = Independent(Normal(base.loc.detach(), base.scale.detach(), validate_args=False), 1)
+    log_w = log_px_z + pz.log_prob(z) - q_fixed.log_prob(z)  # (k, B)
+    weights = torch.softmax(log_w.detach(), dim=0)  # w~_k, (k, B)
+    if z.requires_grad:
+        z.register_hook(lambda g: g * weights.unsqueeze(-1))
+    bound = torch.logsumexp(log_w.detach(), dim=0) - log_k
+    surrogate = (weights * log_w).sum(0)
+    objective = bound + (surrogate - surrogate.detach())  # value L_K, gradient DReG
+    return Terms(loss=-objective.mean(), elbo=bound, reconstruction=log_px_z.mean(0), kl=kl)

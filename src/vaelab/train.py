@@ -75,7 +75,10 @@ def train(
     _check_data(dataset, config, binarization, log)
 
     torch.manual_seed(config.seed)  # weights' initialisation and the reparameterization noise
-    model = VAE.from_config(config, dataset.x_shape).to(device)
+    model = VAE.from_config(config, dataset.x_shape)
+    if config.decoder_bias == "data":
+        model.init_output_bias(dataset.train)
+    model = model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log(
         f"vaelab: {config.arch} VAE, {n_params:,} parameters, latent {config.latent_dim}, "
@@ -128,30 +131,59 @@ def _check_data(dataset, config: Config, binarization: str, log) -> None:
             )
 
 
+def lr_factor(config: Config, step: int, total_steps: int, elapsed: float) -> float:
+    """The learning rate's multiplier: 1, or a cosine from 1 to 0 over the budget
+    (``minutes``) when there is one, else over the ``total_steps`` of ``epochs``."""
+    if config.lr_schedule == "constant":
+        return 1.0
+    if config.minutes:
+        progress = elapsed / (60.0 * config.minutes)
+    else:
+        progress = step / total_steps
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def kl_weight(config: Config, epoch_progress: float) -> float:
+    """beta, ramped linearly from 0 over the first ``kl_warmup`` epochs (``epoch_progress``
+    counts epochs done, fractionally)."""
+    if config.kl_warmup == 0:
+        return config.beta
+    return config.beta * min(1.0, epoch_progress / config.kl_warmup)
+
+
 def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, log):
     """The loop: each epoch binarizes and shuffles the whole training set at once, then
-    steps through it by index. Returns the list of per-epoch metric records."""
+    steps through it by index. Stops after ``epochs``, or before an epoch that would end
+    past the ``minutes`` budget. Returns the list of per-epoch metric records; the model
+    ends with the weights of the best validation ELBO when ``keep_best``."""
     generator = torch.Generator().manual_seed(config.seed)  # data order and binarization
     x_train = dataset.train
     if binarization == "static":
         x_train = data_mod.binarize(x_train, torch.Generator().manual_seed(config.seed + 1))
     x_valid = data_mod.eval_split(dataset, "valid", binarization)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, eps=config.adam_eps)
     n, batch_size = len(x_train), config.batch_size
     steps_per_epoch = math.ceil(n / batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    budget = 60.0 * config.minutes if config.minutes else math.inf
+    best = {"elbo": -math.inf, "epoch": 0, "state": None}
     metrics = []
-    # one bar over every step of the run; its postfix shows the epoch's running means
+    # one bar over every step of the run (of the budget's seconds, under --minutes)
     bar = tqdm(
-        total=config.epochs * steps_per_epoch,
+        total=total_steps if not config.minutes else round(budget),
         desc="training",
-        unit="step",
+        unit="step" if not config.minutes else "s",
         disable=not progress,
         file=sys.stderr,
         dynamic_ncols=True,
     )
+    run_start = time.perf_counter()
     with bar, (run_dir / "metrics.jsonl").open("w") as metrics_file:
         for epoch in range(1, config.epochs + 1):
             start = time.perf_counter()
+            elapsed = start - run_start
+            if metrics and elapsed + metrics[-1]["seconds"] > budget:
+                break  # the next epoch would end past the budget
             model.train()
             epoch_x = x_train
             if binarization == "dynamic":  # a fresh draw x ~ Bernoulli(pixels) every epoch
@@ -163,11 +195,18 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
             sums = torch.zeros(4, dtype=torch.float64, device=device)
             seen = 0
             for step in range(steps_per_epoch):
+                global_step = (epoch - 1) * steps_per_epoch + step
+                lr = config.lr * lr_factor(
+                    config, global_step, total_steps, time.perf_counter() - run_start
+                )
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                beta = kl_weight(config, epoch - 1 + step / steps_per_epoch)
                 x = epoch_x[order[step * batch_size : (step + 1) * batch_size]]
                 if config.objective == "iwae":
-                    terms = objectives.iwae(model, x, k=config.k, beta=config.beta)
+                    terms = objectives.iwae(model, x, k=config.k, beta=beta, grad=config.iwae_grad)
                 else:
-                    terms = objectives.elbo(model, x, beta=config.beta, k=config.k)
+                    terms = objectives.elbo(model, x, beta=beta, k=config.k)
                 optimizer.zero_grad(set_to_none=True)
                 terms.loss.backward()
                 optimizer.step()
@@ -182,12 +221,15 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                         terms.kl.detach().sum(),
                     ]
                 ).double()
-                bar.update()
+                if not config.minutes:
+                    bar.update()
                 if progress and ((step + 1) % PROGRESS_EVERY == 0 or step + 1 == steps_per_epoch):
                     loss, _, rec, kl = (sums / seen).tolist()
+                    if config.minutes:
+                        bar.n = min(round(time.perf_counter() - run_start), bar.total)
                     bar.set_postfix_str(
                         f"epoch {epoch}  loss {loss:.2f}  rec {rec:.2f}  kl {kl:.2f}",
-                        refresh=False,
+                        refresh=config.minutes > 0,
                     )
             train_seconds = time.perf_counter() - start
             loss, elbo, rec, kl = (sums / n).tolist()
@@ -198,6 +240,12 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                 )
             model.eval()
             valid = evaluate_elbo(model, x_valid, seed=config.seed)
+            if config.keep_best and valid["elbo"] > best["elbo"]:
+                best = {
+                    "elbo": valid["elbo"],
+                    "epoch": epoch,
+                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                }
             record = {
                 "epoch": epoch,
                 "train_loss": loss,
@@ -207,6 +255,8 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                 "valid_elbo": valid["elbo"],
                 "valid_reconstruction": valid["reconstruction"],
                 "valid_kl": valid["kl"],
+                "lr": lr,
+                "beta": beta,
                 "seconds": time.perf_counter() - start,
                 "train_samples_per_sec": n / train_seconds,
             }
@@ -220,21 +270,27 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                     f"  {record['seconds']:.1f}s",
                     file=sys.stderr,
                 )
+    if best["state"] is not None and best["epoch"] != len(metrics):
+        model.load_state_dict(best["state"])
+        log(f"vaelab: keeping the weights of epoch {best['epoch']}, the best validation ELBO")
     return metrics
 
 
 def _summarise(model, dataset, config, binarization, metrics, n_params) -> dict:
     x_test = data_mod.eval_split(dataset, "test", binarization)
     test = evaluate_elbo(model, x_test, seed=config.seed)
+    kept = max(metrics, key=lambda m: m["valid_elbo"]) if config.keep_best else metrics[-1]
     return {
         "data": config.data,
         "x_shape": list(dataset.x_shape),
         "n_train": len(dataset.train),
         "n_parameters": n_params,
         "epochs": len(metrics),
+        "kept_epoch": kept["epoch"],
+        "budget_minutes": config.minutes or None,
         "train_seconds": sum(m["seconds"] for m in metrics),
         "train_samples_per_sec": metrics[-1]["train_samples_per_sec"],
-        "valid": {k: metrics[-1][f"valid_{k}"] for k in ("elbo", "reconstruction", "kl")},
+        "valid": {k: kept[f"valid_{k}"] for k in ("elbo", "reconstruction", "kl")},
         "test": test,
         "units": "nats per example (log-densities summed over the data's dimensions)",
     }
