@@ -229,3 +229,67 @@ def test_overwrite_replaces_a_run_only_when_the_new_one_is_complete(tmp_path, di
     assert code == 0
     assert (out / "model.safetensors").read_bytes() != old_weights
     assert read_toml(out / "config.toml")["seed"] == 9
+
+
+def test_preset_sets_burda_architecture_and_flags_override_it(tmp_path):
+    from .test_data import write_mnist_folder
+
+    write_mnist_folder(tmp_path / "mnist", n_train=120, side=6)
+    out = tmp_path / "preset"
+    result = run_cli(
+        "train",
+        "--preset",
+        "mnist-iwae",
+        "--data-dir",
+        str(tmp_path / "mnist"),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "20",
+        "--k",
+        "5",
+        "--iwae-grad",
+        "dreg",
+        "--out",
+        str(out),
+        "--quiet",
+    )
+    assert result.returncode == 0, result.stderr
+    config = read_toml(out / "config.toml")
+    expected = {
+        "data": "mnist",
+        "hidden": [200, 200],
+        "activation": "tanh",
+        "latent_dim": 50,
+        "decoder_bias": "data",
+        "adam_eps": 1e-4,
+        "lr_schedule": "cosine",
+        "objective": "iwae",
+    }
+    assert {key: config[key] for key in expected} == expected
+    # flags win over the preset
+    assert (config["k"], config["batch_size"], config["iwae_grad"]) == (5, 20, "dreg")
+    # the saved configuration re-runs the same experiment without the preset
+    again = run_cli("train", "--config", str(out / "config.toml"), "--out", str(tmp_path / "b"))
+    assert again.returncode == 0, again.stderr
+    assert read_toml(tmp_path / "b" / "config.toml") == {**config, "out": str(tmp_path / "b")}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--preset", "mnist-vea"], "unknown preset 'mnist-vea'; choose one of mnist-vae"),
+        (["--iwae-grad", "dreg"], "--iwae-grad dreg needs --objective iwae"),
+        (["--objective", "iwae", "--iwae-grad", "dreg", "--beta", "2"], "use it with --beta 1"),
+        (["--minutes", "-1"], "minutes must be >= 0"),
+        (["--shared-sigma"], "--shared-sigma needs --learn-sigma"),
+        (["--decoder-bias", "data", "--arch", "conv"], "--decoder-bias data needs --arch mlp"),
+    ],
+)
+def test_bad_training_options_are_one_line_and_leave_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "never"
+    code = main(["train", "--data", "digits", "--out", str(out), "--quiet", *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err and "\n" not in err
+    assert not out.exists() and not out.with_name("never.partial").exists()

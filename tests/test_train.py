@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaelab import Config, load, train
+from vaelab import VAE, Config, VaelabError, load, train
 
 
 def _run(tmp_path, name, **kw):
@@ -79,3 +79,98 @@ def test_iwae_objective_trains_and_its_loss_is_the_tighter_bound(tmp_path):
         assert m["train_elbo"] == pytest.approx(m["train_reconstruction"] - m["train_kl"])
     assert metrics[-1]["valid_elbo"] > metrics[0]["valid_elbo"]
     assert 'objective = "iwae"' in (run / "config.toml").read_text()
+
+
+def _metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_minutes_budget_stops_training_before_the_epoch_limit(tmp_path):
+    budget = 0.05  # three seconds
+    run = train(
+        Config(
+            out=str(tmp_path / "budget"),
+            epochs=100_000,
+            minutes=budget,
+            lr_schedule="cosine",
+            hidden=[32],
+        ),
+        progress=False,
+        log=lambda _: None,
+    )
+    metrics = _metrics(run)
+    summary = json.loads((run / "summary.json").read_text())
+    assert 1 < len(metrics) < 100_000
+    assert summary["epochs"] == len(metrics)
+    assert summary["budget_minutes"] == budget
+    # no epoch is started that would end past the budget (one epoch's slack for timing noise)
+    assert summary["train_seconds"] <= 60 * budget + max(m["seconds"] for m in metrics)
+    # the cosine schedule runs over the budget: the rate falls towards 0 as time runs out
+    lrs = [m["lr"] for m in metrics]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.5 * 1e-3
+
+
+def test_cosine_schedule_over_epochs_and_kl_warmup_are_logged_per_epoch(tmp_path):
+    from vaelab.train import kl_weight, lr_factor
+
+    config = Config(epochs=4, lr_schedule="cosine", kl_warmup=2, beta=2.0, hidden=[32])
+    assert lr_factor(config, 0, 100, 0.0) == 1.0
+    assert lr_factor(config, 50, 100, 0.0) == pytest.approx(0.5)
+    assert lr_factor(config, 100, 100, 0.0) == pytest.approx(0.0)
+    assert [kl_weight(config, e) for e in (0.0, 1.0, 2.0, 3.5)] == [0.0, 1.0, 2.0, 2.0]
+    run = train(
+        Config(
+            out=str(tmp_path / "sched"),
+            epochs=4,
+            lr_schedule="cosine",
+            kl_warmup=2,
+            beta=2.0,
+            hidden=[32],
+        ),
+        progress=False,
+        log=lambda _: None,
+    )
+    metrics = _metrics(run)
+    # the last step of each epoch: a quarter, half, ... of the run done
+    assert [m["beta"] for m in metrics][2:] == [2.0, 2.0]
+    assert 0 < metrics[0]["beta"] < metrics[1]["beta"] < 2.0
+    lrs = [m["lr"] for m in metrics]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.01 * 1e-3
+
+
+def test_kept_weights_are_those_of_the_best_validation_epoch(tmp_path):
+    from vaelab import data as data_mod
+    from vaelab.evaluate import evaluate_elbo
+
+    # a rate high enough that the validation ELBO goes up and down
+    run = train(
+        Config(out=str(tmp_path / "best"), epochs=6, lr=0.1, hidden=[32], latent_dim=4, seed=1),
+        progress=False,
+        log=lambda _: None,
+    )
+    metrics = _metrics(run)
+    summary = json.loads((run / "summary.json").read_text())
+    best = max(metrics, key=lambda m: m["valid_elbo"])
+    assert summary["kept_epoch"] == best["epoch"] < len(metrics)  # not simply the last
+    assert summary["valid"]["elbo"] == best["valid_elbo"]
+    model = load(run)
+    x_valid = data_mod.eval_split(data_mod.load("digits"), "valid", "dynamic")
+    again = evaluate_elbo(model, x_valid, seed=1)["elbo"]
+    assert again == pytest.approx(best["valid_elbo"], abs=1e-4)
+
+
+def test_decoder_bias_from_data_starts_p_x_at_the_pixel_means():
+    from vaelab import data as data_mod
+
+    x = data_mod.load("digits").train
+    model = VAE.from_config(Config(decoder_bias="data", hidden=[16]), x.shape[1:])
+    model.init_output_bias(x)
+    with torch.no_grad():
+        for p in model.decoder.output.parameters():
+            if p.ndim == 2:
+                p.zero_()  # only the bias speaks: the decoder's output for any z
+        mean = model.decode(torch.zeros(1, model.latent_dim))[0]
+    assert torch.allclose(mean, x.mean(0).clamp(1e-3, 1 - 1e-3), atol=1e-5)
+    conv = VAE.from_config(Config(arch="conv", hidden=[16]), (1, 28, 28))
+    with pytest.raises(VaelabError, match="--arch mlp or linear"):
+        conv.init_output_bias(torch.rand(4, 1, 28, 28))

@@ -116,6 +116,8 @@ class Config:
                 "--iwae-grad dreg estimates the gradient of the IWAE bound itself: "
                 "use it with --beta 1 and no --kl-warmup"
             )
+        if self.decoder_bias == "data" and self.arch == "conv":
+            raise VaelabError("--decoder-bias data needs --arch mlp or linear")
         if self.shared_sigma and not self.learn_sigma:
             raise VaelabError("--shared-sigma needs --learn-sigma (a fixed sigma is shared)")
 
