@@ -131,3 +131,6 @@ def fit_ppca(x, n_latent: int, ddof: int = 0) -> PPCA:
     scale = torch.sqrt((eigenvalues[:n_latent] - noise_variance).clamp(min=0.0))
     weight = eigenvectors[:, :n_latent] * scale
     return PPCA(weight=weight, bias=bias, noise_variance=noise_variance.item())
+
+
+ppca = fit_ppca  # vaelab.baselines.ppca(x, D): the closed-form pPCA fit
