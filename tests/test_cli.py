@@ -153,7 +153,7 @@ BAD_INPUTS = [
     (["train", "--data", "mnist", "--data-dir", "{tmp}/empty", *NEW], "lacks the IDX files"),
     (["train", "--arch", "conv", *NEW], "use --arch mlp"),
     (["train", "--batch-size", "5000", *NEW], "larger than the 1437 training examples"),
-    (["train", "--config", "{tmp}/bad.toml", *NEW], "unknown key(s) latent"),
+    (["train", "--config", "{tmp}/bad.toml", *NEW], "unknown key(s) 'latent'"),
     (["train", "--config", "{tmp}/missing.toml", *NEW], "does not exist"),
     (["train", "--hidden", "4x", *NEW], "comma-separated integers"),
     (["train", "--objective", "iwae", "--k", "0", *NEW], "k must be > 0"),

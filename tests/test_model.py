@@ -115,3 +115,12 @@ def test_load_refuses_truncated_and_foreign_files(tmp_path):
         load(tmp_path / "elsewhere")
     with pytest.raises(VaelabError, match="does not exist"):
         load(tmp_path / "missing")
+
+
+def test_sampling_in_chunks_gives_what_one_pass_gives():
+    model = VAE.from_config(Config(hidden=[16], latent_dim=3), (1, 8, 8)).eval()
+    torch.manual_seed(5)
+    whole = model.sample(25, chunk=25)
+    torch.manual_seed(5)
+    assert torch.allclose(model.sample(25, chunk=7), whole, atol=1e-6)
+    assert model.sample(10_001, chunk=4096).shape == (10_001, 1, 8, 8)

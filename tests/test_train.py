@@ -111,7 +111,7 @@ def test_minutes_budget_stops_training_before_the_epoch_limit(tmp_path):
 
 
 def test_cosine_schedule_over_epochs_and_kl_warmup_are_logged_per_epoch(tmp_path):
-    from vaelab.train import kl_weight, lr_factor
+    from vaelab.schedules import kl_weight, lr_factor
 
     config = Config(epochs=4, lr_schedule="cosine", kl_warmup=2, beta=2.0, hidden=[32])
     assert lr_factor(config, 0, 100, 0.0) == 1.0

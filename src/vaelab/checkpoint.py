@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,46 @@ def write_atomic(path: str | Path, data: bytes | str) -> None:
         raise
 
 
+def default_out(config: Config) -> Path:
+    name = Path(config.data).stem if config.data not in ("digits", "mnist") else config.data
+    return Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def partial_of(out: str | Path) -> Path:
+    """Where the run ``out`` is built until it is complete: ``OUT.partial``."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
+def prepare_out(out: Path, overwrite: bool) -> Path:
+    """Check ``out`` may be written; return the fresh ``.partial`` folder to build the run in.
+
+    An unfinished run that has a checkpoint is not thrown away without ``overwrite``."""
+    if out.exists():
+        if not overwrite:
+            raise VaelabError(
+                f"output folder {out} exists; choose another --out or pass --overwrite"
+            )
+        if not out.is_dir() or (any(out.iterdir()) and not (out / "config.toml").is_file()):
+            raise VaelabError(
+                f"{out} exists and is not a vaelab run; --overwrite only replaces runs"
+            )
+    partial = partial_of(out)
+    if (partial / "checkpoints" / "last.safetensors").is_file() and not overwrite:
+        raise VaelabError(
+            f"{partial} holds an unfinished run; continue it with --resume {out}, "
+            "or start over with --overwrite"
+        )
+    try:
+        if partial.exists():
+            shutil.rmtree(partial)
+        (partial / "plots").mkdir(parents=True)
+        (partial / "checkpoints").mkdir()
+    except OSError as exc:
+        raise VaelabError(f"cannot create the run folder {partial}: {exc}") from None
+    return partial
+
+
 def write_json(path: str | Path, value: Any) -> None:
     write_atomic(path, json.dumps(value, indent=2) + "\n")
 
@@ -49,9 +91,7 @@ def write_json(path: str | Path, value: Any) -> None:
 def save_model(run_dir: str | Path, model: VAE, config: Config) -> None:
     """``model.safetensors`` (weights; the example shape in its metadata) and ``config.toml``."""
     run_dir = Path(run_dir)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    metadata = {"format": FORMAT, "version": FORMAT_VERSION, "x_shape": json.dumps(model.x_shape)}
-    write_atomic(run_dir / "model.safetensors", safetensors_bytes(tensors, metadata=metadata))
+    save_weights(run_dir / "model.safetensors", model)
     write_atomic(run_dir / "config.toml", config.to_toml())
 
 
@@ -98,3 +138,86 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
         )
     model.load_state_dict(tensors)
     return model.to(device).eval()
+
+
+# --- training state: what `vaelab train --resume` needs to continue a run exactly ----------
+
+STATE_FORMAT = "vaelab-training-state"
+
+
+def save_training_state(
+    path: str | Path,
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    counters: dict[str, Any],
+) -> None:
+    """One safetensors file with the weights, the optimizer's moments, the random-number
+    generators' states (the global one that draws z, and ``generator``, which orders and
+    binarizes the data) and the loop's ``counters`` (JSON in the header). Written atomically.
+    """
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for index, state in optimizer.state_dict()["state"].items():
+        for name, value in state.items():
+            tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).detach().cpu().clone()
+    tensors["rng.global"] = torch.get_rng_state()
+    tensors["rng.data"] = generator.get_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    metadata = {"format": STATE_FORMAT, "counters": json.dumps(counters)}
+    write_atomic(path, safetensors_bytes(tensors, metadata=metadata))
+
+
+def load_training_state(
+    path: str | Path,
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> dict[str, Any]:
+    """Restore what :func:`save_training_state` wrote into ``model``, ``optimizer`` and the
+    generators; return the counters. A file that does not fit raises :class:`VaelabError`."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118
+        counters = json.loads(metadata["counters"])
+    except (SafetensorError, OSError, ValueError, KeyError) as exc:
+        raise VaelabError(f"{path} is not a readable training checkpoint: {exc}") from None
+    if metadata.get("format") != STATE_FORMAT:
+        raise VaelabError(f"{path} is not a vaelab training checkpoint")
+    weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    expected = model.state_dict()
+    if set(weights) != set(expected) or any(
+        weights[k].shape != v.shape or weights[k].dtype != v.dtype for k, v in expected.items()
+    ):
+        raise VaelabError(f"{path} does not match the run's config.toml; it belongs elsewhere")
+    model.load_state_dict(weights)
+    device = next(model.parameters()).device
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value.to(device) if value.ndim else value
+    groups = optimizer.state_dict()["param_groups"]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    torch.set_rng_state(tensors["rng.global"])
+    generator.set_state(tensors["rng.data"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return counters
+
+
+def save_weights(path: str | Path, model: VAE) -> None:
+    """The weights alone, atomically (the best-by-validation copy of a run in progress)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {"format": FORMAT, "version": FORMAT_VERSION, "x_shape": json.dumps(model.x_shape)}
+    write_atomic(path, safetensors_bytes(tensors, metadata=metadata))
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise VaelabError(f"{path} is not a readable safetensors file: {exc}") from None

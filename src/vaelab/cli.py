@@ -44,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
         "override it",
     )
     t.add_argument("--config", help="TOML file of configuration keys (flags override it)")
+    t.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue the unfinished run RUN from its last checkpoint (no other flags)",
+    )
     t.add_argument("--data", help="digits (embedded), mnist, or a path (IDX folder, .npy/.npz)")
     t.add_argument("--data-dir", help="folder with the MNIST IDX files (default $VAELAB_DATA)")
     t.add_argument("--latent-dim", type=int, help="dimensions of z (default 10)")
@@ -105,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--binarize", choices=["auto", "dynamic", "static", "none"])
     t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+    t.add_argument(
+        "--checkpoint-every",
+        type=int,
+        help="epochs between checkpoints for --resume; 0: none (default 1)",
+    )
     t.add_argument("--out", help="run folder to write (default runs/DATA-TIMESTAMP)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -140,8 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(args) -> None:
     from .config import FIELD_TYPES, make_config, read_toml
     from .presets import preset
-    from .train import train
+    from .train import resume, train
 
+    if args.resume:
+        given = [key for key in FIELD_TYPES if getattr(args, key) is not None]
+        given += [flag for flag in ("preset", "config", "overwrite") if getattr(args, flag)]
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise VaelabError(f"--resume continues a run as it was configured; drop {flag}")
+        resume(args.resume, progress=not args.quiet)
+        return
     base = preset(args.preset) if args.preset else {}
     if args.config:
         base.update(read_toml(args.config))

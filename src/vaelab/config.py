@@ -7,6 +7,7 @@ The resolved configuration is written to ``RUN/config.toml``; passing that file 
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,7 @@ class Config:
     lr_schedule: str = "constant"
     adam_eps: float = 1e-8
     keep_best: bool = True
+    checkpoint_every: int = 1
     seed: int = 0
     binarize: str = "auto"
     device: str = "auto"
@@ -82,6 +84,8 @@ class Config:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             _check_type(f.name, value, f.type)
+            if f.type == "float" and not math.isfinite(value):
+                raise VaelabError(f"{f.name} must be a finite number (got {value})")
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise VaelabError(
@@ -104,7 +108,7 @@ class Config:
             )
         if not self.beta >= 0:
             raise VaelabError(f"beta must be >= 0 (got {self.beta})")
-        for name in ("kl_warmup", "minutes"):
+        for name in ("kl_warmup", "minutes", "checkpoint_every"):
             if not getattr(self, name) >= 0:
                 raise VaelabError(f"{name} must be >= 0 (got {getattr(self, name)})")
         if not 0 < self.adam_eps < 1:
@@ -180,7 +184,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     unknown = sorted(set(values) - set(FIELD_TYPES))
     if unknown:
         raise VaelabError(
-            f"config file {path} has unknown key(s) {', '.join(unknown)}; "
+            f"config file {path} has unknown key(s) {', '.join(map(repr, unknown))}; "
             f"known keys: {', '.join(FIELD_TYPES)}"
         )
     return values
@@ -192,7 +196,7 @@ def make_config(base: dict[str, Any] | None = None, **overrides: Any) -> Config:
     values.update({k: v for k, v in overrides.items() if v is not None})
     unknown = sorted(set(values) - set(FIELD_TYPES))
     if unknown:
-        raise VaelabError(f"unknown configuration key(s): {', '.join(unknown)}")
+        raise VaelabError(f"unknown configuration key(s): {', '.join(map(repr, unknown))}")
     if isinstance(values.get("lr"), int) and not isinstance(values.get("lr"), bool):
         values["lr"] = float(values["lr"])
     for key in ("beta", "sigma", "minutes", "adam_eps"):

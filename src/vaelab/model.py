@@ -111,10 +111,15 @@ class VAE(nn.Module):
         return self.likelihood.mean(self.decoder(z))
 
     @torch.no_grad()
-    def sample(self, n: int, mean: bool = True) -> torch.Tensor:
-        """n draws z ~ p(z), decoded: E[x | z] if ``mean`` else x ~ p(x | z). ``(n, *x_shape)``."""
+    def sample(self, n: int, mean: bool = True, chunk: int = 4096) -> torch.Tensor:
+        """n draws z ~ p(z), decoded: E[x | z] if ``mean`` else x ~ p(x | z). ``(n, *x_shape)``.
+
+        Decoded ``chunk`` z at a time, so the decoder's activations stay bounded however large
+        ``n`` is; the result does not depend on ``chunk``.
+        """
         z = self.p_z().sample((n,))
-        return self.decode(z) if mean else self.p_x(z).sample()
+        parts = [self.decode(c) if mean else self.p_x(c).sample() for c in z.split(chunk)]
+        return torch.cat(parts)
 
     def elbo(self, x: torch.Tensor, k: int = 1) -> torch.Tensor:
         """ELBO(x) = E_q[log p(x | z)] - KL(q(z | x) || p(z)) per example, ``(B,)``, nats."""

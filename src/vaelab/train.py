@@ -2,7 +2,12 @@
 
 A run is built in ``OUT.partial`` and renamed to ``OUT`` only when it is complete, so a
 folder named ``OUT`` always holds a finished run, and an existing run is replaced (with
-``overwrite``) only once its successor is complete.
+``overwrite``) only once its successor is complete. Every ``checkpoint_every`` epochs the
+loop writes ``OUT.partial/checkpoints/last.safetensors`` (weights, Adam's moments, the random
+generators, the counters), from which :func:`resume` continues the run exactly: on the CPU,
+a run killed at any point and resumed ends with the same weights, bit for bit, as one never
+stopped. A non-finite loss or gradient never reaches the weights: the batch is skipped, and
+after ``MAX_BAD_STEPS`` such batches the run stops with the last checkpoint intact.
 """
 
 from __future__ import annotations
@@ -10,11 +15,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -22,40 +27,27 @@ from tqdm import tqdm
 
 from . import data as data_mod
 from . import objectives
-from .checkpoint import save_model, write_json
-from .config import Config
+from .checkpoint import (
+    default_out,
+    load_training_state,
+    load_weights,
+    partial_of,
+    prepare_out,
+    save_model,
+    save_training_state,
+    save_weights,
+    write_atomic,
+    write_json,
+)
+from .config import Config, make_config, read_toml
 from .device import resolve_device
 from .errors import VaelabError
 from .evaluate import evaluate_elbo
 from .model import VAE
+from .schedules import kl_weight, lr_factor
 
 PROGRESS_EVERY = 20  # steps between progress-bar updates: each costs one host sync
-
-
-def default_out(config: Config) -> Path:
-    name = Path(config.data).stem if config.data not in ("digits", "mnist") else config.data
-    return Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
-
-
-def prepare_out(out: Path, overwrite: bool) -> Path:
-    """Check ``out`` may be written; return the ``.partial`` folder to build the run in."""
-    if out.exists():
-        if not overwrite:
-            raise VaelabError(
-                f"output folder {out} exists; choose another --out or pass --overwrite"
-            )
-        if not out.is_dir() or (any(out.iterdir()) and not (out / "config.toml").is_file()):
-            raise VaelabError(
-                f"{out} exists and is not a vaelab run; --overwrite only replaces runs"
-            )
-    partial = out.with_name(out.name + ".partial")
-    try:
-        if partial.exists():
-            shutil.rmtree(partial)
-        (partial / "plots").mkdir(parents=True)
-    except OSError as exc:
-        raise VaelabError(f"cannot create the run folder {partial}: {exc}") from None
-    return partial
+MAX_BAD_STEPS = 10  # batches with a non-finite loss or gradient a run may skip before it stops
 
 
 def train(
@@ -69,11 +61,51 @@ def train(
     Every check a user's input can fail happens before anything is written.
     """
     config.validate()
+    out = Path(config.out) if config.out else default_out(config)
+    config = dataclasses.replace(config, out=str(out))  # the caller's object stays as it was
+    setup = _setup(config, log)
+    partial = prepare_out(out, overwrite)
+    return _complete(setup, config, out, partial, progress, log, resume=False)
+
+
+def resume(run: str | Path, progress: bool = True, log: Callable[[str], None] = print) -> Path:
+    """Continue the unfinished run ``run`` (built in ``run.partial``) from its last checkpoint.
+
+    The run goes on exactly as it would have without the interruption (on the CPU, bit for
+    bit; under a ``minutes`` budget, with the time it had left). A finished run is left as
+    it is.
+    """
+    out = Path(run)
+    if out.name.endswith(".partial"):
+        out = out.with_name(out.name[: -len(".partial")])
+    partial = partial_of(out)
+    if not partial.is_dir():
+        if (out / "summary.json").is_file():
+            log(f"vaelab: {out} is a finished run; there is nothing to resume")
+            return out
+        raise VaelabError(f"there is no unfinished run at {partial}; check the path")
+    if (partial / "summary.json").is_file() and (partial / "model.safetensors").is_file():
+        _publish(partial, out)  # it was complete, stopped while being renamed into place
+        log(f"vaelab: {out} was complete; it is now in place")
+        return out
+    for name in ("config.toml", "metrics.jsonl"):
+        if not (partial / name).is_file():
+            raise VaelabError(f"{partial} has lost its {name}; start again with --overwrite")
+    if not (partial / "checkpoints" / "last.safetensors").is_file():
+        raise VaelabError(
+            f"{partial} stopped before its first checkpoint; start it again with --overwrite"
+        )
+    config = make_config(read_toml(partial / "config.toml"))
+    setup = _setup(config, log)
+    return _complete(setup, config, out, partial, progress, log, resume=True)
+
+
+def _setup(config: Config, log):
+    """The data and the freshly initialised model (seeded), checked before anything is written."""
     device = resolve_device(config.device)
     dataset = data_mod.load(config.data, config.data_dir or None)
     binarization = config.resolved_binarize
     _check_data(dataset, config, binarization, log)
-
     torch.manual_seed(config.seed)  # weights' initialisation and the reparameterization noise
     model = VAE.from_config(config, dataset.x_shape)
     if config.decoder_bias == "data":
@@ -84,31 +116,57 @@ def train(
         f"vaelab: {config.arch} VAE, {n_params:,} parameters, latent {config.latent_dim}, "
         f"{config.likelihood} likelihood, binarization {binarization}, device {device}"
     )
+    return model, dataset, binarization, device, n_params
 
-    out = Path(config.out) if config.out else default_out(config)
-    config = dataclasses.replace(config, out=str(out))  # the caller's object stays as it was
-    partial = prepare_out(out, overwrite)
+
+def _complete(setup, config, out: Path, partial: Path, progress, log, resume: bool) -> Path:
+    """Fit, save, score, draw; then rename ``partial`` to ``out``."""
+    model, dataset, binarization, device, n_params = setup
     try:
-        (partial / "config.toml").write_text(config.to_toml())
-        metrics = _fit(model, dataset, config, binarization, device, partial, progress, log)
+        if not resume:
+            (partial / "config.toml").write_text(config.to_toml())
+        metrics = _fit(
+            model, dataset, config, binarization, device, partial, progress, log, resume
+        )
         save_model(partial, model, config)
         summary = _summarise(model, dataset, config, binarization, metrics, n_params)
         write_json(partial / "summary.json", summary)
         from .plots import draw_run
 
         draw_run(model, dataset, metrics, partial / "plots", binarization)
+    except OSError as exc:  # a full disk, a folder made read-only under us, ...
+        if (partial / "checkpoints" / "last.safetensors").is_file():
+            hint = f"its last checkpoint is intact: make room, then --resume {out}"
+        else:
+            shutil.rmtree(partial, ignore_errors=True)
+            hint = "nothing was kept: make room and start again"
+        raise VaelabError(
+            f"cannot write the run in {partial} ({exc.strerror or exc}); {hint}"
+        ) from None
     except BaseException:
         log(f"vaelab: training stopped; the unfinished run is in {partial}")
         raise
-    if out.exists():
-        shutil.rmtree(out)
-    partial.rename(out)
+    _publish(partial, out)
     log(
         f"vaelab: test ELBO {summary['test']['elbo']:.2f} nats "
         f"(reconstruction {summary['test']['reconstruction']:.2f}, KL {summary['test']['kl']:.2f})"
     )
     log(f"vaelab: run written to {out}/ ; plots in {out / 'plots'}/")
     return out
+
+
+def _publish(partial: Path, out: Path) -> None:
+    """Put the complete run ``partial`` in place as ``out``, by renames only: a kill at any
+    moment leaves either the old ``out`` or the new one whole (and ``--resume`` finishes the
+    job). The checkpoints go last: the finished run's model.safetensors supersedes them."""
+    old = out.with_name(out.name + ".old")
+    if out.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        out.rename(old)
+    partial.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
 
 def _check_data(dataset, config: Config, binarization: str, log) -> None:
@@ -131,27 +189,30 @@ def _check_data(dataset, config: Config, binarization: str, log) -> None:
             )
 
 
-def lr_factor(config: Config, step: int, total_steps: int, elapsed: float) -> float:
-    """The learning rate's multiplier: 1, or a cosine from 1 to 0 over the budget
-    (``minutes``) when there is one, else over the ``total_steps`` of ``epochs``."""
-    if config.lr_schedule == "constant":
-        return 1.0
-    if config.minutes:
-        progress = elapsed / (60.0 * config.minutes)
-    else:
-        progress = step / total_steps
-    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+def _fault_steps() -> tuple[int, int] | None:
+    """Fault injection for the tests and docs/reliability.md: ``VAELAB_FAULT_NAN=E:S`` makes
+    the loss NaN at step S of epoch E (``E:`` at every step from epoch E on)."""
+    spec = os.environ.get("VAELAB_FAULT_NAN")
+    if not spec:
+        return None
+    epoch, _, step = spec.partition(":")
+    return int(epoch), int(step) if step else -1
 
 
-def kl_weight(config: Config, epoch_progress: float) -> float:
-    """beta, ramped linearly from 0 over the first ``kl_warmup`` epochs (``epoch_progress``
-    counts epochs done, fractionally)."""
-    if config.kl_warmup == 0:
-        return config.beta
-    return config.beta * min(1.0, epoch_progress / config.kl_warmup)
+def _read_metrics(path: Path, epochs: int) -> list[dict]:
+    """The first ``epochs`` records of a run's metrics.jsonl (later ones postdate the
+    checkpoint)."""
+    lines = path.read_text().splitlines()[:epochs]
+    try:
+        metrics = [json.loads(line) for line in lines]
+    except json.JSONDecodeError:
+        metrics = []
+    if len(metrics) != epochs:
+        raise VaelabError(f"{path} does not hold the {epochs} epochs its checkpoint has done")
+    return metrics
 
 
-def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, log):
+def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, log, resume):
     """The loop: each epoch binarizes and shuffles the whole training set at once, then
     steps through it by index. Stops after ``epochs``, or before an epoch that would end
     past the ``minutes`` budget. Returns the list of per-epoch metric records; the model
@@ -166,20 +227,31 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
     steps_per_epoch = math.ceil(n / batch_size)
     total_steps = config.epochs * steps_per_epoch
     budget = 60.0 * config.minutes if config.minutes else math.inf
-    best = {"elbo": -math.inf, "epoch": 0, "state": None}
-    metrics = []
+    checkpoints = run_dir / "checkpoints"
+    counters = {"epoch": 0, "best_epoch": 0, "best_elbo": -math.inf, "elapsed": 0.0, "bad": 0}
+    metrics: list[dict] = []
+    if resume:
+        last = checkpoints / "last.safetensors"
+        counters = load_training_state(last, model, optimizer, generator)
+        metrics = _read_metrics(run_dir / "metrics.jsonl", counters["epoch"])
+        # the log cut back to the checkpoint, replaced atomically: a second kill loses nothing
+        write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+        log(f"vaelab: resuming {run_dir} after epoch {counters['epoch']}")
+    fault = _fault_steps()
     # one bar over every step of the run (of the budget's seconds, under --minutes)
     bar = tqdm(
         total=total_steps if not config.minutes else round(budget),
+        initial=counters["epoch"] * steps_per_epoch if not config.minutes else 0,
         desc="training",
         unit="step" if not config.minutes else "s",
         disable=not progress,
         file=sys.stderr,
         dynamic_ncols=True,
     )
-    run_start = time.perf_counter()
-    with bar, (run_dir / "metrics.jsonl").open("w") as metrics_file:
-        for epoch in range(1, config.epochs + 1):
+    run_start = time.perf_counter() - counters["elapsed"]
+    params = [p for p in model.parameters() if p.requires_grad]
+    with bar, (run_dir / "metrics.jsonl").open("a" if resume else "w") as metrics_file:
+        for epoch in range(counters["epoch"] + 1, config.epochs + 1):
             start = time.perf_counter()
             elapsed = start - run_start
             if metrics and elapsed + metrics[-1]["seconds"] > budget:
@@ -190,8 +262,7 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                 epoch_x = data_mod.binarize(x_train, generator)
             epoch_x = epoch_x.to(device)
             order = torch.randperm(n, generator=generator).to(device)
-            # running sums of (loss, elbo, reconstruction, kl) over examples, on the device:
-            # no host synchronisation per step
+            # running sums of (loss, elbo, reconstruction, kl) over examples, on the device
             sums = torch.zeros(4, dtype=torch.float64, device=device)
             seen = 0
             for step in range(steps_per_epoch):
@@ -207,14 +278,36 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                     terms = objectives.iwae(model, x, k=config.k, beta=beta, grad=config.iwae_grad)
                 else:
                     terms = objectives.elbo(model, x, beta=beta, k=config.k)
+                loss = terms.loss
+                if fault and (fault == (epoch, step) or fault[1] == -1 and epoch >= fault[0]):
+                    loss = loss * math.nan
                 optimizer.zero_grad(set_to_none=True)
-                terms.loss.backward()
+                loss.backward()
+                # the step touches the weights only when the loss and every gradient are
+                # finite: one host synchronisation per step, the price of never corrupting Adam
+                finite = torch.stack(
+                    [torch.isfinite(loss)] + [torch.isfinite(p.grad).all() for p in params]
+                ).all()
+                if not finite.item():
+                    counters["bad"] += 1
+                    log(
+                        f"vaelab: epoch {epoch} step {step + 1}: non-finite loss or gradient; "
+                        f"batch skipped, weights unchanged ({counters['bad']} so far)"
+                    )
+                    if counters["bad"] >= MAX_BAD_STEPS:
+                        raise VaelabError(
+                            f"training diverged at epoch {epoch}, step {step + 1}: "
+                            f"{counters['bad']} batches gave a non-finite loss or gradient. "
+                            f"The last checkpoint in {checkpoints} is intact; lower --lr, "
+                            "or check the data"
+                        )
+                    continue
                 optimizer.step()
                 b = len(x)
                 seen += b
                 sums += torch.stack(
                     [
-                        terms.loss.detach() * b,
+                        loss.detach() * b,
                         # the ELBO itself, also under the IWAE objective (whose loss is -L_K)
                         (terms.reconstruction - terms.kl).detach().sum(),
                         terms.reconstruction.detach().sum(),
@@ -224,31 +317,23 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                 if not config.minutes:
                     bar.update()
                 if progress and ((step + 1) % PROGRESS_EVERY == 0 or step + 1 == steps_per_epoch):
-                    loss, _, rec, kl = (sums / seen).tolist()
+                    running, _, rec, kl = (sums / max(seen, 1)).tolist()
                     if config.minutes:
                         bar.n = min(round(time.perf_counter() - run_start), bar.total)
                     bar.set_postfix_str(
-                        f"epoch {epoch}  loss {loss:.2f}  rec {rec:.2f}  kl {kl:.2f}",
+                        f"epoch {epoch}  loss {running:.2f}  rec {rec:.2f}  kl {kl:.2f}",
                         refresh=config.minutes > 0,
                     )
             train_seconds = time.perf_counter() - start
-            loss, elbo, rec, kl = (sums / n).tolist()
-            if not math.isfinite(loss):
-                raise VaelabError(
-                    f"training diverged in epoch {epoch}: the loss is not finite; "
-                    "lower --lr or check the data"
-                )
+            mean_loss, elbo, rec, kl = (sums / max(seen, 1)).tolist()
             model.eval()
             valid = evaluate_elbo(model, x_valid, seed=config.seed)
-            if config.keep_best and valid["elbo"] > best["elbo"]:
-                best = {
-                    "elbo": valid["elbo"],
-                    "epoch": epoch,
-                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
-                }
+            if config.keep_best and valid["elbo"] > counters["best_elbo"]:
+                counters["best_elbo"], counters["best_epoch"] = valid["elbo"], epoch
+                save_weights(checkpoints / "best.safetensors", model)
             record = {
                 "epoch": epoch,
-                "train_loss": loss,
+                "train_loss": mean_loss,
                 "train_elbo": elbo,
                 "train_reconstruction": rec,
                 "train_kl": kl,
@@ -258,11 +343,17 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                 "lr": lr,
                 "beta": beta,
                 "seconds": time.perf_counter() - start,
-                "train_samples_per_sec": n / train_seconds,
+                "train_samples_per_sec": seen / train_seconds,
             }
             metrics.append(record)
             metrics_file.write(json.dumps(record) + "\n")
             metrics_file.flush()
+            counters["epoch"] = epoch
+            counters["elapsed"] = time.perf_counter() - run_start
+            if config.checkpoint_every and epoch % config.checkpoint_every == 0:
+                save_training_state(
+                    checkpoints / "last.safetensors", model, optimizer, generator, counters
+                )
             if progress:
                 bar.write(
                     f"epoch {epoch:3d}  train ELBO {elbo:9.3f}  valid ELBO {valid['elbo']:9.3f}"
@@ -270,9 +361,12 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                     f"  {record['seconds']:.1f}s",
                     file=sys.stderr,
                 )
-    if best["state"] is not None and best["epoch"] != len(metrics):
-        model.load_state_dict(best["state"])
-        log(f"vaelab: keeping the weights of epoch {best['epoch']}, the best validation ELBO")
+    if config.keep_best and 0 < counters["best_epoch"] != len(metrics):
+        model.load_state_dict(load_weights(checkpoints / "best.safetensors"))
+        log(
+            f"vaelab: keeping the weights of epoch {counters['best_epoch']}, "
+            "the best validation ELBO"
+        )
     return metrics
 
 

@@ -1,0 +1,47 @@
+"""The benchmark scripts run from a fresh clone as docs/benchmarks.md says (on tiny data)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .test_data import write_mnist_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_mnist_nll_trains_a_preset_under_a_budget_and_prints_one_row(tmp_path):
+    write_mnist_folder(tmp_path / "mnist", n_train=240, n_test=30, side=6)
+    out = tmp_path / "bench"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "mnist_nll.py"),
+            "--preset",
+            "mnist-vae",
+            "--minutes",
+            "0.05",
+            "--k",
+            "20",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "VAELAB_DATA": str(tmp_path / "mnist")},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    row = result.stdout.strip().splitlines()[-1]
+    assert row.startswith("| mnist-vae |")
+    record = json.loads((out / "benchmark.json").read_text())
+    assert record["k"] == 20 and record["preset"] == "mnist-vae"
+    epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(epochs) == record["epochs"]
+    # the 3-second budget, with one epoch's slack for timing noise
+    assert record["train_seconds"] <= 3 + max(m["seconds"] for m in epochs)
+    assert record["test_nll"] > 0 and record["test_nll"] <= -record["test_elbo"] + 1.0
+    assert f"{record['test_nll']:.2f}" in row

@@ -1,0 +1,223 @@
+"""Crash safety: checkpoints, exact resume after SIGKILL, and non-finite steps that never
+reach the weights. Real processes killed for real; faults injected through the documented
+``VAELAB_FAULT_NAN`` switch of the training loop."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vaelab import Config
+from vaelab.checkpoint import load_training_state
+from vaelab.cli import main
+from vaelab.model import VAE
+
+TIMING = {"seconds", "train_samples_per_sec"}
+ARGS = ["--data", "digits", "--hidden", "64", "--latent-dim", "4", "--batch-size", "32"]
+
+
+def vaelab(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "vaelab", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+        **kw,
+    )
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, out, err
+
+
+def metrics_without_timing(run: Path) -> list[dict]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run every resumed run must reproduce."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    code, _, err = finish(vaelab("train", *ARGS, "--epochs", "12", "--out", str(out), "--quiet"))
+    assert code == 0, err
+    return out
+
+
+def kill_once_under_way(proc: subprocess.Popen, log: Path, lines: int, seed: int) -> None:
+    """SIGKILL ``proc`` at a random moment after ``log`` has ``lines`` lines."""
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and len(log.read_text().splitlines()) >= lines):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(random.Random(seed).uniform(0.0, 0.3))
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()  # reap it and close its pipes
+
+
+@pytest.mark.parametrize("seed, kills", [(0, 1), (1, 2)])
+def test_run_killed_mid_epoch_resumes_to_the_same_weights_bit_for_bit(
+    tmp_path, reference, seed, kills
+):
+    out = tmp_path / "run"
+    log = tmp_path / "run.partial" / "metrics.jsonl"
+    proc = vaelab("train", *ARGS, "--epochs", "12", "--out", str(out), "--quiet")
+    kill_once_under_way(proc, log, 2, seed)
+    if kills == 2:  # killed again while resuming, once it has logged one more epoch
+        done = len(log.read_text().splitlines())
+        proc = vaelab("train", "--resume", str(out), "--quiet")
+        kill_once_under_way(proc, log, done + 1, seed + 10)
+    assert not out.exists(), "the run finished before it could be killed; lengthen it"
+    code, _, err = finish(vaelab("train", "--resume", str(out), "--quiet"))
+    assert code == 0, err
+    assert same_weights(out, reference)
+    assert metrics_without_timing(out) == metrics_without_timing(reference)
+    assert not (tmp_path / "run.partial").exists()
+    assert not (out / "checkpoints").exists()
+
+
+def test_resuming_a_finished_run_says_so_and_changes_nothing(reference):
+    before = {p: p.read_bytes() for p in reference.rglob("*") if p.is_file()}
+    code, out, err = finish(vaelab("train", "--resume", str(reference)))
+    assert code == 0, err
+    assert "finished run" in out + err
+    assert {p: p.read_bytes() for p in reference.rglob("*") if p.is_file()} == before
+
+
+def test_one_non_finite_step_is_skipped_and_logged(tmp_path):
+    out = tmp_path / "run"
+    proc = vaelab(
+        "train", *ARGS, "--epochs", "3", "--out", str(out), "--quiet",
+        env={"VAELAB_FAULT_NAN": "2:5"},
+    )  # fmt: skip
+    code, stdout, err = finish(proc)
+    assert code == 0, err
+    skipped = [line for line in stdout.splitlines() if "batch skipped" in line]
+    assert len(skipped) == 1 and "epoch 2 step 6: non-finite loss or gradient" in skipped[0]
+    weights = load_file(out / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    assert all(math.isfinite(v) for m in metrics_without_timing(out) for v in m.values())
+
+
+def test_persistent_nan_stops_the_run_with_its_checkpoint_intact_and_resumable(tmp_path):
+    out = tmp_path / "run"
+    partial = tmp_path / "run.partial"
+    proc = vaelab(
+        "train", *ARGS, "--epochs", "4", "--out", str(out), "--quiet",
+        env={"VAELAB_FAULT_NAN": "3:"},
+    )  # fmt: skip
+    code, _, err = finish(proc)
+    assert code == 2
+    last_line = err.strip().splitlines()[-1]
+    assert "training diverged at epoch 3, step 10" in last_line
+    assert "Traceback" not in err
+    # the checkpoint of epoch 2 is whole, and its weights are finite
+    model = VAE.from_config(Config(hidden=[64], latent_dim=4), (1, 8, 8))
+    optimizer = torch.optim.Adam(model.parameters())
+    counters = load_training_state(
+        partial / "checkpoints" / "last.safetensors", model, optimizer, torch.Generator()
+    )
+    assert counters["epoch"] == 2
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    # once the cause is gone, the run continues from there
+    code, _, err = finish(vaelab("train", "--resume", str(out), "--quiet"))
+    assert code == 0, err
+    assert len(metrics_without_timing(out)) == 4
+
+
+def test_starting_over_an_unfinished_run_needs_overwrite(tmp_path, capsys):
+    out = tmp_path / "run"
+    checkpoints = tmp_path / "run.partial" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "last.safetensors").write_bytes(b"precious")
+    assert main(["train", "--data", "digits", "--epochs", "1", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"continue it with --resume {out}" in err and err.count("\n") == 1
+    assert (checkpoints / "last.safetensors").read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "not a readable training checkpoint"),
+        (b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage", "not a readable training checkpoint"),
+    ],
+)
+def test_a_broken_checkpoint_is_one_line_and_changes_nothing(tmp_path, capsys, content, message):
+    out = tmp_path / "run"
+    partial = tmp_path / "run.partial"
+    (partial / "checkpoints").mkdir(parents=True)
+    (partial / "config.toml").write_text(Config(hidden=[64], out=str(out)).to_toml())
+    (partial / "metrics.jsonl").write_text("")
+    (partial / "checkpoints" / "last.safetensors").write_bytes(content)
+    assert main(["train", "--resume", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert (partial / "checkpoints" / "last.safetensors").read_bytes() == content
+
+
+def test_resume_refuses_other_flags(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path / "x"), "--epochs", "3"]) == 2
+    assert "drop --epochs" in capsys.readouterr().err
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real file system with little room: a tmpfs mounted for the test (needs root)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+
+    def resize(size: str) -> None:
+        options = f"size={size}" if not os.path.ismount(mount) else f"remount,size={size}"
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip()})")
+
+    yield mount, resize
+    subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_before_the_first_checkpoint_leaves_nothing(small_disk, capsys):
+    mount, resize = small_disk
+    resize("8k")
+    out = mount / "run"
+    assert main(["train", *ARGS, "--epochs", "2", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "start again" in err and err.count("\n") == 1
+    assert list(mount.iterdir()) == []
+
+
+def test_a_disk_filling_up_mid_run_keeps_the_checkpoint_and_resumes(small_disk, reference):
+    mount, resize = small_disk
+    resize("400k")  # room for the checkpoints and the log, not for the plots
+    out = mount / "run"
+    code, _, err = finish(vaelab("train", *ARGS, "--epochs", "12", "--out", str(out), "--quiet"))
+    assert code == 2, err
+    assert "No space left on device" in err and f"--resume {out}" in err
+    resize("20m")  # the user makes room
+    code, _, err = finish(vaelab("train", "--resume", str(out), "--quiet"))
+    assert code == 0, err
+    assert same_weights(out, reference)
