@@ -124,3 +124,27 @@ def test_sampling_in_chunks_gives_what_one_pass_gives():
     torch.manual_seed(5)
     assert torch.allclose(model.sample(25, chunk=7), whole, atol=1e-6)
     assert model.sample(10_001, chunk=4096).shape == (10_001, 1, 8, 8)
+
+
+def test_log_variance_is_bounded_by_construction_and_unchanged_in_its_working_range():
+    from vaelab.model import LOG_VAR_BOUND, bounded_log_var
+
+    working = torch.linspace(-10, 10, 2001, dtype=torch.float64)
+    assert (bounded_log_var(working) - working).abs().max() < 1e-4
+    extreme = torch.tensor([-1e6, -500.0, 500.0, 1e6], dtype=torch.float64, requires_grad=True)
+    bounded = bounded_log_var(extreme)
+    assert (bounded.abs() <= LOG_VAR_BOUND).all()
+    bounded.sum().backward()
+    assert torch.isfinite(extreme.grad).all()
+
+    # an encoder whose log-variance has run away still gives finite densities and gradients
+    model = VAE.from_config(Config(hidden=[16], latent_dim=3), (1, 8, 8))
+    with torch.no_grad():
+        model.encoder.net[-1].bias[3:] = torch.tensor([1e4, -1e4, 0.0])
+    from vaelab import objectives
+
+    x = (torch.rand(4, 1, 8, 8) < 0.5).float()
+    terms = objectives.elbo(model, x)
+    terms.loss.backward()
+    assert torch.isfinite(terms.loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())

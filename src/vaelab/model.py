@@ -28,6 +28,23 @@ def reparameterize(loc: torch.Tensor, log_var: torch.Tensor, k: int | None = Non
     return loc + torch.exp(0.5 * log_var) * eps
 
 
+LOG_VAR_BOUND = 20.0  # q's variances lie in (e^-20, e^20): standard deviations 4.5e-5 .. 2.2e4
+
+
+def bounded_log_var(raw: torch.Tensor, bound: float = LOG_VAR_BOUND) -> torch.Tensor:
+    """log sigma^2 kept in (-bound, bound) by construction, smoothly:
+
+        f(r) = softplus(r + L) - softplus(r - L) - L,   L = ``bound``
+
+    f is increasing, f(r) -> +-L as r -> +-inf, and f(r) = r + O(e^-(L - |r|)) inside: below
+    1e-4 from the identity for |r| < L - 9.2, so it changes no model in its working range, but a
+    diverging encoder cannot make sigma overflow to inf or underflow to 0 (which would turn
+    log q(z|x) into NaN). Its gradient, sigmoid(r + L) - sigmoid(r - L), never vanishes
+    exactly either: no silent clamp.
+    """
+    return nn.functional.softplus(raw + bound) - nn.functional.softplus(raw - bound) - bound
+
+
 class VAE(nn.Module):
     """p(x, z) = p(z) p_theta(x | z), with q_phi(z | x) = N(mu_phi(x), diag sigma_phi(x)^2).
 
@@ -68,9 +85,12 @@ class VAE(nn.Module):
     # --- the three distributions ------------------------------------------------------------
 
     def q_z(self, x: torch.Tensor) -> Distribution:
-        """q_phi(z | x) = N(loc, diag exp(log_var)): batch shape ``(B,)``, event ``(D,)``."""
+        """q_phi(z | x) = N(loc, diag exp(log_var)): batch shape ``(B,)``, event ``(D,)``.
+
+        ``log_var`` is the encoder's output passed through :func:`bounded_log_var`."""
         loc, log_var = self.encoder(x)
-        return Independent(Normal(loc, torch.exp(0.5 * log_var), validate_args=False), 1)
+        scale = torch.exp(0.5 * bounded_log_var(log_var))
+        return Independent(Normal(loc, scale, validate_args=False), 1)
 
     def p_z(self) -> Distribution:
         """The prior p(z): event shape ``(D,)``."""
