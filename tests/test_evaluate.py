@@ -354,3 +354,27 @@ def test_active_units_counts_dimensions_whose_posterior_mean_varies():
 def test_bits_per_dim():
     assert bits_per_dim(784 * math.log(2), 784) == pytest.approx(1.0, rel=1e-15)
     assert bits_per_dim(100.0, 10) == pytest.approx(10 / math.log(2), rel=1e-15)
+
+
+def test_k_50000_on_mnist_sized_images_stays_in_bounded_memory():
+    # unchunked, the decoder's logits alone would be 50,000 x 10 x 784 floats: 1.5 GB
+    script = """
+import resource, torch
+from vaelab import VAE, Config
+from vaelab.evaluate import log_likelihood
+model = VAE.from_config(Config(hidden=[64], latent_dim=8), (1, 28, 28)).eval()
+x = (torch.rand(10, 1, 28, 28) < 0.2).float()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+result = log_likelihood(model, x, k=50_000)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(result["nll_nats"], result["k"], (after - before) / 1024)
+"""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True
+    )
+    nll, k, grown_mb = out.stdout.split()
+    assert math.isfinite(float(nll)) and int(k) == 50_000
+    assert float(grown_mb) < 400, f"peak memory grew by {grown_mb} MB"
