@@ -29,20 +29,26 @@ def reparameterize(loc: torch.Tensor, log_var: torch.Tensor, k: int | None = Non
 
 
 LOG_VAR_BOUND = 20.0  # q's variances lie in (e^-20, e^20): standard deviations 4.5e-5 .. 2.2e4
+LOG_VAR_LINEAR = 10.0  # inside (-10, 10) the encoder's log-variance is used exactly as it is
 
 
-def bounded_log_var(raw: torch.Tensor, bound: float = LOG_VAR_BOUND) -> torch.Tensor:
-    """log sigma^2 kept in (-bound, bound) by construction, smoothly:
+def bounded_log_var(
+    raw: torch.Tensor, bound: float = LOG_VAR_BOUND, linear: float = LOG_VAR_LINEAR
+) -> torch.Tensor:
+    """log sigma^2 kept in (-bound, bound) by construction:
 
-        f(r) = softplus(r + L) - softplus(r - L) - L,   L = ``bound``
+        f(r) = r                                                  for |r| <= a
+        f(r) = sign(r) (a + (L - a) tanh((|r| - a) / (L - a)))    beyond,   a = linear, L = bound
 
-    f is increasing, f(r) -> +-L as r -> +-inf, and f(r) = r + O(e^-(L - |r|)) inside: below
-    1e-4 from the identity for |r| < L - 9.2, so it changes no model in its working range, but a
-    diverging encoder cannot make sigma overflow to inf or underflow to 0 (which would turn
-    log q(z|x) into NaN). Its gradient, sigmoid(r + L) - sigmoid(r - L), never vanishes
-    exactly either: no silent clamp.
+    f is the identity in the working range, so no model changes there; beyond it f bends
+    smoothly (continuous slope, 1 at |r| = a) towards +-L, so a diverging encoder cannot make
+    sigma overflow to inf or underflow to 0, which would turn log q(z|x) into NaN. Not a clamp:
+    f is strictly increasing and its slope only tends to 0.
     """
-    return nn.functional.softplus(raw + bound) - nn.functional.softplus(raw - bound) - bound
+    excess = raw.abs() - linear
+    width = bound - linear
+    bent = torch.sign(raw) * (linear + width * torch.tanh(excess.clamp(min=0.0) / width))
+    return torch.where(excess > 0, bent, raw)
 
 
 class VAE(nn.Module):
