@@ -49,8 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN",
         help="continue the unfinished run RUN from its last checkpoint (no other flags)",
     )
-    t.add_argument("--data", help="digits (embedded), mnist, or a path (IDX folder, .npy/.npz)")
+    t.add_argument(
+        "--data", help="digits (embedded), mnist, or a path (image or IDX folder, .npy/.npz)"
+    )
     t.add_argument("--data-dir", help="folder with the MNIST IDX files (default $VAELAB_DATA)")
+    t.add_argument(
+        "--channels", type=int, choices=[1, 3], help="image folders: 1 grayscale, 3 RGB"
+    )
+    t.add_argument("--image-size", type=int, help="image folders: resize every image to N x N")
     t.add_argument("--latent-dim", type=int, help="dimensions of z (default 10)")
     t.add_argument("--hidden", type=_int_list, help="hidden layer sizes, e.g. 512,256")
     t.add_argument("--arch", choices=["mlp", "conv", "linear"], help="linear: x = Wz + b")
@@ -181,7 +187,7 @@ def _eval(args) -> None:
         raise VaelabError(f"--k must be >= 1 (got {args.k})")
     config = load_config(args.run)
     model = load(args.run, resolve_device(args.device))
-    dataset = data_mod.load(config.data, config.data_dir or None)
+    dataset = data_mod.from_config(config)
     x = data_mod.eval_split(dataset, args.split, config.resolved_binarize)
     scores = evaluate.evaluate_elbo(model, x, seed=config.seed)
     ll = evaluate.log_likelihood(model, x, k=args.k, seed=config.seed)
@@ -253,7 +259,7 @@ def _plot(args) -> None:
 
     config = load_config(args.run)
     model = load(args.run)
-    dataset = data_mod.load(config.data, config.data_dir or None)
+    dataset = data_mod.from_config(config)
     metrics_path = Path(args.run) / "metrics.jsonl"
     metrics = []
     if metrics_path.is_file():

@@ -49,6 +49,8 @@ class Config:
 
     data: str = "digits"
     data_dir: str = ""
+    channels: int = 0
+    image_size: int = 0
     latent_dim: int = 10
     hidden: list[int] = field(default_factory=lambda: [400])
     arch: str = "mlp"
@@ -108,7 +110,9 @@ class Config:
             )
         if not self.beta >= 0:
             raise VaelabError(f"beta must be >= 0 (got {self.beta})")
-        for name in ("kl_warmup", "minutes", "checkpoint_every"):
+        if self.channels not in (0, 1, 3):
+            raise VaelabError(f"channels must be 1 or 3 (got {self.channels})")
+        for name in ("kl_warmup", "minutes", "checkpoint_every", "image_size"):
             if not getattr(self, name) >= 0:
                 raise VaelabError(f"{name} must be >= 0 (got {getattr(self, name)})")
         if not 0 < self.adam_eps < 1:

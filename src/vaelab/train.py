@@ -103,7 +103,7 @@ def resume(run: str | Path, progress: bool = True, log: Callable[[str], None] = 
 def _setup(config: Config, log):
     """The data and the freshly initialised model (seeded), checked before anything is written."""
     device = resolve_device(config.device)
-    dataset = data_mod.load(config.data, config.data_dir or None)
+    dataset = data_mod.from_config(config)
     binarization = config.resolved_binarize
     _check_data(dataset, config, binarization, log)
     torch.manual_seed(config.seed)  # weights' initialisation and the reparameterization noise

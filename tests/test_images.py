@@ -1,0 +1,107 @@
+"""Folders of images as data: real PNG, JPEG and BMP files written with Pillow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vaelab import VaelabError
+from vaelab import data as data_mod
+from vaelab.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_images(folder: Path, n: int, size=(6, 6), mode="L", suffix=".png", seed=0) -> list:
+    """``n`` random images; returns their pixel arrays (uint8) in file-name order."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    shape = (size[1], size[0]) + (() if mode == "L" else (3,))
+    arrays = []
+    for i in range(n):
+        pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+        Image.fromarray(pixels, mode=mode).save(folder / f"img{i:03d}{suffix}")
+        arrays.append(pixels)
+    return arrays
+
+
+def test_flat_folder_of_grayscale_pngs_keeps_every_pixel(tmp_path):
+    arrays = write_images(tmp_path / "faces", 20)
+    (tmp_path / "faces" / ".DS_Store").write_bytes(b"\0junk")  # hidden files are skipped
+    dataset = data_mod.load(str(tmp_path / "faces"))
+    assert dataset.x_shape == (1, 6, 6)
+    assert (len(dataset.train), len(dataset.valid), len(dataset.test)) == (16, 2, 2)
+    assert dataset.train_labels is None
+    everything = torch.cat([dataset.train, dataset.valid, dataset.test])
+    expected = {a.astype(np.float32).tobytes() for a in arrays}
+    got = {(x[0].numpy() * 255).round().astype(np.float32).tobytes() for x in everything}
+    assert got == expected
+    assert 0.0 <= everything.min() and everything.max() <= 1.0
+
+
+def test_class_folders_become_labels_and_rgb_becomes_three_channels(tmp_path):
+    write_images(tmp_path / "pets" / "cat", 8, mode="RGB", suffix=".bmp", seed=1)
+    write_images(tmp_path / "pets" / "dog", 7, mode="RGB", suffix=".jpg", seed=2)
+    dataset = data_mod.load(str(tmp_path / "pets"))
+    assert dataset.x_shape == (3, 6, 6)
+    labels = torch.cat([dataset.train_labels, dataset.valid_labels, dataset.test_labels])
+    assert sorted(labels.tolist()) == [0] * 8 + [1] * 7  # sorted folder names: cat, dog
+    gray = data_mod.load(str(tmp_path / "pets"), channels=1)
+    assert gray.x_shape == (1, 6, 6)
+
+
+def test_mixed_sizes_need_image_size_and_then_are_resized(tmp_path):
+    write_images(tmp_path / "mixed", 10, size=(6, 6))
+    write_images(tmp_path / "mixed", 1, size=(9, 7), seed=3)  # overwrites img000 with 9x7
+    with pytest.raises(VaelabError, match=r"differ in size .*--image-size N"):
+        data_mod.load(str(tmp_path / "mixed"))
+    assert data_mod.load(str(tmp_path / "mixed"), image_size=8).x_shape == (1, 8, 8)
+
+
+@pytest.mark.parametrize(
+    "spoil, message",
+    [
+        (lambda f: (f / "notes.txt").write_text("hi"), "notes.txt is not an image"),
+        (
+            lambda f: (f / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage"),
+            "cannot read image",
+        ),
+        (lambda f: (f / "sub").mkdir(), "mixes image files with class folders"),
+        (lambda f: [p.unlink() for p in sorted(f.iterdir())[:5]], "at least 10 are needed"),
+    ],
+    ids=["text-file", "corrupt-png", "files-and-folders", "too-few"],
+)
+def test_bad_image_folders_give_one_clear_line_and_exit_2(tmp_path, capsys, spoil, message):
+    folder = tmp_path / "imgs"
+    write_images(folder, 12)
+    spoil(folder)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(folder), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists() and not (tmp_path / "run.partial").exists()
+
+
+def test_an_empty_folder_is_named_as_such(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--data", str(tmp_path / "empty"), "--quiet"]) == 2
+    assert "is empty" in capsys.readouterr().err
+
+
+def test_train_and_eval_on_an_image_folder_from_the_command_line(tmp_path, capsys):
+    write_images(tmp_path / "digits" / "a", 15, size=(8, 8), mode="RGB", seed=4)
+    write_images(tmp_path / "digits" / "b", 15, size=(10, 10), mode="RGB", seed=5)
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tmp_path / "digits"), "--channels", "1", "--image-size", "8"]
+    argv += ["--epochs", "2", "--hidden", "32", "--latent-dim", "2", "--batch-size", "8"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out), "--k", "10", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 3 and np.isfinite(result["nll_nats"])
+    assert (out / "plots" / "latent_space.png").is_file()  # coloured by the class folders
