@@ -45,3 +45,24 @@ def test_mnist_nll_trains_a_preset_under_a_budget_and_prints_one_row(tmp_path):
     assert record["train_seconds"] <= 3 + max(m["seconds"] for m in epochs)
     assert record["test_nll"] > 0 and record["test_nll"] <= -record["test_elbo"] + 1.0
     assert f"{record['test_nll']:.2f}" in row
+
+
+def test_throughput_prints_all_three_rows_with_their_ratios(tmp_path):
+    write_mnist_folder(tmp_path / "mnist", n_train=720, n_test=12, side=28)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--epochs", "2"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "VAELAB_DATA": str(tmp_path / "mnist")},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| MLP")]
+    assert [row.split("|")[2].strip() for row in rows] == ["128", "512"]
+    for row in rows:
+        bound, reference, ours, ratio, fraction = (
+            float(cell.replace(",", "")) for cell in row.split("|")[3:8]
+        )
+        assert bound > 0 and reference > 0 and ours > 0
+        assert abs(ratio - ours / reference) < 0.01 and abs(fraction - ours / bound) < 0.01
+    assert any(line.startswith("| conv | 128 |") for line in result.stdout.splitlines())
