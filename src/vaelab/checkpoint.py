@@ -111,12 +111,7 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
     path = run_dir / "model.safetensors"
     if not path.is_file():
         raise VaelabError(f"{run_dir} has no model.safetensors; the run did not finish")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            metadata = fh.metadata() or {}
-            tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise VaelabError(f"{path} is not a readable safetensors file: {exc}") from None
+    metadata, tensors = _read_safetensors(path)
     if metadata.get("format") != FORMAT:
         raise VaelabError(f"{path} is not a vaelab model (no vaelab format tag in its header)")
     try:
@@ -124,13 +119,7 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
     except (KeyError, ValueError, TypeError):
         raise VaelabError(f"{path} has no valid x_shape in its metadata") from None
     model = VAE.from_config(config, x_shape)
-    expected = model.state_dict()
-    problems = sorted(set(expected) ^ set(tensors))
-    problems += [
-        f"{k}: {tuple(tensors[k].shape)} {tensors[k].dtype} instead of {tuple(v.shape)} {v.dtype}"
-        for k, v in expected.items()
-        if k in tensors and (tensors[k].shape != v.shape or tensors[k].dtype != v.dtype)
-    ]
+    problems = _mismatches(tensors, model)
     if problems:
         raise VaelabError(
             f"{path} does not match {run_dir / 'config.toml'} ({'; '.join(problems[:3])}); "
@@ -138,6 +127,32 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
         )
     model.load_state_dict(tensors)
     return model.to(device).eval()
+
+
+def _read_safetensors(
+    path: str | Path, what: str = "safetensors file"
+) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(header metadata, tensors) of a safetensors file: data only, nothing is unpickled."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise VaelabError(f"{path} is not a readable {what}: {exc}") from None
+    return metadata, tensors
+
+
+def _mismatches(tensors: dict[str, torch.Tensor], model: VAE) -> list[str]:
+    """How ``tensors`` fail to be ``model``'s weights: names missing or extra, then wrong
+    shapes or dtypes (empty when they fit)."""
+    expected = model.state_dict()
+    problems = sorted(set(expected) ^ set(tensors))
+    problems += [
+        f"{k}: {tuple(tensors[k].shape)} {tensors[k].dtype} instead of {tuple(v.shape)} {v.dtype}"
+        for k, v in expected.items()
+        if k in tensors and (tensors[k].shape != v.shape or tensors[k].dtype != v.dtype)
+    ]
+    return problems
 
 
 # --- training state: what `vaelab train --resume` needs to continue a run exactly ----------
@@ -177,21 +192,20 @@ def load_training_state(
     """Restore what :func:`save_training_state` wrote into ``model``, ``optimizer`` and the
     generators; return the counters. A file that does not fit raises :class:`VaelabError`."""
     path = Path(path)
+    metadata, tensors = _read_safetensors(path, what="training checkpoint")
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            metadata = fh.metadata() or {}
-            tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118
         counters = json.loads(metadata["counters"])
-    except (SafetensorError, OSError, ValueError, KeyError) as exc:
+    except (KeyError, ValueError) as exc:
         raise VaelabError(f"{path} is not a readable training checkpoint: {exc}") from None
     if metadata.get("format") != STATE_FORMAT:
         raise VaelabError(f"{path} is not a vaelab training checkpoint")
     weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    expected = model.state_dict()
-    if set(weights) != set(expected) or any(
-        weights[k].shape != v.shape or weights[k].dtype != v.dtype for k, v in expected.items()
-    ):
-        raise VaelabError(f"{path} does not match the run's config.toml; it belongs elsewhere")
+    problems = _mismatches(weights, model)
+    if problems:
+        raise VaelabError(
+            f"{path} does not match the run's config.toml ({'; '.join(problems[:3])}); "
+            "it belongs elsewhere"
+        )
     model.load_state_dict(weights)
     device = next(model.parameters()).device
     state: dict[int, dict[str, torch.Tensor]] = {}
@@ -216,8 +230,4 @@ def save_weights(path: str | Path, model: VAE) -> None:
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            return {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise VaelabError(f"{path} is not a readable safetensors file: {exc}") from None
+    return _read_safetensors(path)[1]

@@ -123,8 +123,8 @@ def _complete(setup, config, out: Path, partial: Path, progress, log, resume: bo
     """Fit, save, score, draw; then rename ``partial`` to ``out``."""
     model, dataset, binarization, device, n_params = setup
     try:
-        if not resume:
-            (partial / "config.toml").write_text(config.to_toml())
+        if not resume:  # atomic, like every file of a run: --resume rebuilds from it
+            write_atomic(partial / "config.toml", config.to_toml())
         metrics = _fit(
             model, dataset, config, binarization, device, partial, progress, log, resume
         )
