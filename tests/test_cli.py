@@ -70,7 +70,9 @@ def test_two_epoch_cli_run_on_digits_writes_every_artefact(tmp_path):
 
     config = read_toml(out / "config.toml")
     assert config["latent_dim"] == 2 and config["hidden"] == [128] and config["seed"] == 3
-    assert config["binarize"] == "auto"
+    # the defaults that follow the data are saved as chosen, with the reason printed
+    assert config["likelihood"] == "bernoulli" and config["binarize"] == "dynamic"
+    assert "grey levels in [0, 1]: Bernoulli likelihood" in result.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["test"]["n"] == 180 and summary["test"]["elbo"] < 0
 

@@ -446,8 +446,8 @@ def _bad_arrays():
         "inf.npy": with_inf,
         "above-one.npy": floats * 1.5,
         "negative.npy": floats - 0.5,
-        "ndim-2.npy": floats.reshape(20, 16),
-        "ndim-5.npy": floats.reshape(20, 1, 1, 4, 4),
+        "ndim-1.npy": floats.reshape(320),
+        "vectors-with-nan.npy": with_nan.reshape(20, 16),
         "int64.npy": (floats * 255).astype(np.int64),
         "too-few.npy": floats[:5],
         "empty.npy": np.zeros((0, 4, 4), np.uint8),
@@ -502,9 +502,9 @@ def test_array_files_are_read_by_content_not_by_suffix(tmp_path):
 def test_unknown_names_and_file_types_raise_vaelab_error(tmp_path):
     with pytest.raises(VaelabError, match="neither a built-in"):
         load("mnsit")
-    (tmp_path / "table.csv").write_text("1,2,3\n")
+    (tmp_path / "table.txt").write_text("1,2,3\n")
     with pytest.raises(VaelabError, match=".npy/.npz"):
-        load(str(tmp_path / "table.csv"))
+        load(str(tmp_path / "table.txt"))
 
 
 # --- 5. digits ---------------------------------------------------------------------------------

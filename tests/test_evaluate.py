@@ -362,7 +362,8 @@ def test_k_50000_on_mnist_sized_images_stays_in_bounded_memory():
 import resource, torch
 from vaelab import VAE, Config
 from vaelab.evaluate import log_likelihood
-model = VAE.from_config(Config(hidden=[64], latent_dim=8), (1, 28, 28)).eval()
+config = Config(likelihood="bernoulli", hidden=[64], latent_dim=8)
+model = VAE.from_config(config, (1, 28, 28)).eval()
 x = (torch.rand(10, 1, 28, 28) < 0.2).float()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 result = log_likelihood(model, x, k=50_000)

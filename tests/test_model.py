@@ -40,7 +40,9 @@ def test_gradients_reach_loc_and_log_var():
 @pytest.mark.parametrize("x_shape", [(1, 28, 28), (3, 32, 32), (1, 64, 64)])
 def test_many_z_for_one_x_has_shape_k_batch_latent(arch, x_shape):
     torch.manual_seed(0)
-    model = VAE.from_config(Config(arch=arch, latent_dim=3, hidden=[32]), x_shape)
+    model = VAE.from_config(
+        Config(likelihood="bernoulli", arch=arch, latent_dim=3, hidden=[32]), x_shape
+    )
     x = torch.rand(5, *x_shape).bernoulli()
     qz = model.q_z(x)
     z = qz.rsample((7,))
@@ -55,7 +57,7 @@ def test_many_z_for_one_x_has_shape_k_batch_latent(arch, x_shape):
 
 def test_conv_refuses_images_it_cannot_take():
     with pytest.raises(VaelabError, match="--arch mlp"):
-        VAE.from_config(Config(arch="conv"), (1, 8, 8))
+        VAE.from_config(Config(likelihood="bernoulli", arch="conv"), (1, 8, 8))
 
 
 def test_learned_sigma_is_a_parameter_with_gradient():
@@ -70,7 +72,7 @@ def test_learned_sigma_is_a_parameter_with_gradient():
 
 def _trained_like(tmp_path, **kw):
     torch.manual_seed(1)
-    config = Config(latent_dim=3, hidden=[16], **kw)
+    config = Config(**{"likelihood": "bernoulli", "latent_dim": 3, "hidden": [16], **kw})
     model = VAE.from_config(config, (1, 8, 8))
     for p in model.parameters():  # move away from the initialisation
         torch.nn.init.normal_(p, std=0.3)
@@ -118,7 +120,9 @@ def test_load_refuses_truncated_and_foreign_files(tmp_path):
 
 
 def test_sampling_in_chunks_gives_what_one_pass_gives():
-    model = VAE.from_config(Config(hidden=[16], latent_dim=3), (1, 8, 8)).eval()
+    model = VAE.from_config(
+        Config(likelihood="bernoulli", hidden=[16], latent_dim=3), (1, 8, 8)
+    ).eval()
     torch.manual_seed(5)
     whole = model.sample(25, chunk=25)
     torch.manual_seed(5)
@@ -140,7 +144,7 @@ def test_log_variance_is_bounded_by_construction_and_unchanged_in_its_working_ra
     assert torch.isfinite(extreme.grad).all()
 
     # an encoder whose log-variance has run away still gives finite densities and gradients
-    model = VAE.from_config(Config(hidden=[16], latent_dim=3), (1, 8, 8))
+    model = VAE.from_config(Config(likelihood="bernoulli", hidden=[16], latent_dim=3), (1, 8, 8))
     with torch.no_grad():
         model.encoder.net[-1].bias[3:] = torch.tensor([1e4, -1e4, 0.0])
     from vaelab import objectives

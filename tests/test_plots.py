@@ -45,7 +45,9 @@ def test_posterior_figure_draws_two_ellipses_and_k_samples_per_image():
 def test_draw_run_writes_every_plot_for_a_latent_space_above_two(tmp_path):
     torch.manual_seed(0)
     dataset = data_mod.load_digits()
-    model = VAE.from_config(Config(latent_dim=5, hidden=[32]), dataset.x_shape)
+    model = VAE.from_config(
+        Config(likelihood="bernoulli", latent_dim=5, hidden=[32]), dataset.x_shape
+    )
     metrics = [
         {
             "epoch": e,

@@ -131,7 +131,7 @@ def test_persistent_nan_stops_the_run_with_its_checkpoint_intact_and_resumable(t
     assert "training diverged at epoch 3, step 10" in last_line
     assert "Traceback" not in err
     # the checkpoint of epoch 2 is whole, and its weights are finite
-    model = VAE.from_config(Config(hidden=[64], latent_dim=4), (1, 8, 8))
+    model = VAE.from_config(Config(likelihood="bernoulli", hidden=[64], latent_dim=4), (1, 8, 8))
     optimizer = torch.optim.Adam(model.parameters())
     counters = load_training_state(
         partial / "checkpoints" / "last.safetensors", model, optimizer, torch.Generator()
@@ -166,7 +166,9 @@ def test_a_broken_checkpoint_is_one_line_and_changes_nothing(tmp_path, capsys, c
     out = tmp_path / "run"
     partial = tmp_path / "run.partial"
     (partial / "checkpoints").mkdir(parents=True)
-    (partial / "config.toml").write_text(Config(hidden=[64], out=str(out)).to_toml())
+    (partial / "config.toml").write_text(
+        Config(likelihood="bernoulli", hidden=[64], out=str(out)).to_toml()
+    )
     (partial / "metrics.jsonl").write_text("")
     (partial / "checkpoints" / "last.safetensors").write_bytes(content)
     assert main(["train", "--resume", str(out), "--quiet"]) == 2

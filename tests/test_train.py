@@ -52,7 +52,7 @@ def test_gaussian_likelihood_trains_on_grey_levels(tmp_path, learn_sigma):
         hidden=[64],
     )
     config = (run / "config.toml").read_text()
-    assert 'binarize = "auto"' in config
+    assert 'binarize = "none"' in config  # resolved for a Gaussian likelihood
     summary = json.loads((run / "summary.json").read_text())
     assert np.isfinite(summary["test"]["elbo"])
     model = load(run)
@@ -65,7 +65,9 @@ def test_gaussian_likelihood_trains_on_grey_levels(tmp_path, learn_sigma):
 
 def test_bernoulli_on_grey_levels_without_binarization_warns(tmp_path):
     lines = []
-    config = Config(out=str(tmp_path / "r"), epochs=1, binarize="none", hidden=[16])
+    config = Config(
+        likelihood="bernoulli", out=str(tmp_path / "r"), epochs=1, binarize="none", hidden=[16]
+    )
     train(config, progress=False, log=lines.append)
     assert any("not a log-likelihood" in line for line in lines)
 
@@ -89,6 +91,7 @@ def test_minutes_budget_stops_training_before_the_epoch_limit(tmp_path):
     budget = 0.05  # three seconds
     run = train(
         Config(
+            likelihood="bernoulli",
             out=str(tmp_path / "budget"),
             epochs=100_000,
             minutes=budget,
@@ -113,13 +116,16 @@ def test_minutes_budget_stops_training_before_the_epoch_limit(tmp_path):
 def test_cosine_schedule_over_epochs_and_kl_warmup_are_logged_per_epoch(tmp_path):
     from vaelab.schedules import kl_weight, lr_factor
 
-    config = Config(epochs=4, lr_schedule="cosine", kl_warmup=2, beta=2.0, hidden=[32])
+    config = Config(
+        likelihood="bernoulli", epochs=4, lr_schedule="cosine", kl_warmup=2, beta=2.0, hidden=[32]
+    )
     assert lr_factor(config, 0, 100, 0.0) == 1.0
     assert lr_factor(config, 50, 100, 0.0) == pytest.approx(0.5)
     assert lr_factor(config, 100, 100, 0.0) == pytest.approx(0.0)
     assert [kl_weight(config, e) for e in (0.0, 1.0, 2.0, 3.5)] == [0.0, 1.0, 2.0, 2.0]
     run = train(
         Config(
+            likelihood="bernoulli",
             out=str(tmp_path / "sched"),
             epochs=4,
             lr_schedule="cosine",
@@ -144,7 +150,15 @@ def test_kept_weights_are_those_of_the_best_validation_epoch(tmp_path):
 
     # a rate high enough that the validation ELBO goes up and down
     run = train(
-        Config(out=str(tmp_path / "best"), epochs=6, lr=0.1, hidden=[32], latent_dim=4, seed=1),
+        Config(
+            likelihood="bernoulli",
+            out=str(tmp_path / "best"),
+            epochs=6,
+            lr=0.1,
+            hidden=[32],
+            latent_dim=4,
+            seed=1,
+        ),
         progress=False,
         log=lambda _: None,
     )
@@ -163,7 +177,9 @@ def test_decoder_bias_from_data_starts_p_x_at_the_pixel_means():
     from vaelab import data as data_mod
 
     x = data_mod.load("digits").train
-    model = VAE.from_config(Config(decoder_bias="data", hidden=[16]), x.shape[1:])
+    model = VAE.from_config(
+        Config(likelihood="bernoulli", decoder_bias="data", hidden=[16]), x.shape[1:]
+    )
     model.init_output_bias(x)
     with torch.no_grad():
         for p in model.decoder.output.parameters():
@@ -171,6 +187,6 @@ def test_decoder_bias_from_data_starts_p_x_at_the_pixel_means():
                 p.zero_()  # only the bias speaks: the decoder's output for any z
         mean = model.decode(torch.zeros(1, model.latent_dim))[0]
     assert torch.allclose(mean, x.mean(0).clamp(1e-3, 1 - 1e-3), atol=1e-5)
-    conv = VAE.from_config(Config(arch="conv", hidden=[16]), (1, 28, 28))
+    conv = VAE.from_config(Config(likelihood="bernoulli", arch="conv", hidden=[16]), (1, 28, 28))
     with pytest.raises(VaelabError, match="--arch mlp or linear"):
         conv.init_output_bias(torch.rand(4, 1, 28, 28))

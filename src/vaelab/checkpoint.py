@@ -104,6 +104,21 @@ def load_config(run_dir: str | Path) -> Config:
     return make_config(read_toml(run_dir / "config.toml"))
 
 
+def load_transform(run_dir: str | Path) -> dict | None:
+    """A table run's stored standardization (``data.json``), or None for other runs."""
+    path = Path(run_dir) / "data.json"
+    if not path.is_file():
+        return None
+    try:
+        transform = json.loads(path.read_text())
+        ok = all(len(transform[k]) == len(transform["columns"]) for k in ("mean", "std"))
+    except (OSError, ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise VaelabError(f"{path} is damaged (it needs columns, mean and std of equal length)")
+    return transform
+
+
 def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
     """The trained model of a run, in eval mode, on ``device``."""
     run_dir = Path(run_dir)

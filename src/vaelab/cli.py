@@ -50,7 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the unfinished run RUN from its last checkpoint (no other flags)",
     )
     t.add_argument(
-        "--data", help="digits (embedded), mnist, or a path (image or IDX folder, .npy/.npz)"
+        "--data",
+        help="digits (embedded), mnist, or a path: image or IDX folder, .npy/.npz array, "
+        ".csv/.parquet table",
+    )
+    t.add_argument(
+        "--split", help="train,valid,test fractions of your own data (default 0.8,0.1,0.1)"
+    )
+    t.add_argument("--valid-data", help="validation split as its own file or folder")
+    t.add_argument("--test-data", help="test split as its own file or folder")
+    t.add_argument("--label-column", help="tables: the column of class labels (not a feature)")
+    t.add_argument(
+        "--stream",
+        choices=["auto", "on", "off"],
+        help=".npy: read from disk in blocks (auto: when larger than 1 GiB as float32)",
     )
     t.add_argument("--data-dir", help="folder with the MNIST IDX files (default $VAELAB_DATA)")
     t.add_argument(
@@ -61,7 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hidden", type=_int_list, help="hidden layer sizes, e.g. 512,256")
     t.add_argument("--arch", choices=["mlp", "conv", "linear"], help="linear: x = Wz + b")
     t.add_argument("--activation", choices=["relu", "tanh"], help="MLP hidden units (relu)")
-    t.add_argument("--likelihood", choices=["bernoulli", "gaussian"])
+    t.add_argument(
+        "--likelihood",
+        choices=["auto", "bernoulli", "gaussian"],
+        help="auto (default) follows the data: Gaussian for tables and real values, "
+        "Bernoulli for [0, 1] images",
+    )
     t.add_argument("--sigma", type=float, help="Gaussian likelihood: fixed sigma (default 0.1)")
     t.add_argument(
         "--learn-sigma",
@@ -150,6 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="draw every plot of a run again")
     p.add_argument("run")
+
+    n = sub.add_parser(
+        "encode", help="q(z|x) for every example of a data set: means, std devs, samples"
+    )
+    n.add_argument("run")
+    n.add_argument("--data", required=True, help="data to encode (as for train --data)")
+    n.add_argument("--out", required=True, help=".npy (N, 2+K, D) or .npz (loc, scale, ...)")
+    n.add_argument("--samples", type=int, default=0, help="K draws z ~ q(z|x) per example")
+    n.add_argument("--seed", type=int, default=0)
+    n.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     return parser
 
 
@@ -180,14 +208,14 @@ def _eval(args) -> None:
 
     from . import data as data_mod
     from . import evaluate
-    from .checkpoint import load, load_config
+    from .checkpoint import load, load_config, load_transform
     from .device import resolve_device
 
     if args.k < 1:
         raise VaelabError(f"--k must be >= 1 (got {args.k})")
     config = load_config(args.run)
     model = load(args.run, resolve_device(args.device))
-    dataset = data_mod.from_config(config)
+    dataset = data_mod.from_config(config, load_transform(args.run))
     x = data_mod.eval_split(dataset, args.split, config.resolved_binarize)
     scores = evaluate.evaluate_elbo(model, x, seed=config.seed)
     ll = evaluate.log_likelihood(model, x, k=args.k, seed=config.seed)
@@ -254,12 +282,12 @@ def _plot(args) -> None:
     import json as json_mod
 
     from . import data as data_mod
-    from .checkpoint import load, load_config
+    from .checkpoint import load, load_config, load_transform
     from .plots import draw_run
 
     config = load_config(args.run)
     model = load(args.run)
-    dataset = data_mod.from_config(config)
+    dataset = data_mod.from_config(config, load_transform(args.run))
     metrics_path = Path(args.run) / "metrics.jsonl"
     metrics = []
     if metrics_path.is_file():
@@ -268,7 +296,22 @@ def _plot(args) -> None:
     print(f"vaelab: {len(paths)} plots written to {Path(args.run) / 'plots'}")
 
 
-COMMANDS = {"train": _train, "eval": _eval, "sample": _sample, "plot": _plot}
+def _encode(args) -> None:
+    from .device import resolve_device
+    from .encode import encode
+
+    n = encode(args.run, args.data, args.out, args.samples, args.seed, resolve_device(args.device))
+    what = "means and standard deviations" + (f", {args.samples} samples" if args.samples else "")
+    print(f"vaelab: q(z|x) of {n} examples ({what}) written to {args.out}")
+
+
+COMMANDS = {
+    "train": _train,
+    "eval": _eval,
+    "sample": _sample,
+    "plot": _plot,
+    "encode": _encode,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,13 +23,14 @@ else:  # pragma: no cover - Python 3.10
 CHOICES: dict[str, tuple[str, ...]] = {
     "arch": ("mlp", "conv", "linear"),
     "activation": ("relu", "tanh"),
-    "likelihood": ("bernoulli", "gaussian"),
+    "likelihood": ("auto", "bernoulli", "gaussian"),
     "binarize": ("auto", "dynamic", "static", "none"),
     "objective": ("elbo", "iwae"),
     "iwae_grad": ("standard", "dreg"),
     "decoder_bias": ("zero", "data"),
     "lr_schedule": ("constant", "cosine"),
     "device": ("auto", "cpu", "cuda", "mps"),
+    "stream": ("auto", "on", "off"),
 }
 
 
@@ -51,11 +52,16 @@ class Config:
     data_dir: str = ""
     channels: int = 0
     image_size: int = 0
+    split: str = "0.8,0.1,0.1"
+    valid_data: str = ""
+    test_data: str = ""
+    label_column: str = ""
+    stream: str = "auto"
     latent_dim: int = 10
     hidden: list[int] = field(default_factory=lambda: [400])
     arch: str = "mlp"
     activation: str = "relu"
-    likelihood: str = "bernoulli"
+    likelihood: str = "auto"
     sigma: float = 0.1
     learn_sigma: bool = False
     shared_sigma: bool = False
@@ -126,6 +132,9 @@ class Config:
             )
         if self.decoder_bias == "data" and self.arch == "conv":
             raise VaelabError("--decoder-bias data needs --arch mlp or linear")
+        from .data.dataset import parse_split
+
+        parse_split(self.split)
         if self.shared_sigma and not self.learn_sigma:
             raise VaelabError("--shared-sigma needs --learn-sigma (a fixed sigma is shared)")
 
@@ -134,7 +143,7 @@ class Config:
         """``auto`` means dynamic binarization for a Bernoulli likelihood, none otherwise."""
         if self.binarize != "auto":
             return self.binarize
-        return "dynamic" if self.likelihood == "bernoulli" else "none"
+        return "dynamic" if self.likelihood in ("bernoulli", "auto") else "none"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

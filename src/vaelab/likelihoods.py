@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.distributions import Bernoulli, Distribution, Independent, Normal
 
+from .errors import VaelabError
+
 
 class BernoulliLikelihood(nn.Module):
     """p(x | z) = prod_i Bernoulli(x_i ; sigmoid(logits_i)); the decoder emits logits.
@@ -71,4 +73,11 @@ def make_likelihood(
 ):
     if name == "bernoulli":
         return BernoulliLikelihood(x_shape)
-    return GaussianLikelihood(x_shape, sigma=sigma, learn_sigma=learn_sigma, shared=shared_sigma)
+    if name == "gaussian":
+        return GaussianLikelihood(
+            x_shape, sigma=sigma, learn_sigma=learn_sigma, shared=shared_sigma
+        )
+    raise VaelabError(
+        f"likelihood {name!r} is chosen from the data when training; to build a model "
+        "directly, name it: bernoulli or gaussian"
+    )

@@ -218,6 +218,9 @@ def _save(fig: Figure, path: Path) -> None:
     plt.close(fig)
 
 
+PLOT_EXAMPLES = 10_000
+
+
 @torch.no_grad()
 def draw_run(
     model, dataset, metrics: list[dict], plot_dir: str | Path, binarization: str, seed: int = 0
@@ -225,14 +228,17 @@ def draw_run(
     """Draw every plot of a run into ``plot_dir``; return the paths written.
 
     Latent plots use the two dimensions with the largest mean KL on the test set (the only two
-    when the latent space is 2-D); the other dimensions are held at 0, the prior's mean.
+    when the latent space is 2-D); the other dimensions are held at 0, the prior's mean. They
+    use at most the first :data:`PLOT_EXAMPLES` test examples. Data that are not images
+    (tables, vectors) get the learning curves, the latent space and the KL per dimension.
     """
     plot_dir = Path(plot_dir)
     plot_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
     device = next(model.parameters()).device
-    x_test = data_mod.eval_split(dataset, "test", binarization)
-    labels = None if dataset.test_labels is None else dataset.test_labels.numpy()
+    x_test = data_mod.eval_split(dataset, "test", binarization)[:PLOT_EXAMPLES]
+    labels = None if dataset.test_labels is None else dataset.test_labels[:PLOT_EXAMPLES].numpy()
+    images = len(model.x_shape) == 3
     means, stds, kls = posterior_stats(model, x_test)
     kl_mean = kls.mean(0).numpy()
     dims = tuple(int(d) for d in np.argsort(-kl_mean)[:2]) if model.latent_dim > 1 else (0, 0)
@@ -247,6 +253,11 @@ def draw_run(
     if metrics:
         save(learning_curves(metrics), "learning_curves.png")
     gen = torch.Generator().manual_seed(seed)
+    if not images:
+        if model.latent_dim >= 2:
+            save(latent_scatter(means[:, dims].numpy(), labels, dims), "latent_space.png")
+        save(kl_per_dim(kl_mean), "kl_per_dim.png")
+        return written
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         first = x_test[:12]

@@ -47,6 +47,7 @@ from .model import VAE
 from .schedules import kl_weight, lr_factor
 
 PROGRESS_EVERY = 20  # steps between progress-bar updates: each costs one host sync
+STREAM_VALID_ROWS = 10_000  # streamed data: validation examples scored after each epoch
 MAX_BAD_STEPS = 10  # batches with a non-finite loss or gradient a run may skip before it stops
 
 
@@ -63,7 +64,7 @@ def train(
     config.validate()
     out = Path(config.out) if config.out else default_out(config)
     config = dataclasses.replace(config, out=str(out))  # the caller's object stays as it was
-    setup = _setup(config, log)
+    config, setup = _setup(config, log)
     partial = prepare_out(out, overwrite)
     return _complete(setup, config, out, partial, progress, log, resume=False)
 
@@ -96,27 +97,37 @@ def resume(run: str | Path, progress: bool = True, log: Callable[[str], None] = 
             f"{partial} stopped before its first checkpoint; start it again with --overwrite"
         )
     config = make_config(read_toml(partial / "config.toml"))
-    setup = _setup(config, log)
+    config, setup = _setup(config, log)
     return _complete(setup, config, out, partial, progress, log, resume=True)
 
 
 def _setup(config: Config, log):
-    """The data and the freshly initialised model (seeded), checked before anything is written."""
+    """The data and the freshly initialised model (seeded), checked before anything is written.
+
+    Returns the config with its likelihood and binarization resolved from the data."""
     device = resolve_device(config.device)
     dataset = data_mod.from_config(config)
-    binarization = config.resolved_binarize
-    _check_data(dataset, config, binarization, log)
+    _check_data(dataset, config)
+    likelihood, binarization, reason = data_mod.choose_likelihood(
+        dataset, config.likelihood, config.binarize
+    )
+    if reason:
+        log(f"vaelab: {reason}")
+    config = dataclasses.replace(config, likelihood=likelihood, binarize=binarization)
+    _warn_bernoulli_on_grey(dataset, config, log)
     torch.manual_seed(config.seed)  # weights' initialisation and the reparameterization noise
     model = VAE.from_config(config, dataset.x_shape)
     if config.decoder_bias == "data":
-        model.init_output_bias(dataset.train)
+        train_x = dataset.train
+        model.init_output_bias(train_x.mean()[None] if dataset.streamed else train_x)
     model = model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log(
         f"vaelab: {config.arch} VAE, {n_params:,} parameters, latent {config.latent_dim}, "
         f"{config.likelihood} likelihood, binarization {binarization}, device {device}"
+        + (f"; streaming {config.data} from disk" if dataset.streamed else "")
     )
-    return model, dataset, binarization, device, n_params
+    return config, (model, dataset, binarization, device, n_params)
 
 
 def _complete(setup, config, out: Path, partial: Path, progress, log, resume: bool) -> Path:
@@ -125,6 +136,8 @@ def _complete(setup, config, out: Path, partial: Path, progress, log, resume: bo
     try:
         if not resume:  # atomic, like every file of a run: --resume rebuilds from it
             write_atomic(partial / "config.toml", config.to_toml())
+            if dataset.transform:  # a table's standardization, to encode new rows alike
+                write_json(partial / "data.json", dataset.transform)
         metrics = _fit(
             model, dataset, config, binarization, device, partial, progress, log, resume
         )
@@ -169,7 +182,7 @@ def _publish(partial: Path, out: Path) -> None:
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
 
-def _check_data(dataset, config: Config, binarization: str, log) -> None:
+def _check_data(dataset, config: Config) -> None:
     n_train = len(dataset.train)
     if n_train == 0 or len(dataset.valid) == 0 or len(dataset.test) == 0:
         raise VaelabError(f"data {config.data!r} has an empty split; it needs more examples")
@@ -178,10 +191,18 @@ def _check_data(dataset, config: Config, binarization: str, log) -> None:
             f"--batch-size {config.batch_size} is larger than the {n_train} training "
             "examples; choose a smaller batch"
         )
-    if not torch.isfinite(dataset.train).all():
+    if not dataset.streamed and not torch.isfinite(dataset.train).all():
         raise VaelabError(f"data {config.data!r} contains NaN or Inf; clean it first")
-    if config.likelihood == "bernoulli" and binarization == "none":
-        if not data_mod.is_binary(dataset.train):
+    if config.arch == "conv" and dataset.kind != "images":
+        raise VaelabError(
+            f"--arch conv needs images, and {config.data!r} holds {dataset.kind} of shape "
+            f"{dataset.x_shape}; use --arch mlp"
+        )
+
+
+def _warn_bernoulli_on_grey(dataset, config: Config, log) -> None:
+    if config.likelihood == "bernoulli" and config.binarize == "none":
+        if not data_mod.is_binary(dataset.train[: 1 << 16]):
             log(
                 "vaelab: warning: a Bernoulli likelihood on grey-level data that is not "
                 "binarized is not a log-likelihood; its numbers are not comparable. Use "
@@ -219,9 +240,13 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
     ends with the weights of the best validation ELBO when ``keep_best``."""
     generator = torch.Generator().manual_seed(config.seed)  # data order and binarization
     x_train = dataset.train
-    if binarization == "static":
+    if binarization == "static" and dataset.streamed:
+        x_train = x_train.binarized(config.seed + 1)
+    elif binarization == "static":
         x_train = data_mod.binarize(x_train, torch.Generator().manual_seed(config.seed + 1))
     x_valid = data_mod.eval_split(dataset, "valid", binarization)
+    if dataset.streamed:  # each epoch's score on a fixed slice; the test score uses all
+        x_valid = x_valid[:STREAM_VALID_ROWS]
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, eps=config.adam_eps)
     n, batch_size = len(x_train), config.batch_size
     steps_per_epoch = math.ceil(n / batch_size)
@@ -257,15 +282,14 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
             if metrics and elapsed + metrics[-1]["seconds"] > budget:
                 break  # the next epoch would end past the budget
             model.train()
-            epoch_x = x_train
-            if binarization == "dynamic":  # a fresh draw x ~ Bernoulli(pixels) every epoch
-                epoch_x = data_mod.binarize(x_train, generator)
-            epoch_x = epoch_x.to(device)
-            order = torch.randperm(n, generator=generator).to(device)
+            # a fresh draw x ~ Bernoulli(pixels) every epoch with dynamic binarization
+            batches = data_mod.epoch_batches(
+                x_train, batch_size, generator, binarization == "dynamic", device
+            )
             # running sums of (loss, elbo, reconstruction, kl) over examples, on the device
             sums = torch.zeros(4, dtype=torch.float64, device=device)
             seen = 0
-            for step in range(steps_per_epoch):
+            for step, x in enumerate(batches):
                 global_step = (epoch - 1) * steps_per_epoch + step
                 lr = config.lr * lr_factor(
                     config, global_step, total_steps, time.perf_counter() - run_start
@@ -273,7 +297,6 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 beta = kl_weight(config, epoch - 1 + step / steps_per_epoch)
-                x = epoch_x[order[step * batch_size : (step + 1) * batch_size]]
                 if config.objective == "iwae":
                     terms = objectives.iwae(model, x, k=config.k, beta=beta, grad=config.iwae_grad)
                 else:

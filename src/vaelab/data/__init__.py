@@ -1,8 +1,8 @@
-"""Data sources -> tensors in [0, 1] with fixed train / valid / test splits; binarization.
+"""Data sources -> tensors with fixed train / valid / test splits; binarization.
 
-Every source returns a :class:`Dataset` whose splits are float32 tensors of shape
-``(N, C, H, W)`` (images) with values in [0, 1], and integer labels of shape ``(N,)`` where
-the source has them.
+Every source returns a :class:`Dataset`: images as float32 ``(N, C, H, W)`` in [0, 1], other
+arrays as ``(N, ...)``, tables as standardized rows ``(N, P)``; integer labels ``(N,)``
+where the source has them.
 
 Sources:
 
@@ -12,25 +12,33 @@ Sources:
   the last 10,000 valid; test file -> 10,000 test. Looked up in ``--data-dir``, else in
   ``$VAELAB_DATA``, else in the cache folder, where missing files are downloaded from the
   standard mirrors and checked against their SHA-256.
-- a folder of images (PNG, JPEG, BMP), flat or one sub-folder per class; split 80 / 10 / 10.
-- a path: a folder holding IDX files named like MNIST's (Fashion-MNIST, KMNIST ...), or a
-  ``.npy`` / ``.npz`` array (``x``, optional ``y``) of shape ``(N, H, W)`` or ``(N, C, H, W)``,
-  uint8 (scaled by 1/255) or float in [0, 1], split 80 / 10 / 10 with a fixed seed.
+- a folder holding IDX files named like MNIST's (Fashion-MNIST, KMNIST ...), with their split.
+- a folder of images (PNG, JPEG, BMP), flat or one sub-folder per class;
+- a ``.npy`` (memory-mapped; streamed from disk when larger than memory) or ``.npz``
+  (``x``, optional ``y``) array of any shape ``(N, ...)``, uint8 (scaled by 1/255) or float;
+- a CSV or Parquet table of numeric columns (optional label column), standardized with the
+  training split's statistics.
+
+Your own data is split ``--split`` (default 0.8,0.1,0.1) by a fixed permutation, or given
+as three files or folders (``--data``, ``--valid-data``, ``--test-data``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..errors import VaelabError
-from .arrays import _load_array
-from .dataset import Dataset
+from .arrays import check_dtype, example_shape, is_npy, read_array, should_stream
+from .dataset import Dataset, parse_split, split_arrays
 from .digits import load_digits
 from .idx import MNIST_FILES, _find_idx, _load_idx_folder, read_idx
-from .images import IMAGE_SUFFIXES, has_images, load_image_folder
+from .images import IMAGE_SUFFIXES, has_images, load_image_folder, read_image_folder
 from .mnist import MNIST_MIRRORS, MNIST_SHA256, cache_dir, download_mnist, load_mnist
+from .stream import NpyFile, StreamSplit, check_values, split_blocks, to_unit_float
+from .tables import TABLE_SUFFIXES, apply_transform, read_table, standardize
 
 __all__ = [
     "MNIST_FILES",
@@ -39,6 +47,8 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "Dataset",
     "binarize",
+    "choose_likelihood",
+    "epoch_batches",
     "cache_dir",
     "download_mnist",
     "eval_split",
@@ -48,6 +58,15 @@ __all__ = [
     "load_digits",
     "load_image_folder",
     "load_mnist",
+    "NpyFile",
+    "StreamSplit",
+    "apply_transform",
+    "check_dtype",
+    "example_shape",
+    "existing_path",
+    "is_npy",
+    "read_source",
+    "to_unit_float",
     "read_idx",
 ]
 
@@ -56,37 +75,204 @@ __all__ = [
 EVAL_BINARIZE_SEED = 20_151_001
 
 
+DEFAULT_SPLIT = "0.8,0.1,0.1"
+
+
 def load(
-    name: str, data_dir: str | Path | None = None, channels: int = 0, image_size: int = 0
+    name: str,
+    data_dir: str | Path | None = None,
+    channels: int = 0,
+    image_size: int = 0,
+    *,
+    split: str = DEFAULT_SPLIT,
+    stream: str = "auto",
+    label_column: str = "",
+    valid_data: str = "",
+    test_data: str = "",
+    transform: dict | None = None,
 ) -> Dataset:
-    """The data set called ``name`` (``digits``, ``mnist`` or a path); ``channels`` and
-    ``image_size`` apply to a folder of images (:func:`load_image_folder`)."""
-    if name == "digits":
-        return load_digits()
-    if name == "mnist":
-        return load_mnist(data_dir)
+    """The data set called ``name`` (``digits``, ``mnist`` or a path), split.
+
+    ``channels`` and ``image_size`` apply to image folders, ``label_column`` to tables,
+    ``stream`` (auto, on, off) to ``.npy`` files; ``transform`` is a run's stored table
+    standardization, used instead of recomputing it.
+    """
+    fractions = parse_split(split)
+    own_split = split != DEFAULT_SPLIT or valid_data or test_data
+    if name in ("digits", "mnist"):
+        if own_split:
+            raise VaelabError(
+                f"{name} has its standard split; drop --split/--valid-data/--test-data"
+            )
+        return load_digits() if name == "digits" else load_mnist(data_dir)
+    path = existing_path(name)
+    if bool(valid_data) != bool(test_data):
+        raise VaelabError("give both --valid-data and --test-data, or neither (to use --split)")
+    if valid_data and split != DEFAULT_SPLIT:
+        raise VaelabError("--split and --valid-data/--test-data exclude each other; drop one")
+    if label_column and path.suffix not in TABLE_SUFFIXES:
+        raise VaelabError("--label-column applies to CSV and Parquet tables only")
+    if path.is_dir() and not any(path.iterdir()):
+        raise VaelabError(f"data folder {path} is empty; it needs images or IDX files")
+    if path.is_dir() and (_find_idx(path) is not None or not has_images(path)):
+        if own_split:
+            raise VaelabError(f"the IDX files in {path} have their own split; drop --split")
+        return _load_idx_folder(path, name=path.name)
+    options = (channels, image_size, label_column)
+    if valid_data:
+        parts = [read_source(existing_path(p), *options) for p in (name, valid_data, test_data)]
+        shapes = {p[0].shape[1:] for p in parts}
+        if len(shapes) > 1 or len({p[2] for p in parts}) > 1:
+            raise VaelabError(
+                f"--data, --valid-data and --test-data differ in kind or shape {sorted(shapes)}; "
+                "they must hold the same kind of examples"
+            )
+        xs = [torch.from_numpy(p[0]) for p in parts]
+        ys = [None if p[1] is None else torch.from_numpy(p[1].astype(np.int64)) for p in parts]
+        if any(y is None for y in ys):
+            ys = [None] * 3
+        dataset = Dataset(path.stem, *xs, *ys, kind=parts[0][2], transform=parts[0][3])
+    elif path.suffix in (".npy", ".npz") and is_npy(path) and _stream(path, stream):
+        return _streamed(path, fractions)
+    else:
+        x, y, kind, info = read_source(path, *options)
+        dataset = split_arrays(path.stem, x, y, fractions, kind=kind)
+        dataset.transform = info
+    if dataset.kind == "table":
+        _standardize(dataset, transform)
+    return dataset
+
+
+def from_config(config, transform: dict | None = None) -> Dataset:
+    """The data set a run's :class:`~vaelab.config.Config` names."""
+    return load(
+        config.data,
+        config.data_dir or None,
+        config.channels,
+        config.image_size,
+        split=config.split,
+        stream=config.stream,
+        label_column=config.label_column,
+        valid_data=config.valid_data,
+        test_data=config.test_data,
+        transform=transform,
+    )
+
+
+def existing_path(name: str) -> Path:
     path = Path(name).expanduser()
     if not path.exists():
         raise VaelabError(
             f"data {name!r} is neither a built-in (digits, mnist) nor an existing path; "
             "check the spelling"
         )
+    return path
+
+
+def read_source(
+    path: Path, channels: int, image_size: int, label_column: str, optional_label: bool = False
+):
+    """``(x, y, kind, info)`` of one file or folder, whole, unsplit; with ``optional_label``
+    a table may lack its label column."""
     if path.is_dir():
-        if _find_idx(path) is None and has_images(path):
-            return load_image_folder(path, channels, image_size)
-        if not any(path.iterdir()):
-            raise VaelabError(f"data folder {path} is empty; it needs images or IDX files")
-        return _load_idx_folder(path, name=path.name)
+        if not has_images(path):
+            raise VaelabError(f"{path} holds no PNG, JPEG or BMP images; give an image folder")
+        x, y = read_image_folder(path, channels, image_size)
+        return x, y, "images", {}
     if path.suffix in (".npy", ".npz"):
-        return _load_array(path)
+        x, y, kind = read_array(path)
+        return x, y, kind, {}
+    if path.suffix in TABLE_SUFFIXES:
+        x, y, info = read_table(path, label_column, optional_label=optional_label)
+        return x, y, "table", info
     raise VaelabError(
-        f"cannot read data from {path}: give a folder of images or IDX files, or a .npy/.npz array"
+        f"cannot read data from {path}: give a folder of images or IDX files, a .npy/.npz "
+        "array, or a .csv/.parquet table"
     )
 
 
-def from_config(config) -> Dataset:
-    """The data set a run's :class:`~vaelab.config.Config` names."""
-    return load(config.data, config.data_dir or None, config.channels, config.image_size)
+def _standardize(dataset: Dataset, transform: dict | None) -> None:
+    """Standardize a table's splits in place with the training split's statistics (or the
+    run's stored ones); record them in ``dataset.transform``."""
+    if transform is None:
+        mean, std = standardize(dataset.train.double().numpy())
+        transform = {**dataset.transform, "mean": mean.tolist(), "std": std.tolist()}
+    if len(transform["mean"]) != dataset.x_shape[0]:
+        raise VaelabError(
+            f"the table has {dataset.x_shape[0]} feature columns but the run was trained on "
+            f"{len(transform['mean'])}; give a table with the run's columns"
+        )
+    for name in ("train", "valid", "test"):
+        x = getattr(dataset, name).double().numpy()
+        setattr(dataset, name, torch.from_numpy(apply_transform(x, transform)))
+    dataset.transform = transform
+
+
+def _stream(path: Path, stream: str) -> bool:
+    return should_stream(NpyFile.open(path), stream)
+
+
+def _streamed(path: Path, fractions) -> Dataset:
+    """A ``.npy`` too large for memory: three :class:`StreamSplit` views of the file."""
+    file = NpyFile.open(path)
+    check_dtype(path, file.dtype)
+    x_shape, kind = example_shape(path, file.shape)
+    check_values(file, images=kind == "images")
+    splits = [
+        StreamSplit(file, blocks, x_shape) for blocks in split_blocks(file.shape[0], fractions)
+    ]
+    return Dataset(path.stem, *splits, kind=kind)
+
+
+def epoch_batches(x_train, batch_size: int, generator: torch.Generator, dynamic: bool, device):
+    """One epoch of shuffled training batches on ``device``, ``(<= batch_size, *x_shape)``.
+
+    In memory: the whole split is binarized at once (with ``dynamic``), then indexed by one
+    random permutation. Streamed: blocks and windows (:meth:`StreamSplit.batches`).
+    """
+    if isinstance(x_train, StreamSplit):
+        for x in x_train.batches(batch_size, generator, dynamic):
+            yield x.to(device)
+        return
+    epoch_x = binarize(x_train, generator) if dynamic else x_train
+    epoch_x = epoch_x.to(device)
+    order = torch.randperm(len(x_train), generator=generator).to(device)
+    for start in range(0, len(x_train), batch_size):
+        yield epoch_x[order[start : start + batch_size]]
+
+
+def choose_likelihood(dataset: Dataset, likelihood: str, binarize: str) -> tuple[str, str, str]:
+    """``(likelihood, binarization, reason)``: the defaults that follow the data.
+
+    ``auto`` likelihood: Gaussian for tables and real values outside [0, 1]; Bernoulli for
+    binary data (not binarized again) and for grey levels in [0, 1] (binarized afresh each
+    epoch, the standard MNIST protocol). Judged from up to 65,536 training examples.
+    """
+    sample = dataset.train[: 1 << 16]
+    in_unit = bool(sample.min() >= 0 and sample.max() <= 1)
+    reason = ""
+    if likelihood == "auto":
+        if dataset.kind == "table" or not in_unit:
+            likelihood = "gaussian"
+            what = "a table" if dataset.kind == "table" else "real values outside [0, 1]"
+            reason = f"{what}: Gaussian likelihood"
+        elif is_binary(sample):
+            likelihood, binarize = "bernoulli", "none" if binarize == "auto" else binarize
+            reason = "binary (0/1) data: Bernoulli likelihood"
+        else:
+            likelihood = "bernoulli"
+            reason = (
+                "grey levels in [0, 1]: Bernoulli likelihood on a fresh binarization each "
+                "epoch (--likelihood gaussian models the grey levels instead)"
+            )
+    if likelihood == "bernoulli" and not in_unit:
+        raise VaelabError(
+            "a Bernoulli likelihood needs data in [0, 1], and these are real values; use "
+            "--likelihood gaussian"
+        )
+    if binarize == "auto":
+        binarize = "dynamic" if likelihood == "bernoulli" else "none"
+    return likelihood, binarize, reason
 
 
 # --- binarization -----------------------------------------------------------------------------
@@ -113,5 +299,7 @@ def eval_split(dataset: Dataset, split: str, binarization: str) -> torch.Tensor:
     if binarization == "none":
         return x
     offset = ("train", "valid", "test").index(split)
+    if isinstance(x, StreamSplit):
+        return x.binarized(EVAL_BINARIZE_SEED + offset)
     generator = torch.Generator().manual_seed(EVAL_BINARIZE_SEED + offset)
     return binarize(x, generator)

@@ -50,7 +50,10 @@ def read_idx(path: str | Path) -> np.ndarray:
             f"IDX file {path} holds {len(raw) - header} data bytes but its header "
             f"promises {expected} (shape {shape}); the file is truncated or corrupt"
         )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    try:  # an empty array may still state dimensions too large for NumPy
+        return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    except ValueError as exc:
+        raise VaelabError(f"IDX file {path} states an impossible shape {shape}: {exc}") from None
 
 
 def _find_idx(folder: Path) -> dict[str, Path] | None:

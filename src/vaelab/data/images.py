@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VaelabError
-from .dataset import Dataset, split_80_10_10
+from .dataset import Dataset, split_arrays
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -55,7 +55,15 @@ def _image_files(folder: Path, files: list[Path]) -> list[Path]:
 
 
 def load_image_folder(folder: Path, channels: int = 0, image_size: int = 0) -> Dataset:
-    """Every image of ``folder`` as float32 ``(N, C, H, W)`` in [0, 1], split 80 / 10 / 10.
+    """Every image of ``folder`` (:func:`read_image_folder`), split 80 / 10 / 10."""
+    x, y = read_image_folder(folder, channels, image_size)
+    return split_arrays(folder.name, x, y)
+
+
+def read_image_folder(
+    folder: Path, channels: int = 0, image_size: int = 0
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Every image of ``folder`` as float32 ``(N, C, H, W)`` in [0, 1], and class labels.
 
     ``channels``: 1 (grayscale), 3 (RGB) or 0 (1 if every image is grayscale, else 3).
     ``image_size``: resize every image to that square side (bilinear); 0 keeps the sizes,
@@ -95,4 +103,4 @@ def load_image_folder(folder: Path, channels: int = 0, image_size: int = 0) -> D
         arrays.append(array[None] if channels == 1 else array.transpose(2, 0, 1))
     x = np.stack(arrays)
     y = None if labels is None else np.asarray(labels, dtype=np.int64)
-    return split_80_10_10(folder.name, x, y)
+    return x, y

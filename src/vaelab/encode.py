@@ -1,0 +1,164 @@
+"""Amortized inference at work: q(z | x) for a whole data set in one pass of the encoder.
+
+``vaelab encode RUN --data PATH --out z.npy`` writes, for every example x_n of ``PATH``, the
+mean and standard deviation of q(z | x_n) = N(loc_n, diag scale_n^2) and optionally K draws
+z ~ q(z | x_n). The data are read and encoded a chunk at a time and the result is written
+as it comes, so memory stays bounded however many examples there are.
+
+Layouts:
+
+- ``.npy``: one float32 array ``(N, 2 + K, D)``: ``[:, 0]`` the means, ``[:, 1]`` the
+  standard deviations, ``[:, 2:]`` the K samples.
+- ``.npz``: ``loc`` ``(N, D)``, ``scale`` ``(N, D)``, ``samples`` ``(N, K, D)`` when K > 0,
+  and ``y`` ``(N,)`` when the data have labels.
+
+Examples are encoded as they are (grey levels are not binarized); a table's rows are
+standardized with the run's stored statistics, its columns matched by name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import data as data_mod
+from .checkpoint import load, load_config, load_transform
+from .errors import VaelabError
+
+CHUNK = 4096  # examples read and encoded at a time
+
+
+def encode(
+    run: str | Path,
+    data: str,
+    out: str | Path,
+    samples: int = 0,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> int:
+    """Encode every example of ``data`` with the run's encoder into ``out``; return N."""
+    out = Path(out)
+    if out.suffix not in (".npy", ".npz"):
+        raise VaelabError(f"--out {out} must end in .npy or .npz")
+    if not out.parent.is_dir():
+        raise VaelabError(f"folder {out.parent} does not exist; create it or choose --out")
+    if samples < 0:
+        raise VaelabError(f"--samples must be >= 0 (got {samples})")
+    config = load_config(run)
+    model = load(run, device)
+    source, n, labels = _source(Path(run), config, data)
+    with (
+        torch.random.fork_rng(devices=[]),
+        tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp,
+    ):
+        tmp = Path(tmp)
+        shape = (n, 2 + samples, model.latent_dim)
+        parts = {"loc": (n, model.latent_dim), "scale": (n, model.latent_dim)}
+        if samples:
+            parts["samples"] = (n, samples, model.latent_dim)
+        files = {key: _NpyWriter(tmp / f"{key}.npy", s) for key, s in parts.items()}
+        whole = _NpyWriter(tmp / "whole.npy", shape) if out.suffix == ".npy" else None
+        torch.manual_seed(seed)  # the draws z ~ q(z | x)
+        seen = 0
+        with torch.no_grad():
+            for x in source:
+                if tuple(x.shape[1:]) != model.x_shape:
+                    raise VaelabError(
+                        f"{data} holds examples of shape {tuple(x.shape[1:])} but the run "
+                        f"was trained on {model.x_shape}; give data of the run's shape"
+                    )
+                qz = model.q_z(x.to(device))
+                rows = [qz.mean.cpu(), qz.stddev.cpu()]
+                if samples:
+                    rows.append(qz.sample((samples,)).transpose(0, 1).cpu())  # (B, K, D)
+                for key, value in zip(files, rows, strict=True):
+                    files[key].write(value.numpy())
+                if whole is not None:
+                    stacked = [rows[0][:, None], rows[1][:, None]] + rows[2:]
+                    whole.write(torch.cat(stacked, dim=1).numpy())
+                seen += len(x)
+        if out.suffix == ".npy":
+            result = tmp / "whole.npy"
+        else:
+            if labels is not None:
+                np.save(tmp / "y.npy", labels)
+                files["y"] = None
+            result = tmp / "archive.npz"
+            with zipfile.ZipFile(result, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+                for key in files:
+                    archive.write(tmp / f"{key}.npy", arcname=f"{key}.npy")
+        os.replace(result, out)  # complete, or not there: never half a file
+    assert seen == n
+    return n
+
+
+class _NpyWriter:
+    """A float32 ``.npy`` of a known shape written row block by row block."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...]):
+        self.path = path
+        with path.open("wb") as fh:
+            header = {"descr": "<f4", "fortran_order": False, "shape": shape}
+            np.lib.format.write_array_header_2_0(fh, header)
+
+    def write(self, rows: np.ndarray) -> None:
+        with self.path.open("ab") as fh:
+            fh.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
+
+
+def _source(run: Path, config, data: str) -> tuple[Iterator[torch.Tensor], int, np.ndarray | None]:
+    """The examples of ``data`` in chunks ``(<= CHUNK, *x_shape)``, their count and labels,
+    read as the run reads its data."""
+    if data in ("digits", "mnist"):
+        dataset = data_mod.load(data, config.data_dir or None)
+        splits = [dataset.train, dataset.valid, dataset.test]
+        ys = [dataset.train_labels, dataset.valid_labels, dataset.test_labels]
+        x = torch.cat(splits)
+        y = None if ys[0] is None else torch.cat(ys).numpy()
+        return iter(x.split(CHUNK)), len(x), y
+    path = data_mod.existing_path(data)
+    if path.suffix in (".npy", ".npz") and data_mod.is_npy(path):
+        file = data_mod.NpyFile.open(path)
+        data_mod.check_dtype(path, file.dtype)
+        x_shape, _ = data_mod.example_shape(path, file.shape)
+
+        def chunks():
+            for start in range(0, file.shape[0], CHUNK):
+                rows = file.read(start, min(start + CHUNK, file.shape[0]))
+                x = torch.from_numpy(data_mod.to_unit_float(rows)).reshape(-1, *x_shape)
+                if not torch.isfinite(x).all():
+                    raise VaelabError(f"{path} contains NaN or Inf values; clean it first")
+                yield x
+
+        return chunks(), file.shape[0], None
+    label = config.label_column  # new rows may come with or without their labels
+    x, y, kind, info = data_mod.read_source(
+        path, config.channels, config.image_size, label, optional_label=True
+    )
+    if kind == "table":
+        x = _table_rows(run, path, x, info)
+    return iter(torch.from_numpy(np.asarray(x, np.float32)).split(CHUNK)), len(x), y
+
+
+def _table_rows(run: Path, path: Path, x: np.ndarray, info: dict) -> np.ndarray:
+    """A table's rows reordered to the run's columns and standardized as in training."""
+    transform = load_transform(run)
+    if transform is None:
+        raise VaelabError(f"{run} was not trained on a table (no data.json); give it its data")
+    columns, have = transform["columns"], info["columns"]
+    missing = [c for c in columns if c not in have]
+    if missing:
+        raise VaelabError(f"{path} lacks the run's column(s) {', '.join(missing[:5])}")
+    extra = [c for c in have if c not in columns]
+    if extra:
+        raise VaelabError(
+            f"{path} has column(s) the run was not trained on: {', '.join(extra[:5])}"
+        )
+    x = x[:, [have.index(c) for c in columns]]
+    return data_mod.apply_transform(x, transform)
