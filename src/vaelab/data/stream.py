@@ -6,12 +6,12 @@ range of the file. Reads go through ``np.fromfile`` (``pread``), not a long-live
 map, so pages already used do not stay in the process's resident memory.
 
 Shuffle quality. An epoch visits the training blocks in a fresh random order, reads them
-:data:`WINDOW_ROWS` rows at a time, and shuffles the rows inside each window (rows left over
-from a window join the next). Two rows meet in a batch only if their blocks fall in the
-same window, so batches mix ``WINDOW_ROWS / BLOCK_ROWS`` = 64 random blocks of the file,
-not the whole file: on data stored in a meaningful order (sorted by class, by time), each
-batch still draws from 64 places spread over the file. Memory: about
-``2 x WINDOW_ROWS x row size x 4`` bytes (float32), about 400 MB for 28 x 28 images.
+:data:`WINDOW_BYTES` (64 MB as float32) at a time, and shuffles the rows inside each
+window (rows left over from a window join the next). Two rows meet in a batch only if their
+blocks fall in the same window, so a batch mixes the window's random blocks (20 blocks of
+1,024 rows for 28 x 28 images), not the whole file: on data stored in a meaningful order
+(sorted by class, by time), each batch still draws from 20 places spread over the file.
+Memory: about three windows at once, some 200 MB, whatever the file's size.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 from ..errors import VaelabError
 
 BLOCK_ROWS = 1024
-WINDOW_ROWS = 65_536
+WINDOW_BYTES = 64 << 20  # float32 bytes read and shuffled together: 20 blocks of MNIST rows
 
 
 @dataclass(frozen=True)
@@ -135,8 +135,14 @@ class StreamSplit:
         offset = start - int(self._starts[first])
         return joined[offset : offset + stop - start]
 
-    def chunks(self, rows: int = WINDOW_ROWS) -> Iterator[torch.Tensor]:
-        """The split in order, ``rows`` rows at a time."""
+    @property
+    def window_blocks(self) -> int:
+        """Blocks per window: :data:`WINDOW_BYTES` of float32 rows, at least one block."""
+        return max(1, WINDOW_BYTES // (4 * math.prod(self.x_shape) * BLOCK_ROWS))
+
+    def chunks(self, rows: int = 0) -> Iterator[torch.Tensor]:
+        """The split in order, ``rows`` rows (default: a window's worth) at a time."""
+        rows = rows or self.window_blocks * BLOCK_ROWS
         for start in range(0, len(self), rows):
             yield self[start : start + rows]
 
@@ -144,21 +150,20 @@ class StreamSplit:
         self, batch_size: int, generator: torch.Generator, binarize: bool
     ) -> Iterator[torch.Tensor]:
         """One epoch of shuffled batches (see the module's note on shuffle quality): blocks
-        in random order, rows shuffled within windows of :data:`WINDOW_ROWS`; with
+        in random order, rows shuffled within windows of :data:`WINDOW_BYTES`; with
         ``binarize`` a fresh Bernoulli draw. ``ceil(len / batch_size)`` batches; all but the
         last hold ``batch_size`` rows."""
         order = torch.randperm(len(self.blocks), generator=generator).numpy()
-        per_window = max(1, WINDOW_ROWS // BLOCK_ROWS)
+        per_window = self.window_blocks
         carry = torch.empty(0, *self.x_shape)
         for w in range(0, len(order), per_window):
-            window = [self._read_block(int(j)) for j in order[w : w + per_window]]
-            x = torch.cat([carry, *window])
+            x = torch.cat([carry, *(self._read_block(int(j)) for j in order[w : w + per_window])])
             if binarize:
                 x = torch.bernoulli(x, generator=generator)
             x = x[torch.randperm(len(x), generator=generator)]
             full = len(x) // batch_size * batch_size
             yield from x[:full].split(batch_size)
-            carry = x[full:]
+            carry = x[full:].clone()  # a view would keep the whole window alive
         if len(carry):
             yield carry
 
@@ -197,7 +202,7 @@ def check_values(file: NpyFile, images: bool) -> None:
     if file.dtype == np.uint8:
         return
     n = file.shape[0]
-    step = max(1, WINDOW_ROWS)
+    step = max(1, WINDOW_BYTES // max(1, 4 * file.row_bytes // file.dtype.itemsize))
     for start in range(0, n, step):
         rows = file.read(start, min(n, start + step))
         if not np.isfinite(rows).all():
