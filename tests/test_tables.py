@@ -9,6 +9,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from vaelab import data as data_mod
 from vaelab.checkpoint import load
@@ -156,3 +158,18 @@ def test_a_bernoulli_likelihood_on_real_values_is_refused(tmp_path):
     with pytest.raises(VaelabError, match="--likelihood gaussian"):
         ds = data_mod.load(str(tmp_path / "t.csv"))
         data_mod.choose_likelihood(ds, "bernoulli", "auto")
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=st.text(alphabet="0123456789.,-e\nabx \"'", max_size=300), label=st.booleans())
+def test_fuzzed_csv_text_gives_a_table_or_one_vaelab_error(tmp_path, text, label):
+    path = tmp_path / "fuzz.csv"
+    path.write_text(text)
+    try:
+        ds = data_mod.load(str(path), label_column="a" if label else "")
+    except VaelabError:
+        return
+    assert ds.kind == "table" and torch.isfinite(ds.train).all()
+    assert len(ds.train) + len(ds.valid) + len(ds.test) >= 10
