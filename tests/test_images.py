@@ -105,3 +105,21 @@ def test_train_and_eval_on_an_image_folder_from_the_command_line(tmp_path, capsy
     result = json.loads(capsys.readouterr().out)
     assert result["n"] == 3 and np.isfinite(result["nll_nats"])
     assert (out / "plots" / "latent_space.png").is_file()  # coloured by the class folders
+
+
+def test_folders_for_each_split_are_used_whole(tmp_path, capsys):
+    for name, n in (("train", 30), ("valid", 4), ("test", 3)):
+        write_images(tmp_path / name / "a", n, seed=n)
+        write_images(tmp_path / name / "b", n, seed=n + 1)
+    ds = data_mod.load(
+        str(tmp_path / "train"),
+        valid_data=str(tmp_path / "valid"),
+        test_data=str(tmp_path / "test"),
+    )
+    assert (len(ds.train), len(ds.valid), len(ds.test)) == (60, 8, 6)
+    assert ds.test_labels.tolist() == [0, 0, 0, 1, 1, 1]
+    out = tmp_path / "run"
+    args = ["train", "--data", str(tmp_path / "train"), "--valid-data", str(tmp_path / "valid")]
+    args += ["--test-data", str(tmp_path / "test"), "--epochs", "1", "--batch-size", "16"]
+    assert main([*args, "--hidden", "16", "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "summary.json").read_text())["test"]["n"] == 6

@@ -136,6 +136,8 @@ def load(
         return _streamed(path, fractions)
     else:
         x, y, kind, info = read_source(path, *options)
+        if len(x) < 10:
+            raise VaelabError(f"{path} holds {len(x)} examples; at least 10 are needed to split")
         dataset = split_arrays(path.stem, x, y, fractions, kind=kind)
         dataset.transform = info
     if dataset.kind == "table":

@@ -57,6 +57,8 @@ def _image_files(folder: Path, files: list[Path]) -> list[Path]:
 def load_image_folder(folder: Path, channels: int = 0, image_size: int = 0) -> Dataset:
     """Every image of ``folder`` (:func:`read_image_folder`), split 80 / 10 / 10."""
     x, y = read_image_folder(folder, channels, image_size)
+    if len(x) < 10:
+        raise VaelabError(f"{folder} holds {len(x)} images; at least 10 are needed to split")
     return split_arrays(folder.name, x, y)
 
 
@@ -72,8 +74,6 @@ def read_image_folder(
     from PIL import Image, UnidentifiedImageError
 
     paths, labels, _ = _listing(folder)
-    if len(paths) < 10:
-        raise VaelabError(f"{folder} holds {len(paths)} images; at least 10 are needed to split")
     images = []
     for path in paths:
         try:
