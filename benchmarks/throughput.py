@@ -50,6 +50,20 @@ def matmul_bound(batch: int, shapes: list[tuple[int, int]], seconds: float = 2.0
     return {"gflops": rate / 1e9, "bound_samples_per_sec": rate / (3 * flops / batch)}
 
 
+def matmul_bound_forward(rows: int, shapes: list[tuple[int, int]], seconds: float = 2.0) -> float:
+    """Rows per second the measured matrix-product rate allows for forward passes alone
+    through layers of these (in, out) shapes, ``rows`` at a time (e.g. evaluation)."""
+    a = [(torch.randn(rows, i), torch.randn(i, o)) for i, o in shapes]
+    for x, w in a:  # warm-up
+        x @ w
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for x, w in a:
+            x @ w
+        n += 1
+    return n * rows / (time.perf_counter() - start)
+
+
 class ReferenceVAE(nn.Module):
     def __init__(self, hidden: int = 400, latent: int = 20):
         super().__init__()

@@ -247,7 +247,12 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
     x_valid = data_mod.eval_split(dataset, "valid", binarization)
     if dataset.streamed:  # each epoch's score on a fixed slice; the test score uses all
         x_valid = x_valid[:STREAM_VALID_ROWS]
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, eps=config.adam_eps)
+    # fused Adam: one kernel for every parameter, and it can skip a step on the device (its
+    # found_inf input), which spares the hot loop a host synchronisation per step
+    fused = device.type in ("cpu", "cuda")
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.lr, eps=config.adam_eps, fused=fused or None
+    )
     n, batch_size = len(x_train), config.batch_size
     steps_per_epoch = math.ceil(n / batch_size)
     total_steps = config.epochs * steps_per_epoch
@@ -286,9 +291,10 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
             batches = data_mod.epoch_batches(
                 x_train, batch_size, generator, binarization == "dynamic", device
             )
-            # running sums of (loss, elbo, reconstruction, kl) over examples, on the device
-            sums = torch.zeros(4, dtype=torch.float64, device=device)
-            seen = 0
+            # running sums of (loss, elbo, reconstruction, kl, examples), on the device;
+            # non-finite steps (skipped) are counted when the host next looks (`_check_bad`)
+            sums = torch.zeros(5, dtype=torch.float64, device=device)
+            pending: list[tuple[int, torch.Tensor]] = []
             for step, x in enumerate(batches):
                 global_step = (epoch - 1) * steps_per_epoch + step
                 lr = config.lr * lr_factor(
@@ -307,48 +313,46 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 # the step touches the weights only when the loss and every gradient are
-                # finite: one host synchronisation per step, the price of never corrupting Adam
+                # finite: decided on the device (fused Adam skips the step), or by one host
+                # synchronisation per step where fused Adam is not available
                 finite = torch.stack(
                     [torch.isfinite(loss)] + [torch.isfinite(p.grad).all() for p in params]
                 ).all()
-                if not finite.item():
-                    counters["bad"] += 1
-                    log(
-                        f"vaelab: epoch {epoch} step {step + 1}: non-finite loss or gradient; "
-                        f"batch skipped, weights unchanged ({counters['bad']} so far)"
-                    )
-                    if counters["bad"] >= MAX_BAD_STEPS:
-                        raise VaelabError(
-                            f"training diverged at epoch {epoch}, step {step + 1}: "
-                            f"{counters['bad']} batches gave a non-finite loss or gradient. "
-                            f"The last checkpoint in {checkpoints} is intact; lower --lr, "
-                            "or check the data"
-                        )
-                    continue
-                optimizer.step()
+                if fused:
+                    optimizer.found_inf = (~finite).float()
+                    optimizer.step()
+                elif finite.item():
+                    optimizer.step()
+                pending.append((step, finite))
                 b = len(x)
-                seen += b
-                sums += torch.stack(
+                values = torch.stack(
                     [
                         loss.detach() * b,
                         # the ELBO itself, also under the IWAE objective (whose loss is -L_K)
                         (terms.reconstruction - terms.kl).detach().sum(),
                         terms.reconstruction.detach().sum(),
                         terms.kl.detach().sum(),
+                        torch.tensor(float(b), device=device),
                     ]
                 ).double()
+                sums += torch.where(finite, values, torch.zeros_like(values))
                 if not config.minutes:
                     bar.update()
-                if progress and ((step + 1) % PROGRESS_EVERY == 0 or step + 1 == steps_per_epoch):
-                    running, _, rec, kl = (sums / max(seen, 1)).tolist()
-                    if config.minutes:
-                        bar.n = min(round(time.perf_counter() - run_start), bar.total)
-                    bar.set_postfix_str(
-                        f"epoch {epoch}  loss {running:.2f}  rec {rec:.2f}  kl {kl:.2f}",
-                        refresh=config.minutes > 0,
-                    )
+                if (step + 1) % PROGRESS_EVERY == 0 or step + 1 == steps_per_epoch:
+                    _check_bad(pending, epoch, counters, checkpoints, log)
+                    pending = []
+                    if progress:
+                        running, _, rec, kl = (sums[:4] / sums[4].clamp(min=1)).tolist()
+                        if config.minutes:
+                            bar.n = min(round(time.perf_counter() - run_start), bar.total)
+                        bar.set_postfix_str(
+                            f"epoch {epoch}  loss {running:.2f}  rec {rec:.2f}  kl {kl:.2f}",
+                            refresh=config.minutes > 0,
+                        )
+            _check_bad(pending, epoch, counters, checkpoints, log)
+            seen = int(sums[4].item())
             train_seconds = time.perf_counter() - start
-            mean_loss, elbo, rec, kl = (sums / max(seen, 1)).tolist()
+            mean_loss, elbo, rec, kl = (sums[:4] / max(seen, 1)).tolist()
             model.eval()
             valid = evaluate_elbo(model, x_valid, seed=config.seed)
             if config.keep_best and valid["elbo"] > counters["best_elbo"]:
@@ -391,6 +395,28 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
             "the best validation ELBO"
         )
     return metrics
+
+
+def _check_bad(pending, epoch: int, counters: dict, checkpoints: Path, log) -> None:
+    """Log the skipped (non-finite) steps among ``pending`` ``(step, finite)`` pairs, and
+    stop the run once :data:`MAX_BAD_STEPS` have been skipped. One host synchronisation."""
+    if not pending:
+        return
+    flags = torch.stack([finite for _, finite in pending]).cpu().tolist()
+    for (step, _), ok in zip(pending, flags, strict=True):
+        if ok:
+            continue
+        counters["bad"] += 1
+        log(
+            f"vaelab: epoch {epoch} step {step + 1}: non-finite loss or gradient; "
+            f"batch skipped, weights unchanged ({counters['bad']} so far)"
+        )
+        if counters["bad"] >= MAX_BAD_STEPS:
+            raise VaelabError(
+                f"training diverged at epoch {epoch}, step {step + 1}: "
+                f"{counters['bad']} batches gave a non-finite loss or gradient. "
+                f"The last checkpoint in {checkpoints} is intact; lower --lr, or check the data"
+            )
 
 
 def _summarise(model, dataset, config, binarization, metrics, n_params) -> dict:
