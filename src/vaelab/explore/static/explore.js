@@ -45,6 +45,7 @@ function toLatent(px, py) {
   return [e.lo[0] + px / c.width * (e.hi[0] - e.lo[0]),
           e.lo[1] + (1 - py / c.height) * (e.hi[1] - e.lo[1])];
 }
+ex.toPixel = toPixel;
 ex.toScreen = (i) => {  // page coordinates of test point i (for tests and tooling)
   const [x, y] = toPixel(...ex.info.points[i]);
   const r = $("map").getBoundingClientRect();
@@ -119,6 +120,10 @@ function drawMap() {
   const c = $("map"), ctx = c.getContext("2d");
   ctx.drawImage(pointLayer, 0, 0);
   const [a, b] = ex.info.dims;
+  const [x, y] = toPixel(ex.z[a], ex.z[b]);  // the chosen point: a cross, under the posterior
+  ctx.strokeStyle = "#d00"; ctx.lineWidth = 2; ctx.setLineDash([]);
+  ctx.beginPath(); ctx.moveTo(x - 7, y); ctx.lineTo(x + 7, y); ctx.moveTo(x, y - 7);
+  ctx.lineTo(x, y + 7); ctx.stroke();
   if (ex.selected) {
     const s = ex.selected;
     ctx.strokeStyle = "#000"; ctx.lineWidth = 2;
@@ -131,10 +136,6 @@ function drawMap() {
       ctx.beginPath(); ctx.arc(x, y, 2.5, 0, 2 * Math.PI); ctx.fill();
     }
   }
-  const [x, y] = toPixel(ex.z[a], ex.z[b]);  // the chosen point: a cross
-  ctx.strokeStyle = "#d00"; ctx.lineWidth = 2; ctx.setLineDash([]);
-  ctx.beginPath(); ctx.moveTo(x - 7, y); ctx.lineTo(x + 7, y); ctx.moveTo(x, y - 7);
-  ctx.lineTo(x, y + 7); ctx.stroke();
 }
 function nearest(px, py) {
   let best = -1, bestD = 100;  // within 10 px
