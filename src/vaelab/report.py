@@ -47,6 +47,7 @@ figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{color:#555;font-size:.92em;margin-top:.3em}
 .side{display:grid;gap:1em}.side figure{margin:0}
 details pre{background:#f6f6f6;padding:.6em;overflow:auto}
+#config{columns:3 18em;white-space:pre-wrap;background:#f6f6f6;padding:.6em;font-size:.85em}
 """
 
 
