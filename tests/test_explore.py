@@ -131,7 +131,7 @@ def raw(server, data: bytes) -> str:
 
 
 def test_a_body_too_large_or_without_length_is_refused_unread(server):
-    head = b"POST /api/decode HTTP/1.1\r\nHost: x\r\n"
+    head = b"POST /api/decode HTTP/1.1\r\nHost: 127.0.0.1\r\n"
     reply = raw(server, head + b"Content-Length: 999999999\r\n\r\n")
     assert reply.startswith("HTTP/1.1 400") and "request body must be" in reply
     reply = raw(server, head + b"\r\n")
@@ -168,6 +168,15 @@ def test_nothing_but_its_pages_and_the_runs_plots_is_served(server, digits_run, 
     status, answer = request(server, "GET", path)
     assert status == 404
     assert answer["error"].startswith("no such page")
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "127.0.0.1.evil.example"])
+def test_requests_for_another_host_name_are_refused(server, host):
+    """A page whose name was rebound to 127.0.0.1 sends its own name as Host: no answer."""
+    status, answer = request(server, "GET", "/api/info", headers={"Host": host})
+    assert status == 403 and "not served" in answer["error"]
+    port = server.server_address[1]
+    assert request(server, "GET", "/api/info", headers={"Host": f"localhost:{port}"})[0] == 200
 
 
 def test_its_pages_and_the_runs_plots_are_served(server, digits_run):

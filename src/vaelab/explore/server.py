@@ -18,7 +18,9 @@ spelling of ``..`` ever reaches the disk):
     z ~ q(z|x) ``(K, D)`` (fixed seed per image) and their decodings; K <= :data:`MAX_K`.
 
 A malformed request is answered with HTTP 400 and ``{"error": message}``; an unknown path
-with 404; a failure inside the server with 500 and no traceback.
+with 404; a failure inside the server with 500 and no traceback. Bound to loopback, the server
+answers only requests whose Host header names loopback (403 otherwise), so a web page that
+rebinds its own domain name to 127.0.0.1 cannot read it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ PAGES = {
     "/index.html": ("index.html", "text/html; charset=utf-8"),
     "/static/explore.js": ("explore.js", "text/javascript; charset=utf-8"),
 }
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]"}  # as they appear in a Host header
 
 
 class BadRequest(Exception):
@@ -193,6 +199,13 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(value, separators=(",", ":")).encode(), "application/json")
 
     def _answer(self, route) -> None:
+        allowed = self.server.allowed_hosts
+        host = (self.headers.get("Host") or "").rsplit(":", 1)[0].lower()  # drop the port
+        if allowed is not None and host not in allowed:
+            # a page elsewhere that rebinds its own name to 127.0.0.1 gets no answer
+            self.close_connection = True
+            self._json(403, {"error": f"Host {host!r} is not served; use 127.0.0.1"})
+            return
         try:
             route()
         except BadRequest as exc:
@@ -255,6 +268,8 @@ def make_server(explorer: Explorer, host: str = "127.0.0.1", port: int = 0) -> T
         raise VaelabError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
     server.daemon_threads = True
     server.explorer = explorer
+    # on loopback, only requests addressed to loopback (see Handler._answer); else any
+    server.allowed_hosts = LOOPBACK_HOSTS if host in LOOPBACK else None
     static = resources.files("vaelab.explore") / "static"
     server.static = {name: (static / name).read_bytes() for name, _ in PAGES.values()}
     return server
@@ -262,7 +277,7 @@ def make_server(explorer: Explorer, host: str = "127.0.0.1", port: int = 0) -> T
 
 def serve(run: str | Path, host: str = "127.0.0.1", port: int = 0, open_browser: bool = False):
     """Load ``run``, listen on ``host:port`` and answer until interrupted (Ctrl-C)."""
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if host not in LOOPBACK:
         print(
             f"vaelab explore: warning: listening on {host}: anyone who can reach this address "
             "can use the explorer",
