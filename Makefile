@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench setup clean
+.PHONY: demo test lint bench setup clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,19 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/vaelab train --data digits --latent-dim 2 --epochs 40 --out runs/demo --overwrite
 
-test: setup
+# The browser tests drive Debian's chromium with Playwright (never `playwright install`: it
+# downloads a browser build, which cannot be fetched here). Installed when root with apt-get;
+# otherwise tests/test_browser.py skips and prints why.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "make: installing chromium for the browser tests (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+			|| echo "make: apt-get could not install chromium; the browser tests will skip"; \
+	else echo "make: $(CHROMIUM) missing and cannot install it (needs root and apt-get); the browser tests will skip"; fi
+
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 lint: setup

@@ -178,6 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--samples", type=int, default=0, help="K draws z ~ q(z|x) per example")
     n.add_argument("--seed", type=int, default=0)
     n.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+
+    r = sub.add_parser("report", help="one self-contained HTML page of a run, or runs compared")
+    r.add_argument("runs", nargs="+", metavar="RUN")
+    r.add_argument("--out", help="HTML path (default RUN/report.html; several runs: compare.html)")
+
+    x = sub.add_parser("explore", help="a local web page to explore a run's latent space")
+    x.add_argument("run")
+    x.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
+    x.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    x.add_argument("--open", action="store_true", help="open the page in the web browser")
     return parser
 
 
@@ -305,12 +315,30 @@ def _encode(args) -> None:
     print(f"vaelab: q(z|x) of {n} examples ({what}) written to {args.out}")
 
 
+def _report(args) -> None:
+    from .report import write_comparison, write_report
+
+    if len(args.runs) == 1:
+        out = write_report(args.runs[0], args.out)
+    else:
+        out = write_comparison(args.runs, args.out or "compare.html")
+    print(f"vaelab: report written to {out}")
+
+
+def _explore(args) -> None:
+    from .explore import serve
+
+    serve(args.run, host=args.host, port=args.port, open_browser=args.open)
+
+
 COMMANDS = {
     "train": _train,
     "eval": _eval,
     "sample": _sample,
     "plot": _plot,
     "encode": _encode,
+    "report": _report,
+    "explore": _explore,
 }
 
 

@@ -159,6 +159,7 @@ def _complete(setup, config, out: Path, partial: Path, progress, log, resume: bo
     except BaseException:
         log(f"vaelab: training stopped; the unfinished run is in {partial}")
         raise
+    _write_report(partial, out, log)
     _publish(partial, out)
     log(
         f"vaelab: test ELBO {summary['test']['elbo']:.2f} nats "
@@ -166,6 +167,17 @@ def _complete(setup, config, out: Path, partial: Path, progress, log, resume: bo
     )
     log(f"vaelab: run written to {out}/ ; plots in {out / 'plots'}/")
     return out
+
+
+def _write_report(partial: Path, out: Path, log) -> None:
+    """RUN/report.html, written (atomically) into the run before it is published; a report
+    that cannot be written costs a warning, never the run."""
+    from .report import write_report
+
+    try:
+        write_report(partial)
+    except Exception as exc:  # noqa: BLE001  (any failure here must leave the run intact)
+        log(f"vaelab: warning: no report.html ({exc}); write it with: vaelab report {out}")
 
 
 def _publish(partial: Path, out: Path) -> None:

@@ -1,0 +1,273 @@
+"""One self-contained HTML page per run, and one page that puts several runs side by side.
+
+The page opens with the run's headline figures (test ELBO, the importance-sampled -log p(x)
+when a benchmark or evaluation of the run recorded one, KL, active units, training time,
+throughput), then its configuration, then every PNG in ``RUN/plots`` with a caption that says
+what it shows and how to read it. Images are embedded as base64 ``data:`` URIs, so the file
+needs no network and no neighbouring files: it can be mailed or archived on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+from .checkpoint import write_atomic
+from .errors import VaelabError
+
+# what each plot of a run shows, and how to read it (one line each)
+CAPTIONS = {
+    "learning_curves.png": "ELBO, E_q[log p(x|z)] and KL per epoch, train and validation: "
+    "a validation curve that turns down while training improves is overfitting.",
+    "reconstructions.png": "Test images (top) above the decoder's mean for z = the posterior "
+    "mean (bottom): what the code keeps of each image.",
+    "samples.png": "Decoder means E[x|z] for z ~ p(z): what the model generates from the prior; "
+    "blurry or off-manifold samples mean prior and aggregate posterior disagree.",
+    "samples_grid.png": "A grid of samples from the prior written by `vaelab sample`.",
+    "latent_space.png": "Posterior means of the test images in the two latent dimensions with "
+    "the largest KL, coloured by label: clusters show what the code separates.",
+    "manifold.png": "Decodings of a grid of z at prior quantiles 3%..97% in the two dimensions "
+    "with the largest KL (others at 0): how the decoder fills the latent plane.",
+    "posterior_samples.png": "Each ellipse is q(z|x) for one test image: 1σ (solid) and 2σ "
+    "(dashed), with z ~ q(z|x) as dots and their decodings to the right.",
+    "kl_per_dim.png": "Mean KL(q(z_d|x) || p(z_d)) per latent dimension: bars near 0 are "
+    "inactive (collapsed) dimensions that the decoder ignores.",
+}
+PLOT_ORDER = list(CAPTIONS)
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse}td,th{padding:.25em .8em;border-bottom:1px solid #eee;
+text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
+figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
+figcaption{color:#555;font-size:.92em;margin-top:.3em}
+.side{display:grid;gap:1em}.side figure{margin:0}
+details pre{background:#f6f6f6;padding:.6em;overflow:auto}
+#config{columns:3 18em;white-space:pre-wrap;background:#f6f6f6;padding:.6em;font-size:.85em}
+"""
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def check_run(run: str | Path) -> Path:
+    """``run`` as a Path, or a VaelabError naming the fix when it is not a finished run."""
+    run = Path(run)
+    if not run.is_dir():
+        raise VaelabError(f"run folder {run} does not exist; give the folder `vaelab train` wrote")
+    if not (run / "config.toml").is_file() or not (run / "summary.json").is_file():
+        raise VaelabError(
+            f"{run} is not a finished vaelab run (no config.toml or summary.json); "
+            "give the folder `vaelab train` wrote"
+        )
+    return run
+
+
+def _posterior_figures(run: Path) -> dict:
+    """Active units and their count from the test set's posterior means; {} if the data is gone."""
+    from . import data as data_mod
+    from .checkpoint import load, load_config, load_transform
+    from .evaluate import active_units, posterior_stats
+    from .plots import PLOT_EXAMPLES
+
+    try:
+        config = load_config(run)
+        model = load(run)
+        dataset = data_mod.from_config(config, load_transform(run))
+        x = data_mod.eval_split(dataset, "test", config.resolved_binarize)[:PLOT_EXAMPLES]
+    except (VaelabError, OSError):
+        return {}
+    means, _, _ = posterior_stats(model, x)
+    return {"active_units": active_units(means), "latent_dim": model.latent_dim}
+
+
+def headline(run: Path) -> dict:
+    """The figures a reader wants first, from the run's files (None where a run lacks one).
+
+    -log p(x) comes from ``eval.json`` (``vaelab eval --json > RUN/eval.json``) or
+    ``benchmark.json`` (the MNIST benchmark), whichever exists.
+    """
+    summary = _read_json(run / "summary.json") or {}
+    test = summary.get("test", {})
+    figures = {
+        "test ELBO": (test.get("elbo"), test.get("elbo_se")),
+        "test E_q[log p(x|z)]": (test.get("reconstruction"), None),
+        "test KL": (test.get("kl"), None),
+        "-log p(x) estimate": (None, None),
+    }
+    for name, nll, se, k in (
+        ("eval.json", "nll_nats", "nll_se", "k"),
+        ("benchmark.json", "test_nll", "test_nll_se", "k"),
+    ):
+        found = _read_json(run / name)
+        if found and found.get(nll) is not None:
+            figures["-log p(x) estimate"] = (found[nll], found.get(se), found.get(k))
+            break
+    post = _posterior_figures(run)
+    units = post.get("active_units")
+    figures["active units"] = f"{units} of {post['latent_dim']}" if units is not None else None
+    seconds = summary.get("train_seconds")
+    figures["training time"] = None if seconds is None else f"{seconds:.1f} s"
+    rate = summary.get("train_samples_per_sec")
+    figures["samples/s (training)"] = None if rate is None else f"{rate:,.0f}"
+    figures["epochs (kept)"] = f"{summary.get('epochs')} ({summary.get('kept_epoch')})"
+    figures["parameters"] = f"{summary.get('n_parameters', 0):,}"
+    figures["data"] = f"{summary.get('data')} {summary.get('x_shape')}"
+    return figures
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, tuple) and value[0] is None):
+        return "<td class=num>—</td>"
+    if isinstance(value, tuple):
+        text = f"{value[0]:.2f}"
+        if len(value) > 1 and value[1] is not None:
+            text += f" ± {value[1]:.2f}"
+        if len(value) > 2 and value[2] is not None:
+            text += f" (K = {value[2]})"
+        return f"<td class=num>{html.escape(text)}</td>"
+    return f"<td class=num>{html.escape(str(value))}</td>"
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _plots(run: Path) -> list[Path]:
+    """The run's PNGs: the known ones in reading order, then any others by name."""
+    found = sorted((run / "plots").glob("*.png")) if (run / "plots").is_dir() else []
+    order = {name: i for i, name in enumerate(PLOT_ORDER)}
+    return sorted(found, key=lambda p: (order.get(p.name, len(order)), p.name))
+
+
+def _figure(path: Path) -> str:
+    caption = CAPTIONS.get(path.name, "A plot of this run.")
+    return (
+        f"<figure>{_img(path.read_bytes(), path.name)}<figcaption><b>{html.escape(path.name)}"
+        f"</b>: {html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}'
+        f"</title><style>{STYLE}</style></head><body>{body}</body></html>\n"
+    )
+
+
+def render(run: str | Path) -> str:
+    """The HTML text of the report of one run."""
+    run = check_run(run)
+    name = run.resolve().name.removesuffix(".partial")  # written before the run is published
+    rows = "".join(f"<tr><th>{k}</th>{_cell(v)}</tr>" for k, v in headline(run).items())
+    config = html.escape((run / "config.toml").read_text())
+    figures = "".join(_figure(p) for p in _plots(run)) or "<p>This run has no plots.</p>"
+    body = (
+        f"<h1>vaelab run: {html.escape(name)}</h1>"
+        f"<p>Log-densities in nats per example, summed over the data's dimensions.</p>"
+        f"<h2>Headline figures</h2><table id=headline>{rows}</table>"
+        f"<h2>Configuration</h2><pre id=config>{config}</pre>"
+        f"<h2>Plots</h2>{figures}"
+    )
+    return _page(f"vaelab report: {name}", body)
+
+
+def write_report(run: str | Path, out: str | Path | None = None) -> Path:
+    """Write the report of ``run`` to ``out`` (default ``RUN/report.html``), atomically."""
+    text = render(run)
+    out = Path(out) if out else Path(run) / "report.html"
+    _check_parent(out)
+    write_atomic(out, text)
+    return out
+
+
+def _check_parent(out: Path) -> None:
+    if not out.parent.is_dir():
+        raise VaelabError(f"folder {out.parent} does not exist; create it or choose --out")
+
+
+def _curves_png(runs: list[Path], names: list[str]) -> bytes | None:
+    """Validation ELBO per epoch of every run on one axis."""
+    from matplotlib import pyplot as plt
+
+    from . import plots  # noqa: F401  (selects the Agg backend before pyplot draws)
+
+    fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
+    drawn = False
+    for run, name in zip(runs, names, strict=True):
+        path = run / "metrics.jsonl"
+        if not path.is_file():
+            continue
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        ax.plot([r["epoch"] for r in rows], [r["valid_elbo"] for r in rows], label=name)
+        drawn = True
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation ELBO (nats)")
+    ax.set_title("Validation ELBO per epoch (higher is better)")
+    ax.legend()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue() if drawn else None
+
+
+def render_comparison(runs: list[str | Path]) -> str:
+    """The HTML text of a page with the runs' figures and plots side by side, one column each."""
+    runs = [check_run(r) for r in runs]
+    names = [r.resolve().name for r in runs]
+    if len(set(names)) < len(names):  # two runs named alike: tell them apart by full path
+        names = [str(r.resolve()) for r in runs]
+    tables = [headline(r) for r in runs]
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    rows = "".join(
+        f"<tr><th>{k}</th>{''.join(_cell(t.get(k)) for t in tables)}</tr>" for k in tables[0]
+    )
+    columns = f"style='grid-template-columns:repeat({len(runs)},1fr)'"
+    body = [
+        f"<h1>vaelab: {len(runs)} runs compared</h1>",
+        f"<h2>Headline figures</h2><table id=headline><tr><th></th>{head}</tr>{rows}</table>",
+    ]
+    curves = _curves_png(runs, names)
+    if curves:
+        body.append(
+            f"<h2>Learning curves</h2><figure>{_img(curves, 'learning curves')}<figcaption>"
+            "Validation ELBO of each run per epoch, on one axis.</figcaption></figure>"
+        )
+    by_name = [{p.name: p for p in _plots(r)} for r in runs]
+    all_names = sorted(
+        {n for plots in by_name for n in plots},
+        key=lambda n: (PLOT_ORDER.index(n) if n in PLOT_ORDER else len(PLOT_ORDER), n),
+    )
+    for plot in all_names:
+        cells = []
+        for name, plots in zip(names, by_name, strict=True):
+            inner = _img(plots[plot].read_bytes(), plot) if plot in plots else "<p>(none)</p>"
+            cells.append(f"<figure>{inner}<figcaption>{html.escape(name)}</figcaption></figure>")
+        caption = html.escape(CAPTIONS.get(plot, "A plot of these runs."))
+        body.append(f"<h2>{html.escape(plot)}</h2><p>{caption}</p>")
+        body.append(f"<div class=side {columns}>{''.join(cells)}</div>")
+    configs = "".join(
+        f"<details><summary>{html.escape(n)}</summary><pre>"
+        f"{html.escape((r / 'config.toml').read_text())}</pre></details>"
+        for n, r in zip(names, runs, strict=True)
+    )
+    body.append(f"<h2>Configurations</h2>{configs}")
+    return _page(f"vaelab: {len(runs)} runs compared", "".join(body))
+
+
+def write_comparison(runs: list[str | Path], out: str | Path) -> Path:
+    """Write the side-by-side page of ``runs`` to ``out``, atomically."""
+    text = render_comparison(runs)
+    out = Path(out)
+    _check_parent(out)
+    write_atomic(out, text)
+    return out

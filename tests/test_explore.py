@@ -1,0 +1,258 @@
+"""`vaelab explore`: a real server on 127.0.0.1, asked over HTTP as a browser would."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+
+from vaelab.checkpoint import load
+from vaelab.cli import build_parser, main
+from vaelab.explore import Explorer, make_server
+from vaelab.explore.server import MAX_POINTS
+
+
+@pytest.fixture(scope="module")
+def server(digits_run):
+    explorer = Explorer(digits_run)
+    srv = make_server(explorer)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join()
+
+
+def request(server, method, path, body=None, headers=None):
+    """(status, parsed JSON or raw bytes) for one request on a fresh connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        data = response.read()
+        if response.getheader("Content-Type") == "application/json":
+            data = json.loads(data)
+        return response.status, data
+    finally:
+        conn.close()
+
+
+def decode(server, payload):
+    return request(server, "POST", "/api/decode", json.dumps(payload).encode())
+
+
+def test_it_listens_on_loopback_only_by_default(server):
+    assert server.server_address[0] == "127.0.0.1"
+
+
+def test_info_has_the_test_sets_posterior_means_and_labels(server):
+    status, info = request(server, "GET", "/api/info")
+    explorer = server.explorer
+    assert status == 200
+    assert info["latent_dim"] == 2 and info["dims"] == [0, 1]
+    assert len(info["points"]) == len(info["labels"]) == len(explorer.x)
+    means = explorer.model.q_z(explorer.x[:5]).mean.detach()
+    assert torch.allclose(torch.tensor(info["points"][:5]), means, atol=1e-3)
+    assert info["image"] == {"channels": 1, "height": 8, "width": 8}
+
+
+def test_decode_returns_the_trained_decoders_images(server, digits_run):
+    z = [[0.0, 0.0], [1.5, -2.0], [-3.0, 3.0]]
+    status, answer = decode(server, {"z": z})
+    assert status == 200
+    expected = load(digits_run).decode(torch.tensor(z)).detach().reshape(3, -1) * 255
+    got = torch.tensor(answer["images"], dtype=torch.float32)
+    assert got.shape == (3, 64)
+    assert (got - expected).abs().max() <= 0.5 + 1e-3  # rounding to 8 bits only
+    assert not torch.equal(got[0], got[2])  # different z, different images
+
+
+def test_a_point_has_its_posterior_samples_and_reconstruction(server):
+    status, point = request(server, "GET", "/api/point?index=7&k=5")
+    assert status == 200
+    loc = server.explorer.model.q_z(server.explorer.x[7:8]).mean[0].tolist()
+    assert point["loc"] == pytest.approx(loc, abs=1e-5)
+    assert len(point["samples"]) == len(point["decodings"]) == 5
+    assert all(len(z) == 2 for z in point["samples"]) and all(s > 0 for s in point["scale"])
+    assert len(point["image"]) == len(point["reconstruction"]) == 64
+    assert point["label"] == server.explorer.labels[7]
+    assert request(server, "GET", "/api/point?index=7&k=5")[1] == point  # same dots each click
+
+
+BAD_DECODES = [
+    (b'{"z": [[0.0]]}', "list of 2 numbers"),
+    (b'{"z": [[0.0, 1.0, 2.0]]}', "list of 2 numbers"),
+    (b'{"z": [[NaN, 0.0]]}', "finite"),
+    (b'{"z": [[Infinity, 0.0]]}', "finite"),
+    (b'{"z": [[1e300, 0.0]]}', "within"),
+    (b'{"z": [["1", 0.0]]}', "finite numbers"),
+    (b'{"z": [[true, 0.0]]}', "finite numbers"),
+    (b'{"z": [[[0.0], 0.0]]}', "finite numbers"),
+    (b'{"z": []}', "at least one"),
+    (b'{"z": [0.0, 0.0]}', "list of 2 numbers"),
+    (b'{"x": [[0.0, 0.0]]}', "expected"),
+    (b"[1, 2]", "expected"),
+    (b"not json", "not JSON"),
+    (b"\xff\xfe", "not JSON"),
+    (json.dumps({"z": [[0.0, 0.0]] * (MAX_POINTS + 1)}).encode(), "at most 1024"),
+]
+
+
+@pytest.mark.parametrize("body, message", BAD_DECODES)
+def test_bad_decode_requests_get_400_and_a_json_message(server, body, message):
+    status, answer = request(server, "POST", "/api/decode", body)
+    assert status == 400
+    assert message in answer["error"] and "Traceback" not in answer["error"]
+
+
+def test_the_most_points_allowed_are_decoded(server):
+    status, answer = decode(server, {"z": [[0.1, -0.2]] * MAX_POINTS})
+    assert status == 200 and len(answer["images"]) == MAX_POINTS
+
+
+def raw(server, data: bytes) -> str:
+    """Send raw bytes; return all the server answers before it closes the connection."""
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=10) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+def test_a_body_too_large_or_without_length_is_refused_unread(server):
+    head = b"POST /api/decode HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    reply = raw(server, head + b"Content-Length: 999999999\r\n\r\n")
+    assert reply.startswith("HTTP/1.1 400") and "request body must be" in reply
+    reply = raw(server, head + b"\r\n")
+    assert reply.startswith("HTTP/1.1 400") and "Content-Length" in reply
+
+
+@pytest.mark.parametrize(
+    "query", ["", "index=-1", "index=180", "index=abc", "index=1&k=0", "index=1&k=65"]
+)
+def test_bad_point_requests_get_400(server, query):
+    status, answer = request(server, "GET", f"/api/point?{query}")
+    assert status == 400 and "error" in answer
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/../config.toml",
+        "/%2e%2e/config.toml",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/static/../../etc/passwd",
+        "/static/..%2f..%2fserver.py",
+        "/static/explore.js/../../server.py",
+        "/plots/../config.toml",
+        "/plots/..%2fconfig.toml",
+        "/plots/%2e%2e/model.safetensors",
+        "/config.toml",
+        "/summary.json",
+        "/static/",
+        "//etc/passwd",
+    ],
+)
+def test_nothing_but_its_pages_and_the_runs_plots_is_served(server, digits_run, path):
+    status, answer = request(server, "GET", path)
+    assert status == 404
+    assert answer["error"].startswith("no such page")
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "127.0.0.1.evil.example"])
+def test_requests_for_another_host_name_are_refused(server, host):
+    """A page whose name was rebound to 127.0.0.1 sends its own name as Host: no answer."""
+    status, answer = request(server, "GET", "/api/info", headers={"Host": host})
+    assert status == 403 and "not served" in answer["error"]
+    port = server.server_address[1]
+    assert request(server, "GET", "/api/info", headers={"Host": f"localhost:{port}"})[0] == 200
+
+
+def test_its_pages_and_the_runs_plots_are_served(server, digits_run):
+    status, page = request(server, "GET", "/")
+    assert status == 200 and b'<canvas id="map"' in page
+    status, script = request(server, "GET", "/static/explore.js")
+    assert status == 200 and b"/api/decode" in script
+    status, png = request(server, "GET", "/plots/manifold.png")
+    assert status == 200 and png == (digits_run / "plots" / "manifold.png").read_bytes()
+
+
+def test_a_decode_takes_well_under_100_ms(server):
+    """One z per request over one keep-alive connection, as the page sends them."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+    times = []
+    try:
+        for i in range(60):
+            body = json.dumps({"z": [[i / 20 - 1.5, 1.5 - i / 20]]})
+            start = time.perf_counter()
+            conn.request("POST", "/api/decode", body, {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            times.append(time.perf_counter() - start)
+            assert response.status == 200
+    finally:
+        conn.close()
+    median_ms = statistics.median(times) * 1000
+    print(f"decode latency: median {median_ms:.1f} ms, max {max(times) * 1000:.1f} ms")
+    assert median_ms < 20
+    assert sorted(times)[int(0.9 * len(times))] < 0.1  # 90% of requests under 100 ms
+
+
+def test_the_command_serves_until_interrupted_and_warns_off_loopback(digits_run):
+    """`vaelab explore RUN --host 0.0.0.0` warns, serves, and stops cleanly on Ctrl-C."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vaelab", "explore", str(digits_run), "--host", "0.0.0.0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert "serving" in line and "http://0.0.0.0:" in line
+        port = int(line.split("http://0.0.0.0:")[1].split("/")[0])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/")
+        assert conn.getresponse().status == 200
+        conn.close()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0 and "stopped" in err and "Traceback" not in err
+    assert "warning: listening on 0.0.0.0" in err
+
+
+def test_the_command_binds_loopback_unless_told_otherwise():
+    args = build_parser().parse_args(["explore", "runs/x"])
+    assert args.host == "127.0.0.1" and args.port == 0 and not args.open
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(digits_run, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["explore", str(digits_run), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"port {port} on 127.0.0.1 is in use" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("which", ["missing", "not a run"])
+def test_a_missing_run_is_one_line_and_exit_2(tmp_path, capsys, which):
+    run = tmp_path / "missing" if which == "missing" else tmp_path
+    assert main(["explore", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vaelab explore: error:") and err.count("\n") == 1
