@@ -174,6 +174,16 @@ def test_cli_scores_a_shapes_run_with_every_metric(shapes_run):
     assert -1 <= scores["sap"] <= 1
 
 
+def test_encode_takes_shapes_at_the_runs_image_size(shapes_run, tmp_path):
+    assert (
+        main(["encode", str(shapes_run), "--data", "shapes", "--out", str(tmp_path / "z.npz")])
+        == 0
+    )
+    with np.load(tmp_path / "z.npz") as z:
+        assert z["loc"].shape == (24_000, 4)
+        assert set(np.unique(z["y"])) == {0, 1, 2}  # labelled by shape
+
+
 def test_cli_refuses_a_run_not_trained_on_shapes(tmp_path, capsys):
     (tmp_path / "config.toml").write_text(Config(data="digits").to_toml())
     assert main(["disentangle", str(tmp_path)]) == 2
