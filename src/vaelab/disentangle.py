@@ -167,15 +167,6 @@ def sap(
 # --- metrics that draw their own samples -------------------------------------------------------
 
 
-def _batch_with_fixed_factor(ground_truth, k: int, n: int, rng: np.random.Generator):
-    """Two factor arrays ``(n, K)`` that agree on factor ``k`` (drawn once) and are otherwise
-    independent uniform draws."""
-    first = ground_truth.sample_factors(n, rng)
-    second = ground_truth.sample_factors(n, rng)
-    second[:, k] = first[:, k] = rng.integers(ground_truth.factor_sizes[k])
-    return first, second
-
-
 def beta_vae_score(
     representation: Representation,
     ground_truth,
@@ -187,7 +178,8 @@ def beta_vae_score(
     """β-VAE metric (Higgins et al. 2017): accuracy of a linear classifier that tells which
     factor was held fixed from the mean absolute code difference over ``batch_size`` pairs.
 
-    Each point: k ~ U{1..K}; pairs (x1, x2) share v_k; feature = mean_b |z(x1_b) - z(x2_b)|
+    Each point: k ~ U{1..K}; ``batch_size`` pairs (x1_b, x2_b), pair b sharing its own draw of
+    v_k and nothing else (as in disentanglement_lib); feature = mean_b |z(x1_b) - z(x2_b)|
     ``(D,)``; label k. Logistic regression on ``n_train`` points, scored on ``n_eval``.
     Chance is 1/K; 1 is the maximum.
     """
@@ -197,7 +189,9 @@ def beta_vae_score(
         features, labels = [], []
         for _ in range(n):
             k = int(rng.integers(len(ground_truth.factor_sizes)))
-            f1, f2 = _batch_with_fixed_factor(ground_truth, k, batch_size, rng)
+            f1 = ground_truth.sample_factors(batch_size, rng)
+            f2 = ground_truth.sample_factors(batch_size, rng)
+            f2[:, k] = f1[:, k]
             z1 = representation(ground_truth.observations(f1))
             z2 = representation(ground_truth.observations(f2))
             features.append(np.mean(np.abs(z1 - z2), axis=0))
