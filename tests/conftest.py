@@ -15,6 +15,7 @@ PLOTS = {
     "manifold.png",
     "posterior_samples.png",
     "kl_per_dim.png",
+    "traversals.png",
 }
 
 

@@ -74,3 +74,19 @@ def test_save_grid_png_writes_the_pixels(tmp_path):
         pixels = np.asarray(img)
     assert pixels.shape == (7, 7)
     assert (pixels[4:6, 4:6] == 255).all() and (pixels[1:3, 1:3] == 0).all()
+
+
+def test_traversal_codes_sweep_one_dimension_per_row():
+    loc = torch.tensor([0.5, -1.0, 2.0])
+    values = torch.linspace(-3, 3, 5)
+    z = plots.traversal_codes(loc, [2, 0], values)
+    assert z.shape == (2, 5, 3)
+    assert torch.equal(z[0, :, 2], values) and torch.equal(z[1, :, 0], values)
+    assert (z[0, :, :2] == loc[:2]).all() and (z[1, :, 1:] == loc[1:]).all()
+
+
+def test_traversal_figure_labels_each_row_with_its_dimension_and_kl():
+    images = np.random.default_rng(0).uniform(size=(3, 11, 1, 8, 8))
+    fig = plots.traversals(images, np.linspace(-3, 3, 11), [4, 0, 2], np.arange(5.0))
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == ["z[4]  KL 4.00", "z[0]  KL 0.00", "z[2]  KL 2.00"]

@@ -51,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--data",
-        help="digits (embedded), mnist, or a path: image or IDX folder, .npy/.npz array, "
-        ".csv/.parquet table",
+        help="digits (embedded), mnist, shapes (generated), or a path: image or IDX folder, "
+        ".npy/.npz array, .csv/.parquet table",
     )
     t.add_argument(
         "--split", help="train,valid,test fractions of your own data (default 0.8,0.1,0.1)"
@@ -69,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--channels", type=int, choices=[1, 3], help="image folders: 1 grayscale, 3 RGB"
     )
-    t.add_argument("--image-size", type=int, help="image folders: resize every image to N x N")
+    t.add_argument(
+        "--image-size", type=int, help="image folders: resize to N x N; shapes: draw at N x N (64)"
+    )
     t.add_argument("--latent-dim", type=int, help="dimensions of z (default 10)")
     t.add_argument("--hidden", type=_int_list, help="hidden layer sizes, e.g. 512,256")
     t.add_argument("--arch", choices=["mlp", "conv", "linear"], help="linear: x = Wz + b")
@@ -188,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
     x.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     x.add_argument("--open", action="store_true", help="open the page in the web browser")
+
+    d = sub.add_parser("disentangle", help="β-VAE, FactorVAE, MIG, DCI, SAP of a shapes run")
+    d.add_argument("run")
+    d.add_argument("--n", type=int, default=10_000, help="points per metric (default 10000)")
+    d.add_argument("--trees", type=int, default=100, help="DCI: boosting stages (default 100)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
@@ -331,6 +340,28 @@ def _explore(args) -> None:
     serve(args.run, host=args.host, port=args.port, open_browser=args.open)
 
 
+def _disentangle(args) -> None:
+    from .checkpoint import load, load_config
+    from .disentangle import score_run
+
+    config = load_config(args.run)
+    if config.data != "shapes":
+        raise VaelabError(
+            f"{args.run} was trained on {config.data!r}; the metrics need the ground-truth "
+            "factors of --data shapes"
+        )
+    model = load(args.run)
+    scores = score_run(model, config.image_size or 64, args.n, args.seed, args.trees)
+    scores = {"run": str(args.run), **scores}
+    if args.json:
+        print(json.dumps(scores))
+        return
+    print(f"{args.run}: disentanglement of the encoder means, {args.n} points per metric")
+    for key, value in scores.items():
+        if key not in ("run", "n"):
+            print(f"  {key:<24} {value:.3f}")
+
+
 COMMANDS = {
     "train": _train,
     "eval": _eval,
@@ -339,6 +370,7 @@ COMMANDS = {
     "encode": _encode,
     "report": _report,
     "explore": _explore,
+    "disentangle": _disentangle,
 }
 
 

@@ -115,8 +115,8 @@ class _NpyWriter:
 def _source(run: Path, config, data: str) -> tuple[Iterator[torch.Tensor], int, np.ndarray | None]:
     """The examples of ``data`` in chunks ``(<= CHUNK, *x_shape)``, their count and labels,
     read as the run reads its data."""
-    if data in ("digits", "mnist"):
-        dataset = data_mod.load(data, config.data_dir or None)
+    if data in ("digits", "mnist", "shapes"):
+        dataset = data_mod.load(data, config.data_dir or None, image_size=config.image_size)
         splits = [dataset.train, dataset.valid, dataset.test]
         ys = [dataset.train_labels, dataset.valid_labels, dataset.test_labels]
         x = torch.cat(splits)

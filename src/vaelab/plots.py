@@ -210,6 +210,28 @@ def kl_per_dim(kl: np.ndarray) -> Figure:
     return fig
 
 
+def traversal_codes(loc: torch.Tensor, dims: list[int], values: torch.Tensor) -> torch.Tensor:
+    """Codes ``(R, V, D)`` equal to ``loc`` ``(D,)`` except z[r, v, dims[r]] = values[v]."""
+    z = loc.repeat(len(dims), len(values), 1)
+    for r, d in enumerate(dims):
+        z[r, :, d] = values
+    return z
+
+
+def traversals(images: np.ndarray, values: np.ndarray, dims: list[int], kl: np.ndarray) -> Figure:
+    """Latent traversals: row r decodes z with z[dims[r]] swept over ``values`` and the other
+    dimensions at one test example's posterior mean. ``images``: ``(R, V, C, H, W)``."""
+    rows, n = images.shape[:2]
+    fig, ax = plt.subplots(figsize=(n * 0.7 + 1.2, rows * 0.7 + 0.5), layout="constrained")
+    _show(ax, tile(images.reshape(rows * n, *images.shape[2:]), n))
+    step = images.shape[3] + 1  # tile's row height: image plus one pixel of padding
+    ax.set_yticks(1 + step * np.arange(rows) + step / 2)
+    ax.set_yticklabels([f"z[{d}]  KL {kl[d]:.2f}" for d in dims], fontsize=7)
+    title = f"each row: one z[d] from {values[0]:g} to {values[-1]:g}, the others fixed"
+    ax.set_title(title, fontsize=8)
+    return fig
+
+
 # --- from a trained model to files -------------------------------------------------------------
 
 
@@ -219,6 +241,7 @@ def _save(fig: Figure, path: Path) -> None:
 
 
 PLOT_EXAMPLES = 10_000
+TRAVERSAL_DIMS = 32  # rows of traversals.png; wider latent spaces show their 32 largest-KL dims
 
 
 @torch.no_grad()
@@ -228,9 +251,11 @@ def draw_run(
     """Draw every plot of a run into ``plot_dir``; return the paths written.
 
     Latent plots use the two dimensions with the largest mean KL on the test set (the only two
-    when the latent space is 2-D); the other dimensions are held at 0, the prior's mean. They
-    use at most the first :data:`PLOT_EXAMPLES` test examples. Data that are not images
-    (tables, vectors) get the learning curves, the latent space and the KL per dimension.
+    when the latent space is 2-D); the other dimensions are held at 0, the prior's mean. Image
+    runs also get latent traversals: each dimension by decreasing KL swept from -3 to 3, the
+    others at the posterior mean of the first test example. Plots use at most the first
+    :data:`PLOT_EXAMPLES` test examples. Data that are not images (tables, vectors) get the
+    learning curves, the latent space and the KL per dimension.
     """
     plot_dir = Path(plot_dir)
     plot_dir.mkdir(parents=True, exist_ok=True)
@@ -293,5 +318,12 @@ def draw_run(
                 ),
                 "posterior_samples.png",
             )
+        # dimensions by decreasing KL, at most TRAVERSAL_DIMS of them, around test example 0
+        order = [int(d) for d in np.argsort(-kl_mean)[:TRAVERSAL_DIMS]]
+        values = torch.linspace(-3, 3, 11)
+        z = traversal_codes(means[0], order, values)
+        decoded = model.decode(z.reshape(-1, model.latent_dim).to(device)).cpu()
+        decoded = decoded.reshape(len(order), len(values), *model.x_shape).numpy()
+        save(traversals(decoded, values.numpy(), order, kl_mean), "traversals.png")
     save(kl_per_dim(kl_mean), "kl_per_dim.png")
     return written

@@ -8,6 +8,9 @@ Sources:
 
 - ``digits``: scikit-learn's bundled 8x8 digits (1,797 images), scaled by 1/16, split
   1,437 / 180 / 180 with a fixed permutation. Embedded: needs no files.
+- ``shapes``: generated binary 64x64 (or ``--image-size``) images of a square, an ellipse or
+  a heart with the dSprites factors (:mod:`~vaelab.data.shapes`); a fixed random 20,000 /
+  2,000 / 2,000 of the 737,280 combinations, labelled by shape.
 - ``mnist``: the four standard IDX files (``.gz`` or not). Training file -> 50,000 train and
   the last 10,000 valid; test file -> 10,000 test. Looked up in ``--data-dir``, else in
   ``$VAELAB_DATA``, else in the cache folder, where missing files are downloaded from the
@@ -37,6 +40,7 @@ from .digits import load_digits
 from .idx import MNIST_FILES, _find_idx, _load_idx_folder, read_idx
 from .images import IMAGE_SUFFIXES, has_images, load_image_folder, read_image_folder
 from .mnist import MNIST_MIRRORS, MNIST_SHA256, cache_dir, download_mnist, load_mnist
+from .shapes import load_shapes
 from .stream import NpyFile, StreamSplit, check_values, split_blocks, to_unit_float
 from .tables import TABLE_SUFFIXES, apply_transform, read_table, standardize
 
@@ -91,19 +95,21 @@ def load(
     test_data: str = "",
     transform: dict | None = None,
 ) -> Dataset:
-    """The data set called ``name`` (``digits``, ``mnist`` or a path), split.
+    """The data set called ``name`` (``digits``, ``mnist``, ``shapes`` or a path), split.
 
-    ``channels`` and ``image_size`` apply to image folders, ``label_column`` to tables,
-    ``stream`` (auto, on, off) to ``.npy`` files; ``transform`` is a run's stored table
-    standardization, used instead of recomputing it.
+    ``channels`` and ``image_size`` apply to image folders (``image_size`` also to shapes),
+    ``label_column`` to tables, ``stream`` (auto, on, off) to ``.npy`` files; ``transform`` is
+    a run's stored table standardization, used instead of recomputing it.
     """
     fractions = parse_split(split)
     own_split = split != DEFAULT_SPLIT or valid_data or test_data
-    if name in ("digits", "mnist"):
+    if name in ("digits", "mnist", "shapes"):
         if own_split:
             raise VaelabError(
                 f"{name} has its standard split; drop --split/--valid-data/--test-data"
             )
+        if name == "shapes":
+            return load_shapes(image_size)
         return load_digits() if name == "digits" else load_mnist(data_dir)
     path = existing_path(name)
     if bool(valid_data) != bool(test_data):
@@ -165,7 +171,7 @@ def existing_path(name: str) -> Path:
     path = Path(name).expanduser()
     if not path.exists():
         raise VaelabError(
-            f"data {name!r} is neither a built-in (digits, mnist) nor an existing path; "
+            f"data {name!r} is neither a built-in (digits, mnist, shapes) nor an existing path; "
             "check the spelling"
         )
     return path
