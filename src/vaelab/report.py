@@ -35,6 +35,9 @@ CAPTIONS = {
     "(dashed), with z ~ q(z|x) as dots and their decodings to the right.",
     "kl_per_dim.png": "Mean KL(q(z_d|x) || p(z_d)) per latent dimension: bars near 0 are "
     "inactive (collapsed) dimensions that the decoder ignores.",
+    "traversals.png": "One row per latent dimension, by KL: that dimension swept from -3 to 3 "
+    "around one test image's code, the others fixed. A row that changes one thing (position, "
+    "size, shape) is a disentangled dimension; a row that does not change is inactive.",
 }
 PLOT_ORDER = list(CAPTIONS)
 
