@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from vaelab import VAE, Config
@@ -31,3 +32,13 @@ def decoder_params(model):
     """(W, b, sigma) of the model's decoder, for :mod:`vaelab.baselines`."""
     out = model.decoder.output
     return out.weight.detach(), out.bias.detach(), model.likelihood.log_scale.exp().flatten()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These models are tiny: one thread is many times faster than two fighting over busy
+    cores (tens of times, measured, while other test runs share the machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

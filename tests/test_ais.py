@@ -11,7 +11,7 @@ from vaelab.ais import ais_log_px, sigmoid_schedule
 from vaelab.baselines import linear_gaussian_log_px
 from vaelab.errors import VaelabError
 
-from .linear_gaussian import decoder_params, linear_gaussian_model
+from .linear_gaussian import decoder_params, linear_gaussian_model, one_thread  # noqa: F401
 
 
 def test_schedule_runs_from_zero_to_one_increasing():

@@ -161,6 +161,7 @@ def fit_local(
     q = posteriors if posteriors is not None else init_local(model, x, init)
     if len(q) != len(x):
         raise VaelabError(f"{len(q)} posteriors for {len(x)} datapoints")
+    q.requires_grad_(True)  # a finished fit is frozen; continuing one thaws it
     optimizer = torch.optim.Adam(q.parameters(), lr=lr)
     limit = steps if steps is not None else max_steps
     trace: list[torch.Tensor] = []
