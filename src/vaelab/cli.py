@@ -140,7 +140,27 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also the exact log p(x) (runs with --arch linear --likelihood gaussian)",
     )
+    e.add_argument(
+        "--ais",
+        type=int,
+        nargs="?",
+        const=500,
+        metavar="STEPS",
+        help="also annealed importance sampling with HMC, STEPS intermediate targets (500)",
+    )
     e.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+
+    g = sub.add_parser("gap", help="approximation and amortization gaps (Cremer et al. 2018)")
+    g.add_argument("run")
+    g.add_argument("--n", type=int, default=1000, help="test images (default 1000)")
+    g.add_argument("--steps", type=int, help="Adam steps per datapoint (default: to convergence)")
+    g.add_argument("--k", type=int, default=5000, help="importance samples (default 5000)")
+    g.add_argument("--samples", type=int, default=100, help="z per datapoint and step (100)")
+    g.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate for q* (1e-3)")
+    g.add_argument("--ais-steps", type=int, default=500, help="AIS targets; 0: no AIS (500)")
+    g.add_argument("--ais-chains", type=int, default=16, help="AIS chains per image (16)")
+    g.add_argument("--json", action="store_true", help="print one JSON object")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
 
     s = sub.add_parser("sample", help="a PNG grid of samples from the prior")
     s.add_argument("run")
@@ -212,6 +232,12 @@ def _eval(args) -> None:
         exact = evaluate.exact_log_px(model, x)
         result["exact_nll_nats"] = -exact["log_px"]
         result["exact_nll_se"] = exact["log_px_se"]
+    if args.ais:
+        from .ais import ais_log_px
+
+        nll = -ais_log_px(model, x, steps=args.ais, seed=config.seed)
+        result["ais_nll_nats"] = nll.mean().item()
+        result["ais_nll_se"] = (nll.std() / math.sqrt(len(nll))).item()
     if args.json:
         print(json.dumps(result))
         return
@@ -225,11 +251,72 @@ def _eval(args) -> None:
             f"  -log p(x), exact     {result['exact_nll_nats']:10.3f} ± "
             f"{result['exact_nll_se']:.3f}   (linear-Gaussian closed form)"
         )
+    if args.ais:
+        print(
+            f"  -log p(x), AIS       {result['ais_nll_nats']:10.3f} ± "
+            f"{result['ais_nll_se']:.3f}   ({args.ais} annealing steps, 16 HMC chains)"
+        )
     print(f"  ELBO                 {result['elbo']:10.3f} ± {result['elbo_se']:.3f}")
     print(f"  E_q[log p(x|z)]      {result['reconstruction']:10.3f}")
     print(f"  KL                   {result['kl']:10.3f}")
     print(f"  active units         {result['active_units']:>6d} of {model.latent_dim}")
     print(f"  mean ESS             {result['ess_mean']:10.1f} of {args.k}")
+
+
+def _gap(args) -> None:
+    from . import data as data_mod
+    from .checkpoint import load, load_config
+    from .device import resolve_device
+    from .gap import measure_gap
+
+    config = load_config(args.run)
+    if getattr(config, "inference", "amortized") == "local":
+        raise VaelabError(
+            f"{args.run} was trained with --inference local: it has no trained encoder, so "
+            "there is no amortized q to compare; use a run trained with an encoder"
+        )
+    for name in ("n", "k", "samples", "ais_chains"):
+        if getattr(args, name) < 1:
+            raise VaelabError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.steps is not None and args.steps < 0 or args.ais_steps < 0:
+        raise VaelabError("--steps and --ais-steps must be >= 0")
+    model = load(args.run, resolve_device(args.device))
+    x = data_mod.eval_split(data_mod.from_config(config), "test", config.resolved_binarize)
+    if args.n > len(x):
+        raise VaelabError(f"--n {args.n} is more than the {len(x)} test images; lower --n")
+    result = measure_gap(
+        model, x[: args.n], steps=args.steps, k=args.k, lr=args.lr, samples=args.samples,
+        ais_steps=args.ais_steps, ais_chains=args.ais_chains, seed=config.seed,
+    )  # fmt: skip
+    result.pop("trace")
+    if args.json:
+        print(json.dumps({"run": str(args.run), **result}))
+        return
+    r = result
+    estimates = ", ".join(
+        f"{name} {r['log_px_' + name]:.2f}" for name in ("is_amortized", "is_local", "ais")
+        if "log_px_" + name in r
+    )  # fmt: skip
+    print(f"{args.run}: {r['n']} test images, nats per image (± standard error)")
+    rows = [
+        ("log p^(x)", "log_px", f"best of {estimates}; K = {r['k']}"),
+        ("ELBO, amortized q(z|x)", "elbo_amortized", "the encoder"),
+        ("ELBO, per-datapoint q*", "elbo_local", f"{r['local_steps']} Adam steps"),
+        ("approximation gap", "approximation_gap", "log p^(x) - ELBO(q*)"),
+        ("amortization gap", "amortization_gap", "ELBO(q*) - ELBO(q)"),
+    ]
+    for label, key, note in rows:
+        print(f"  {label:24s} {r[key]:10.3f} ± {r[key + '_se']:.3f}   {note}")
+    print("price of inferring the posteriors of these images:")
+    print(f"  {'':24s} {'seconds':>10s} {'peak MiB':>9s} {'parameters':>11s}")
+    print(
+        f"  {'amortized (one pass)':24s} {r['seconds_amortized']:10.4f} "
+        f"{r['memory_amortized_mb']:9.1f} {r['params_amortized']:11,d}   encoder, fixed"
+    )
+    print(
+        f"  {'per-datapoint (Adam)':24s} {r['seconds_local']:10.2f} "
+        f"{r['memory_local_mb']:9.1f} {r['params_local']:11,d}   2 x latent x n, grows"
+    )
 
 
 def _sample(args) -> None:
@@ -268,7 +355,7 @@ def _plot(args) -> None:
     print(f"vaelab: {len(paths)} plots written to {Path(args.run) / 'plots'}")
 
 
-COMMANDS = {"train": _train, "eval": _eval, "sample": _sample, "plot": _plot}
+COMMANDS = {"train": _train, "eval": _eval, "gap": _gap, "sample": _sample, "plot": _plot}
 
 
 def main(argv: list[str] | None = None) -> int:
