@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -10,6 +14,7 @@ import torch
 from vaelab import data as data_mod
 from vaelab import load
 from vaelab.baselines import linear_gaussian_log_px, linear_gaussian_posterior
+from vaelab.cli import main
 from vaelab.gap import KEYS, decompose, grid_bounds, grid_mean, grid_posterior, measure_gap
 from vaelab.objectives import elbo
 
@@ -113,3 +118,36 @@ def test_grid_posterior_mean_matches_the_importance_sampling_mean(digits_run):
     assert torch.allclose(mass, torch.ones(3, dtype=torch.float64))
     assert torch.allclose(log_px, is_log_px, atol=0.05)  # the grid holds all the mass
     assert ((grid_mean(z, log_density, area) - is_mean).abs() < 4 * is_se).all()
+
+
+def _cli(*args):
+    env = {**os.environ, "PYTHONWARNINGS": "error", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "vaelab", *args], capture_output=True, text=True, env=env
+    )
+
+
+def test_vaelab_gap_json_has_every_key_and_the_table_prints(digits_run, capsys):
+    small = ("--n", "20", "--steps", "30", "--k", "100", "--samples", "10", "--ais-steps", "5")
+    result = _cli("gap", str(digits_run), *small, "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    for key in KEYS:
+        assert math.isfinite(out[key]) and math.isfinite(out[f"{key}_se"])
+    for key in ("seconds_amortized", "seconds_local", "params_amortized", "params_local"):
+        assert out[key] > 0
+    assert out["params_local"] == 2 * 2 * 20 and out["n"] == 20 and out["local_steps"] == 30
+    assert main(["gap", str(digits_run), *small]) == 0  # the table, in this process
+    table = capsys.readouterr().out
+    for row in ("log p^(x)", "approximation gap", "amortization gap", "per-datapoint (Adam)"):
+        assert row in table
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(("--n", "100000"), "more than the"), (("--k", "0"), "--k must be")],
+)
+def test_vaelab_gap_bad_input_is_one_line_and_exit_2(digits_run, capsys, args, message):
+    assert main(["gap", str(digits_run), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

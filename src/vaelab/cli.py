@@ -267,7 +267,7 @@ def _gap(args) -> None:
     from . import data as data_mod
     from .checkpoint import load, load_config
     from .device import resolve_device
-    from .gap import measure_gap
+    from .gap import measure_gap, report
 
     config = load_config(args.run)
     if getattr(config, "inference", "amortized") == "local":
@@ -292,31 +292,7 @@ def _gap(args) -> None:
     if args.json:
         print(json.dumps({"run": str(args.run), **result}))
         return
-    r = result
-    estimates = ", ".join(
-        f"{name} {r['log_px_' + name]:.2f}" for name in ("is_amortized", "is_local", "ais")
-        if "log_px_" + name in r
-    )  # fmt: skip
-    print(f"{args.run}: {r['n']} test images, nats per image (± standard error)")
-    rows = [
-        ("log p^(x)", "log_px", f"best of {estimates}; K = {r['k']}"),
-        ("ELBO, amortized q(z|x)", "elbo_amortized", "the encoder"),
-        ("ELBO, per-datapoint q*", "elbo_local", f"{r['local_steps']} Adam steps"),
-        ("approximation gap", "approximation_gap", "log p^(x) - ELBO(q*)"),
-        ("amortization gap", "amortization_gap", "ELBO(q*) - ELBO(q)"),
-    ]
-    for label, key, note in rows:
-        print(f"  {label:24s} {r[key]:10.3f} ± {r[key + '_se']:.3f}   {note}")
-    print("price of inferring the posteriors of these images:")
-    print(f"  {'':24s} {'seconds':>10s} {'peak MiB':>9s} {'parameters':>11s}")
-    print(
-        f"  {'amortized (one pass)':24s} {r['seconds_amortized']:10.4f} "
-        f"{r['memory_amortized_mb']:9.1f} {r['params_amortized']:11,d}   encoder, fixed"
-    )
-    print(
-        f"  {'per-datapoint (Adam)':24s} {r['seconds_local']:10.2f} "
-        f"{r['memory_local_mb']:9.1f} {r['params_local']:11,d}   2 x latent x n, grows"
-    )
+    print(report(result, args.run))
 
 
 def _sample(args) -> None:

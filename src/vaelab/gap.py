@@ -138,6 +138,34 @@ def measure_gap(
     return result
 
 
+def report(r: dict, run) -> str:
+    """The table ``vaelab gap`` prints, from :func:`measure_gap`'s result."""
+    estimates = ", ".join(
+        f"{name} {r['log_px_' + name]:.2f}" for name in ("is_amortized", "is_local", "ais")
+        if "log_px_" + name in r
+    )  # fmt: skip
+    converged = "converged" if r["local_converged"] else "fixed number"
+    lines = [f"{run}: {r['n']} test images, nats per image (± standard error)"]
+    rows = [
+        ("log p^(x)", "log_px", f"best of {estimates}; K = {r['k']}"),
+        ("ELBO, amortized q(z|x)", "elbo_amortized", "the encoder"),
+        ("ELBO, per-datapoint q*", "elbo_local", f"{r['local_steps']} Adam steps ({converged})"),
+        ("approximation gap", "approximation_gap", "log p^(x) - ELBO(q*)"),
+        ("amortization gap", "amortization_gap", "ELBO(q*) - ELBO(q)"),
+    ]
+    for label, key, note in rows:
+        lines.append(f"  {label:24s} {r[key]:10.3f} ± {r[key + '_se']:.3f}   {note}")
+    lines += [
+        "price of inferring the posteriors of these images:",
+        f"  {'':24s} {'seconds':>10s} {'peak MiB':>9s} {'parameters':>11s}",
+        f"  {'amortized (one pass)':24s} {r['seconds_amortized']:10.4f} "
+        f"{r['memory_amortized_mb']:9.1f} {r['params_amortized']:11,d}   encoder, fixed",
+        f"  {'per-datapoint (Adam)':24s} {r['seconds_local']:10.2f} "
+        f"{r['memory_local_mb']:9.1f} {r['params_local']:11,d}   2 x latent x n, grows",
+    ]
+    return "\n".join(lines)
+
+
 # --- the true posterior of a 2-D latent space, on a grid -------------------------------------
 
 
