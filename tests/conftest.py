@@ -16,6 +16,8 @@ PLOTS = {
     "posterior_samples.png",
     "kl_per_dim.png",
 }
+# and what `vaelab plot` adds for a 2-D latent space: the true posterior and the gap
+GAP_PLOTS = {"posterior_gap.png", "local_elbo_trace.png"}
 
 
 @pytest.fixture(scope="session")

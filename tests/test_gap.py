@@ -5,19 +5,22 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
+from PIL import Image
 
+from vaelab import Config, load, train
 from vaelab import data as data_mod
-from vaelab import load
 from vaelab.baselines import linear_gaussian_log_px, linear_gaussian_posterior
 from vaelab.cli import main
 from vaelab.gap import KEYS, decompose, grid_bounds, grid_mean, grid_posterior, measure_gap
 from vaelab.objectives import elbo
 
+from .conftest import GAP_PLOTS
 from .linear_gaussian import decoder_params, linear_gaussian_model, one_thread  # noqa: F401
 
 
@@ -151,3 +154,23 @@ def test_vaelab_gap_bad_input_is_one_line_and_exit_2(digits_run, capsys, args, m
     assert main(["gap", str(digits_run), *args]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_vaelab_plot_gap_draws_the_true_posterior_and_the_trace(digits_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)  # the shared run stays as it was
+    for png in (run / "plots").iterdir():
+        png.unlink()
+    assert main(["plot", str(run), "--gap"]) == 0
+    assert {p.name for p in (run / "plots").iterdir()} == GAP_PLOTS
+    for name in GAP_PLOTS:
+        with Image.open(run / "plots" / name) as image:
+            assert image.size[0] > 300
+
+
+def test_vaelab_plot_gap_on_a_3d_run_is_one_line_and_exit_2(tmp_path, capsys):
+    config = Config(data="digits", latent_dim=3, epochs=1, hidden=[16], out=str(tmp_path / "r"))
+    run = train(config, progress=False, log=lambda _: None)
+    assert main(["plot", str(run), "--gap"]) == 2
+    err = capsys.readouterr().err
+    assert "2-D latent space" in err and len(err.strip().splitlines()) == 1

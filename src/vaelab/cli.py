@@ -170,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="draw every plot of a run again")
     p.add_argument("run")
+    p.add_argument(
+        "--gap",
+        action="store_true",
+        help="only the posterior-gap plots (2-D latent runs; drawn by default for those)",
+    )
     return parser
 
 
@@ -318,17 +323,31 @@ def _plot(args) -> None:
 
     from . import data as data_mod
     from .checkpoint import load, load_config
+    from .gap_plots import GAP_PLOTS, draw_gap
     from .plots import draw_run
 
     config = load_config(args.run)
     model = load(args.run)
+    if args.gap and model.latent_dim != 2:
+        raise VaelabError(
+            f"--gap draws the true posterior of a 2-D latent space; {args.run} has "
+            f"{model.latent_dim} latent dimensions (train with --latent-dim 2)"
+        )
     dataset = data_mod.from_config(config)
+    plot_dir = Path(args.run) / "plots"
+    if args.gap or model.latent_dim == 2:
+        paths = draw_gap(model, dataset, plot_dir, config.resolved_binarize, seed=config.seed)
+        if args.gap:
+            print(f"vaelab: {len(paths)} plots written to {plot_dir}")
+            return
     metrics_path = Path(args.run) / "metrics.jsonl"
     metrics = []
     if metrics_path.is_file():
         metrics = [json_mod.loads(line) for line in metrics_path.read_text().splitlines() if line]
-    paths = draw_run(model, dataset, metrics, Path(args.run) / "plots", config.resolved_binarize)
-    print(f"vaelab: {len(paths)} plots written to {Path(args.run) / 'plots'}")
+    paths = draw_run(model, dataset, metrics, plot_dir, config.resolved_binarize)
+    if model.latent_dim == 2:
+        paths += [plot_dir / name for name in GAP_PLOTS]
+    print(f"vaelab: {len(paths)} plots written to {plot_dir}")
 
 
 COMMANDS = {"train": _train, "eval": _eval, "gap": _gap, "sample": _sample, "plot": _plot}
