@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from vaelab import VAE, Config, load, train
+from vaelab import data as data_mod
 from vaelab.baselines import linear_gaussian_posterior
+from vaelab.checkpoint import load_config
+from vaelab.cli import main
 from vaelab.errors import VaelabError
 from vaelab.inference import LocalPosteriors, fit_local
+from vaelab.train import resume
 
 from .linear_gaussian import decoder_params, linear_gaussian_model, one_thread  # noqa: F401
 
@@ -62,3 +71,46 @@ def test_bad_arguments_name_the_problem():
         fit_local(model, x, init="zeros")
     with pytest.raises(VaelabError, match="steps"):
         fit_local(model, x, steps=-1)
+
+
+# --- training with per-datapoint (local) and semi-amortized inference ----------------------
+
+
+def _config(tmp_path, name, inference, epochs=3):
+    return Config(
+        data="digits", latent_dim=2, hidden=[32], batch_size=64, epochs=epochs,
+        inference=inference, out=str(tmp_path / name),
+    )  # fmt: skip
+
+
+def test_local_inference_run_resumes_to_the_same_weights_and_local_posteriors(
+    tmp_path, monkeypatch
+):
+    quiet = {"progress": False, "log": lambda _: None}
+    reference = train(_config(tmp_path, "ref", "local"), **quiet)
+    monkeypatch.setenv("VAELAB_FAULT_NAN", "3:")  # every step of epoch 3 on: the run stops
+    with pytest.raises(VaelabError, match="diverged"):
+        train(_config(tmp_path, "run", "local"), **quiet)
+    monkeypatch.delenv("VAELAB_FAULT_NAN")
+    run = resume(tmp_path / "run", **quiet)
+    ref, got = load_file(reference / "model.safetensors"), load_file(run / "model.safetensors")
+    assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
+    model = load(run)
+    n_train = len(data_mod.load("digits").train)
+    assert model.local.loc.shape == (n_train, 2)
+    assert model.local.steps.min() == 3  # each example's q_i took one step per epoch
+    assert model.local.loc.abs().mean() > 0.05  # and moved away from the prior
+    # the encoder was never trained: vaelab gap refuses the run
+    assert main(["gap", str(run), "--n", "5"]) == 2
+
+
+def test_semi_amortized_run_trains_the_encoder_towards_refined_posteriors(tmp_path):
+    run = train(_config(tmp_path, "semi", "semi-amortized", epochs=2), progress=False)
+    summary = json.loads((run / "summary.json").read_text())
+    assert math.isfinite(summary["test"]["elbo"]) and summary["test"]["elbo"] > -60
+    model, fresh = load(run), VAE.from_config(load_config(run), (1, 8, 8))
+    moved = [
+        not torch.equal(a, b)
+        for a, b in zip(model.encoder.parameters(), fresh.encoder.parameters(), strict=True)
+    ]
+    assert all(moved)

@@ -95,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["standard", "dreg"],
         help="IWAE encoder gradient: standard, or doubly reparameterized (Tucker et al. 2018)",
     )
+    t.add_argument(
+        "--inference",
+        choices=["amortized", "local", "semi-amortized"],
+        help="q(z|x): the encoder (default), one Gaussian per training example, or the "
+        "encoder's refined by --refine-steps Adam steps",
+    )
+    t.add_argument("--refine-steps", type=int, help="semi-amortized: steps per batch (5)")
     t.add_argument("--epochs", type=int, help="epochs (with --minutes: at most this many)")
     t.add_argument(
         "--minutes", type=float, help="wall-clock budget for training; 0 means none (default)"

@@ -43,10 +43,15 @@ from .config import Config, make_config, read_toml
 from .device import resolve_device
 from .errors import VaelabError
 from .evaluate import evaluate_elbo
+from .inference import evaluate_local, semi_amortized_elbo
 from .model import VAE
 from .schedules import kl_weight, lr_factor
 
 PROGRESS_EVERY = 20  # steps between progress-bar updates: each costs one host sync
+# q_i moves once per epoch, when example i is in a batch: it needs larger steps than the
+# weights (follows the weights' schedule, scaled)
+LOCAL_LR = 0.05
+LOCAL_SCORE_N = 1000  # examples scored with fitted q per epoch, without an encoder
 MAX_BAD_STEPS = 10  # batches with a non-finite loss or gradient a run may skip before it stops
 
 
@@ -107,7 +112,9 @@ def _setup(config: Config, log):
     binarization = config.resolved_binarize
     _check_data(dataset, config, binarization, log)
     torch.manual_seed(config.seed)  # weights' initialisation and the reparameterization noise
-    model = VAE.from_config(config, dataset.x_shape)
+    model = VAE.from_config(config, dataset.x_shape, len(dataset.train))
+    if config.inference == "local":
+        model.encoder.requires_grad_(False)  # unused: q_i(z) per example instead
     if config.decoder_bias == "data":
         model.init_output_bias(dataset.train)
     model = model.to(device)
@@ -273,8 +280,16 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 beta = kl_weight(config, epoch - 1 + step / steps_per_epoch)
-                x = epoch_x[order[step * batch_size : (step + 1) * batch_size]]
-                if config.objective == "iwae":
+                index = order[step * batch_size : (step + 1) * batch_size]
+                x = epoch_x[index]
+                rows = None
+                if config.inference == "local":  # classical SVI: q_i for each example i
+                    rows, qz = model.local.rows(index)
+                    terms = objectives.elbo(model, x, beta=beta, k=config.k, qz=qz)
+                elif config.inference == "semi-amortized":
+                    steps = config.refine_steps
+                    terms = semi_amortized_elbo(model, x, steps, beta, config.k, global_step)
+                elif config.objective == "iwae":
                     terms = objectives.iwae(model, x, k=config.k, beta=beta, grad=config.iwae_grad)
                 else:
                     terms = objectives.elbo(model, x, beta=beta, k=config.k)
@@ -285,8 +300,9 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                 loss.backward()
                 # the step touches the weights only when the loss and every gradient are
                 # finite: one host synchronisation per step, the price of never corrupting Adam
+                grads = [p.grad for p in params] + ([rows.grad] if rows is not None else [])
                 finite = torch.stack(
-                    [torch.isfinite(loss)] + [torch.isfinite(p.grad).all() for p in params]
+                    [torch.isfinite(loss)] + [torch.isfinite(g).all() for g in grads]
                 ).all()
                 if not finite.item():
                     counters["bad"] += 1
@@ -303,6 +319,8 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                         )
                     continue
                 optimizer.step()
+                if rows is not None:
+                    model.local.adam_step(index, rows.grad, LOCAL_LR * lr / config.lr)
                 b = len(x)
                 seen += b
                 sums += torch.stack(
@@ -327,7 +345,7 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
             train_seconds = time.perf_counter() - start
             mean_loss, elbo, rec, kl = (sums / max(seen, 1)).tolist()
             model.eval()
-            valid = evaluate_elbo(model, x_valid, seed=config.seed)
+            valid = _score(model, x_valid, config)
             if config.keep_best and valid["elbo"] > counters["best_elbo"]:
                 counters["best_elbo"], counters["best_epoch"] = valid["elbo"], epoch
                 save_weights(checkpoints / "best.safetensors", model)
@@ -370,9 +388,18 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
     return metrics
 
 
+def _score(model, x, config) -> dict:
+    """ELBO, reconstruction and KL of ``x``: under the encoder's q, or, for a model trained
+    without one (``--inference local``), under per-datapoint q fitted to at most
+    ``LOCAL_SCORE_N`` of the examples (see :func:`vaelab.inference.evaluate_local`)."""
+    if config.inference == "local":
+        return evaluate_local(model, x[:LOCAL_SCORE_N], seed=config.seed)
+    return evaluate_elbo(model, x, seed=config.seed)
+
+
 def _summarise(model, dataset, config, binarization, metrics, n_params) -> dict:
     x_test = data_mod.eval_split(dataset, "test", binarization)
-    test = evaluate_elbo(model, x_test, seed=config.seed)
+    test = _score(model, x_test, config)
     kept = max(metrics, key=lambda m: m["valid_elbo"]) if config.keep_best else metrics[-1]
     return {
         "data": config.data,
