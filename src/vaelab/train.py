@@ -51,7 +51,7 @@ PROGRESS_EVERY = 20  # steps between progress-bar updates: each costs one host s
 # q_i moves once per epoch, when example i is in a batch: it needs larger steps than the
 # weights (follows the weights' schedule, scaled)
 LOCAL_LR = 0.05
-LOCAL_SCORE_N = 1000  # examples scored with fitted q per epoch, without an encoder
+LOCAL_SCORE_N = 500  # examples scored with fitted q per epoch, without an encoder
 MAX_BAD_STEPS = 10  # batches with a non-finite loss or gradient a run may skip before it stops
 
 
