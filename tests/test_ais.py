@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 from vaelab.ais import ais_log_px, sigmoid_schedule
 from vaelab.baselines import linear_gaussian_log_px
+from vaelab.cli import main
 from vaelab.errors import VaelabError
 
 from .linear_gaussian import decoder_params, linear_gaussian_model, one_thread  # noqa: F401
@@ -52,3 +54,11 @@ def test_bad_arguments_name_the_problem():
         ais_log_px(model, x, start="posterior")
     with pytest.raises(VaelabError, match="chains"):
         ais_log_px(model, x, chains=0)
+
+
+def test_vaelab_eval_ais_reports_the_ais_estimate_beside_importance_sampling(digits_run, capsys):
+    assert main(["eval", str(digits_run), "--k", "100", "--ais", "20", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert math.isfinite(result["ais_nll_se"])
+    # two estimates of the same -log p(x), each an upper bound in expectation: close
+    assert abs(result["ais_nll_nats"] - result["nll_nats"]) < 1.0
