@@ -102,6 +102,7 @@ def test_local_inference_run_resumes_to_the_same_weights_and_local_posteriors(
     assert model.local.loc.abs().mean() > 0.05  # and moved away from the prior
     # the encoder was never trained: vaelab gap refuses the run
     assert main(["gap", str(run), "--n", "5"]) == 2
+    assert main(["eval", str(run)]) == 2
 
 
 def test_semi_amortized_run_trains_the_encoder_towards_refined_posteriors(tmp_path):

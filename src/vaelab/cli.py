@@ -218,6 +218,12 @@ def _eval(args) -> None:
     if args.k < 1:
         raise VaelabError(f"--k must be >= 1 (got {args.k})")
     config = load_config(args.run)
+    if config.inference == "local":
+        raise VaelabError(
+            f"{args.run} was trained with --inference local and has no encoder to score "
+            "with: fit q per image with vaelab.inference.fit_local and pass it to "
+            "evaluate.importance_sampled_log_px(q=...), as benchmarks/amortization.py does"
+        )
     model = load(args.run, resolve_device(args.device))
     dataset = data_mod.from_config(config)
     x = data_mod.eval_split(dataset, args.split, config.resolved_binarize)
@@ -282,7 +288,7 @@ def _gap(args) -> None:
     from .gap import measure_gap, report
 
     config = load_config(args.run)
-    if getattr(config, "inference", "amortized") == "local":
+    if config.inference == "local":
         raise VaelabError(
             f"{args.run} was trained with --inference local: it has no trained encoder, so "
             "there is no amortized q to compare; use a run trained with an encoder"
