@@ -17,6 +17,8 @@ PLOTS = {
     "kl_per_dim.png",
     "traversals.png",
 }
+# and what `vaelab plot` adds for a 2-D latent space: the true posterior and the gap
+GAP_PLOTS = {"posterior_gap.png", "local_elbo_trace.png"}
 
 
 @pytest.fixture(scope="session")

@@ -133,7 +133,8 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
         x_shape = tuple(int(n) for n in json.loads(metadata["x_shape"]))
     except (KeyError, ValueError, TypeError):
         raise VaelabError(f"{path} has no valid x_shape in its metadata") from None
-    model = VAE.from_config(config, x_shape)
+    n_local = len(tensors["local.loc"]) if "local.loc" in tensors else 0  # --inference local
+    model = VAE.from_config(config, x_shape, n_local)
     problems = _mismatches(tensors, model)
     if problems:
         raise VaelabError(

@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["standard", "dreg"],
         help="IWAE encoder gradient: standard, or doubly reparameterized (Tucker et al. 2018)",
     )
+    t.add_argument(
+        "--inference",
+        choices=["amortized", "local", "semi-amortized"],
+        help="q(z|x): the encoder (default), one Gaussian per training example, or the "
+        "encoder's refined by --refine-steps Adam steps",
+    )
+    t.add_argument("--refine-steps", type=int, help="semi-amortized: steps per batch (5)")
     t.add_argument("--epochs", type=int, help="epochs (with --minutes: at most this many)")
     t.add_argument(
         "--minutes", type=float, help="wall-clock budget for training; 0 means none (default)"
@@ -160,7 +167,27 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also the exact log p(x) (runs with --arch linear --likelihood gaussian)",
     )
+    e.add_argument(
+        "--ais",
+        type=int,
+        nargs="?",
+        const=500,
+        metavar="STEPS",
+        help="also annealed importance sampling with HMC, STEPS intermediate targets (500)",
+    )
     e.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+
+    g = sub.add_parser("gap", help="approximation and amortization gaps (Cremer et al. 2018)")
+    g.add_argument("run")
+    g.add_argument("--n", type=int, default=1000, help="test images (default 1000)")
+    g.add_argument("--steps", type=int, help="Adam steps per datapoint (default: to convergence)")
+    g.add_argument("--k", type=int, default=5000, help="importance samples (default 5000)")
+    g.add_argument("--samples", type=int, default=100, help="z per datapoint and step (100)")
+    g.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate for q* (1e-3)")
+    g.add_argument("--ais-steps", type=int, default=500, help="AIS targets; 0: no AIS (500)")
+    g.add_argument("--ais-chains", type=int, default=16, help="AIS chains per image (16)")
+    g.add_argument("--json", action="store_true", help="print one JSON object")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
 
     s = sub.add_parser("sample", help="a PNG grid of samples from the prior")
     s.add_argument("run")
@@ -170,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="draw every plot of a run again")
     p.add_argument("run")
+    p.add_argument(
+        "--gap",
+        action="store_true",
+        help="only the posterior-gap plots (2-D latent runs; drawn by default for those)",
+    )
 
     n = sub.add_parser(
         "encode", help="q(z|x) for every example of a data set: means, std devs, samples"
@@ -233,6 +265,12 @@ def _eval(args) -> None:
     if args.k < 1:
         raise VaelabError(f"--k must be >= 1 (got {args.k})")
     config = load_config(args.run)
+    if config.inference == "local":
+        raise VaelabError(
+            f"{args.run} was trained with --inference local and has no encoder to score "
+            "with: fit q per image with vaelab.inference.fit_local and pass it to "
+            "evaluate.importance_sampled_log_px(q=...), as benchmarks/amortization.py does"
+        )
     model = load(args.run, resolve_device(args.device))
     dataset = data_mod.from_config(config, load_transform(args.run))
     x = data_mod.eval_split(dataset, args.split, config.resolved_binarize)
@@ -259,6 +297,12 @@ def _eval(args) -> None:
         exact = evaluate.exact_log_px(model, x)
         result["exact_nll_nats"] = -exact["log_px"]
         result["exact_nll_se"] = exact["log_px_se"]
+    if args.ais:
+        from .ais import ais_log_px
+
+        nll = -ais_log_px(model, x, steps=args.ais, seed=config.seed)
+        result["ais_nll_nats"] = nll.mean().item()
+        result["ais_nll_se"] = (nll.std() / math.sqrt(len(nll))).item()
     if args.json:
         print(json.dumps(result))
         return
@@ -272,11 +316,48 @@ def _eval(args) -> None:
             f"  -log p(x), exact     {result['exact_nll_nats']:10.3f} ± "
             f"{result['exact_nll_se']:.3f}   (linear-Gaussian closed form)"
         )
+    if args.ais:
+        print(
+            f"  -log p(x), AIS       {result['ais_nll_nats']:10.3f} ± "
+            f"{result['ais_nll_se']:.3f}   ({args.ais} annealing steps, 16 HMC chains)"
+        )
     print(f"  ELBO                 {result['elbo']:10.3f} ± {result['elbo_se']:.3f}")
     print(f"  E_q[log p(x|z)]      {result['reconstruction']:10.3f}")
     print(f"  KL                   {result['kl']:10.3f}")
     print(f"  active units         {result['active_units']:>6d} of {model.latent_dim}")
     print(f"  mean ESS             {result['ess_mean']:10.1f} of {args.k}")
+
+
+def _gap(args) -> None:
+    from . import data as data_mod
+    from .checkpoint import load, load_config
+    from .device import resolve_device
+    from .gap import measure_gap, report
+
+    config = load_config(args.run)
+    if config.inference == "local":
+        raise VaelabError(
+            f"{args.run} was trained with --inference local: it has no trained encoder, so "
+            "there is no amortized q to compare; use a run trained with an encoder"
+        )
+    for name in ("n", "k", "samples", "ais_chains"):
+        if getattr(args, name) < 1:
+            raise VaelabError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.steps is not None and args.steps < 0 or args.ais_steps < 0:
+        raise VaelabError("--steps and --ais-steps must be >= 0")
+    model = load(args.run, resolve_device(args.device))
+    x = data_mod.eval_split(data_mod.from_config(config), "test", config.resolved_binarize)
+    if args.n > len(x):
+        raise VaelabError(f"--n {args.n} is more than the {len(x)} test images; lower --n")
+    result = measure_gap(
+        model, x[: args.n], steps=args.steps, k=args.k, lr=args.lr, samples=args.samples,
+        ais_steps=args.ais_steps, ais_chains=args.ais_chains, seed=config.seed,
+    )  # fmt: skip
+    result.pop("trace")
+    if args.json:
+        print(json.dumps({"run": str(args.run), **result}))
+        return
+    print(report(result, args.run))
 
 
 def _sample(args) -> None:
@@ -302,17 +383,34 @@ def _plot(args) -> None:
 
     from . import data as data_mod
     from .checkpoint import load, load_config, load_transform
+    from .gap_plots import GAP_PLOTS, draw_gap
     from .plots import draw_run
 
     config = load_config(args.run)
     model = load(args.run)
+    if args.gap and model.latent_dim != 2:
+        raise VaelabError(
+            f"--gap draws the true posterior of a 2-D latent space; {args.run} has "
+            f"{model.latent_dim} latent dimensions (train with --latent-dim 2)"
+        )
     dataset = data_mod.from_config(config, load_transform(args.run))
+    plot_dir = Path(args.run) / "plots"
+    if args.gap or model.latent_dim == 2:
+        paths = draw_gap(model, dataset, plot_dir, config.resolved_binarize, seed=config.seed)
+        if args.gap:
+            print(f"vaelab: {len(paths)} plots written to {plot_dir}")
+            return
     metrics_path = Path(args.run) / "metrics.jsonl"
     metrics = []
     if metrics_path.is_file():
         metrics = [json_mod.loads(line) for line in metrics_path.read_text().splitlines() if line]
-    paths = draw_run(model, dataset, metrics, Path(args.run) / "plots", config.resolved_binarize)
-    print(f"vaelab: {len(paths)} plots written to {Path(args.run) / 'plots'}")
+    paths = draw_run(model, dataset, metrics, plot_dir, config.resolved_binarize)
+    if model.latent_dim == 2:
+        paths += [plot_dir / name for name in GAP_PLOTS]
+    print(f"vaelab: {len(paths)} plots written to {plot_dir}")
+
+
+COMMANDS = {"train": _train, "eval": _eval, "gap": _gap, "sample": _sample, "plot": _plot}
 
 
 def _encode(args) -> None:

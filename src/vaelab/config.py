@@ -31,6 +31,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "lr_schedule": ("constant", "cosine"),
     "device": ("auto", "cpu", "cuda", "mps"),
     "stream": ("auto", "on", "off"),
+    "inference": ("amortized", "local", "semi-amortized"),
 }
 
 
@@ -45,7 +46,9 @@ class Config:
     ``lr_schedule`` decays over the budget when there is one, else over ``epochs``;
     ``keep_best`` keeps the weights of the epoch with the best validation ELBO (early
     stopping); ``iwae_grad = "dreg"`` uses the doubly reparameterized encoder gradient
-    (Tucker et al. 2018) under the IWAE objective.
+    (Tucker et al. 2018) under the IWAE objective; ``inference = "local"`` trains the decoder
+    with one Gaussian q_i per training example instead of an encoder, ``"semi-amortized"``
+    refines the encoder's q by ``refine_steps`` Adam steps on each batch's ELBO.
     """
 
     data: str = "digits"
@@ -71,6 +74,8 @@ class Config:
     objective: str = "elbo"
     k: int = 1
     iwae_grad: str = "standard"
+    inference: str = "amortized"
+    refine_steps: int = 5
     epochs: int = 20
     minutes: float = 0.0
     batch_size: int = 128
@@ -130,6 +135,10 @@ class Config:
                 "--iwae-grad dreg estimates the gradient of the IWAE bound itself: "
                 "use it with --beta 1 and no --kl-warmup"
             )
+        if self.inference != "amortized" and self.objective != "elbo":
+            raise VaelabError(f"--inference {self.inference} needs --objective elbo")
+        if self.refine_steps < 1:
+            raise VaelabError(f"refine_steps must be >= 1 (got {self.refine_steps})")
         if self.decoder_bias == "data" and self.arch == "conv":
             raise VaelabError("--decoder-bias data needs --arch mlp or linear")
         from .data.dataset import parse_split

@@ -129,6 +129,7 @@ def importance_sampled_log_px(
     batch_size: int = 100,
     chunk: int = 500,
     seed: int = 0,
+    q=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-example importance-sampling estimate of log p(x) and its effective sample size.
 
@@ -150,6 +151,9 @@ def importance_sampled_log_px(
     k : samples z_k per example.
     batch_size, chunk : examples, and samples per example, evaluated at a time.
     seed : fixes the samples.
+    q : the proposal, an inference object answering ``q.q_z(x, index)`` for the rows
+        ``index`` of ``x`` (e.g. fitted :class:`vaelab.inference.LocalPosteriors`); by
+        default the encoder.
 
     Returns
     -------
@@ -163,7 +167,8 @@ def importance_sampled_log_px(
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for batch_index, start in enumerate(range(0, len(x), batch_size)):
             xb = x[start : start + batch_size].to(device)
-            qz = model.q_z(xb)
+            index = torch.arange(start, start + len(xb), device=device)
+            qz = model.q_z(xb) if q is None else q.q_z(xb, index)
             # running logsumexp_k of log w_k and of 2 log w_k, (B,)
             lse_w = torch.full((len(xb),), -math.inf, dtype=torch.float64, device=device)
             lse_w2 = lse_w.clone()

@@ -71,7 +71,9 @@ class VAE(nn.Module):
         self.x_shape = tuple(x_shape)
 
     @classmethod
-    def from_config(cls, config: Config, x_shape: tuple[int, ...]) -> VAE:
+    def from_config(cls, config: Config, x_shape: tuple[int, ...], n_train: int = 0) -> VAE:
+        """The model a config describes; with ``inference = "local"`` it also holds
+        ``local``, the per-example posteriors of ``n_train`` training examples."""
         encoder, decoder = make_networks(
             config.arch, x_shape, config.hidden, config.latent_dim, config.activation
         )
@@ -82,7 +84,12 @@ class VAE(nn.Module):
             learn_sigma=config.learn_sigma,
             shared_sigma=config.shared_sigma,
         )
-        return cls(encoder, decoder, StandardNormal(config.latent_dim), likelihood, x_shape)
+        model = cls(encoder, decoder, StandardNormal(config.latent_dim), likelihood, x_shape)
+        if config.inference == "local":
+            from .inference import LocalTable
+
+            model.local = LocalTable(n_train, config.latent_dim)
+        return model
 
     @property
     def latent_dim(self) -> int:

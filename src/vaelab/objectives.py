@@ -43,14 +43,15 @@ def kl_per_dim(qz: Independent, pz: Independent) -> torch.Tensor:
     return kl_divergence(qz.base_dist, pz.base_dist)
 
 
-def elbo(model, x: torch.Tensor, beta: float = 1.0, k: int = 1) -> Terms:
+def elbo(model, x: torch.Tensor, beta: float = 1.0, k: int = 1, qz=None) -> Terms:
     """The evidence lower bound, estimated with ``k`` reparameterized samples per example.
 
     ELBO(x) = E_{q(z|x)}[log p(x | z)] - KL(q(z | x) || p(z)) <= log p(x)   (Kingma & Welling 2014)
 
-    ``x``: ``(B, *x_shape)``; z is drawn with shape ``(k, B, D)``.
+    ``x``: ``(B, *x_shape)``; z is drawn with shape ``(k, B, D)``. q is the encoder's unless
+    ``qz`` is given (per-datapoint or refined posteriors, :mod:`vaelab.inference`).
     """
-    qz = model.q_z(x)
+    qz = model.q_z(x) if qz is None else qz
     z = qz.rsample((k,))
     reconstruction = model.p_x(z).log_prob(x).mean(0)
     kl = kl_term(qz, model.p_z(), z)

@@ -43,11 +43,16 @@ from .config import Config, make_config, read_toml
 from .device import resolve_device
 from .errors import VaelabError
 from .evaluate import evaluate_elbo
+from .inference import evaluate_local, semi_amortized_elbo
 from .model import VAE
 from .schedules import kl_weight, lr_factor
 
 PROGRESS_EVERY = 20  # steps between progress-bar updates: each costs one host sync
 STREAM_VALID_ROWS = 10_000  # streamed data: validation examples scored after each epoch
+# q_i moves once per epoch, when example i is in a batch: it needs larger steps than the
+# weights (follows the weights' schedule, scaled)
+LOCAL_LR = 0.05
+LOCAL_SCORE_N = 500  # examples scored with fitted q per epoch, without an encoder
 MAX_BAD_STEPS = 10  # batches with a non-finite loss or gradient a run may skip before it stops
 
 
@@ -116,7 +121,9 @@ def _setup(config: Config, log):
     config = dataclasses.replace(config, likelihood=likelihood, binarize=binarization)
     _warn_bernoulli_on_grey(dataset, config, log)
     torch.manual_seed(config.seed)  # weights' initialisation and the reparameterization noise
-    model = VAE.from_config(config, dataset.x_shape)
+    model = VAE.from_config(config, dataset.x_shape, len(dataset.train))
+    if config.inference == "local":
+        model.encoder.requires_grad_(False)  # unused: q_i(z) per example instead
     if config.decoder_bias == "data":
         train_x = dataset.train
         model.init_output_bias(train_x.mean()[None] if dataset.streamed else train_x)
@@ -205,6 +212,11 @@ def _check_data(dataset, config: Config) -> None:
         )
     if not dataset.streamed and not torch.isfinite(dataset.train).all():
         raise VaelabError(f"data {config.data!r} contains NaN or Inf; clean it first")
+    if config.inference == "local" and dataset.streamed:
+        raise VaelabError(
+            "--inference local keeps a posterior for every training example, in memory; "
+            "stream with the encoder (--inference amortized), or use --stream off"
+        )
     if config.arch == "conv" and dataset.kind != "images":
         raise VaelabError(
             f"--arch conv needs images, and {config.data!r} holds {dataset.kind} of shape "
@@ -307,7 +319,7 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
             # non-finite steps (skipped) are counted when the host next looks (`_check_bad`)
             sums = torch.zeros(5, dtype=torch.float64, device=device)
             pending: list[tuple[int, torch.Tensor]] = []
-            for step, x in enumerate(batches):
+            for step, (index, x) in enumerate(batches):
                 global_step = (epoch - 1) * steps_per_epoch + step
                 lr = config.lr * lr_factor(
                     config, global_step, total_steps, time.perf_counter() - run_start
@@ -315,7 +327,14 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 beta = kl_weight(config, epoch - 1 + step / steps_per_epoch)
-                if config.objective == "iwae":
+                rows = None
+                if config.inference == "local":  # classical SVI: q_i for each example i
+                    rows, qz = model.local.rows(index)
+                    terms = objectives.elbo(model, x, beta=beta, k=config.k, qz=qz)
+                elif config.inference == "semi-amortized":
+                    steps = config.refine_steps
+                    terms = semi_amortized_elbo(model, x, steps, beta, config.k, global_step)
+                elif config.objective == "iwae":
                     terms = objectives.iwae(model, x, k=config.k, beta=beta, grad=config.iwae_grad)
                 else:
                     terms = objectives.elbo(model, x, beta=beta, k=config.k)
@@ -326,15 +345,19 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                 loss.backward()
                 # the step touches the weights only when the loss and every gradient are
                 # finite: decided on the device (fused Adam skips the step), or by one host
-                # synchronisation per step where fused Adam is not available
+                # synchronisation per step where fused Adam is not available or per-example
+                # posteriors (--inference local) take their own step
+                grads = [p.grad for p in params] + ([rows.grad] if rows is not None else [])
                 finite = torch.stack(
-                    [torch.isfinite(loss)] + [torch.isfinite(p.grad).all() for p in params]
+                    [torch.isfinite(loss)] + [torch.isfinite(g).all() for g in grads]
                 ).all()
-                if fused:
+                if fused and rows is None:
                     optimizer.found_inf = (~finite).float()
                     optimizer.step()
                 elif finite.item():
                     optimizer.step()
+                    if rows is not None:
+                        model.local.adam_step(index, rows.grad, LOCAL_LR * lr / config.lr)
                 pending.append((step, finite))
                 b = len(x)
                 values = torch.stack(
@@ -366,7 +389,7 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
             train_seconds = time.perf_counter() - start
             mean_loss, elbo, rec, kl = (sums[:4] / max(seen, 1)).tolist()
             model.eval()
-            valid = evaluate_elbo(model, x_valid, seed=config.seed)
+            valid = _score(model, x_valid, config)
             if config.keep_best and valid["elbo"] > counters["best_elbo"]:
                 counters["best_elbo"], counters["best_epoch"] = valid["elbo"], epoch
                 save_weights(checkpoints / "best.safetensors", model)
@@ -431,9 +454,18 @@ def _check_bad(pending, epoch: int, counters: dict, checkpoints: Path, log) -> N
             )
 
 
+def _score(model, x, config) -> dict:
+    """ELBO, reconstruction and KL of ``x``: under the encoder's q, or, for a model trained
+    without one (``--inference local``), under per-datapoint q fitted to at most
+    ``LOCAL_SCORE_N`` of the examples (see :func:`vaelab.inference.evaluate_local`)."""
+    if config.inference == "local":
+        return evaluate_local(model, x[:LOCAL_SCORE_N], seed=config.seed)
+    return evaluate_elbo(model, x, seed=config.seed)
+
+
 def _summarise(model, dataset, config, binarization, metrics, n_params) -> dict:
     x_test = data_mod.eval_split(dataset, "test", binarization)
-    test = evaluate_elbo(model, x_test, seed=config.seed)
+    test = _score(model, x_test, config)
     kept = max(metrics, key=lambda m: m["valid_elbo"]) if config.keep_best else metrics[-1]
     return {
         "data": config.data,

@@ -233,20 +233,23 @@ def _streamed(path: Path, fractions) -> Dataset:
 
 
 def epoch_batches(x_train, batch_size: int, generator: torch.Generator, dynamic: bool, device):
-    """One epoch of shuffled training batches on ``device``, ``(<= batch_size, *x_shape)``.
+    """One epoch of shuffled training batches on ``device``: ``(index, x)`` pairs, ``x`` of
+    shape ``(<= batch_size, *x_shape)`` and ``index`` its rows of the training split.
 
     In memory: the whole split is binarized at once (with ``dynamic``), then indexed by one
-    random permutation. Streamed: blocks and windows (:meth:`StreamSplit.batches`).
+    random permutation. Streamed: blocks and windows (:meth:`StreamSplit.batches`), and
+    ``index`` is None.
     """
     if isinstance(x_train, StreamSplit):
         for x in x_train.batches(batch_size, generator, dynamic):
-            yield x.to(device)
+            yield None, x.to(device)
         return
     epoch_x = binarize(x_train, generator) if dynamic else x_train
     epoch_x = epoch_x.to(device)
     order = torch.randperm(len(x_train), generator=generator).to(device)
     for start in range(0, len(x_train), batch_size):
-        yield epoch_x[order[start : start + batch_size]]
+        index = order[start : start + batch_size]
+        yield index, epoch_x[index]
 
 
 def choose_likelihood(dataset: Dataset, likelihood: str, binarize: str) -> tuple[str, str, str]:
