@@ -410,9 +410,6 @@ def _plot(args) -> None:
     print(f"vaelab: {len(paths)} plots written to {plot_dir}")
 
 
-COMMANDS = {"train": _train, "eval": _eval, "gap": _gap, "sample": _sample, "plot": _plot}
-
-
 def _encode(args) -> None:
     from .device import resolve_device
     from .encode import encode
@@ -463,6 +460,7 @@ def _disentangle(args) -> None:
 COMMANDS = {
     "train": _train,
     "eval": _eval,
+    "gap": _gap,
     "sample": _sample,
     "plot": _plot,
     "encode": _encode,
