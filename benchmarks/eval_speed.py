@@ -25,7 +25,7 @@ from vaelab import data as data_mod
 from vaelab.evaluate import log_likelihood
 
 sys.path.insert(0, os.path.dirname(__file__))
-from throughput import matmul_bound_forward  # noqa: E402
+from throughput import forward_rows_per_sec  # noqa: E402
 
 
 def main() -> int:
@@ -48,7 +48,7 @@ def main() -> int:
     latent = model.latent_dim
     # per (image, z) pair the decoder runs latent->hidden->784 on 500 x 100 rows at a time;
     # the encoder's cost (once per image) is K times smaller and left out of the bound
-    bound = matmul_bound_forward(500 * 100, [(latent, hidden), (hidden, 784)])
+    bound = forward_rows_per_sec(500 * 100, [(latent, hidden), (hidden, 784)])
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     start = time.perf_counter()
     result = log_likelihood(model, x, k=args.k)

@@ -34,11 +34,10 @@ def mlp_shapes(hidden: int, latent: int) -> list[tuple[int, int]]:
     return [(784, hidden), (hidden, 2 * latent), (latent, hidden), (hidden, 784)]
 
 
-def matmul_bound(batch: int, shapes: list[tuple[int, int]], seconds: float = 2.0) -> dict:
-    """Measured GFLOP/s of the forward products at these shapes, and the implied bound on
-    training samples/s (forward + backward = 3 forward-sized products per layer)."""
-    mats = [(torch.randn(batch, i), torch.randn(i, o)) for i, o in shapes]
-    flops = sum(2 * batch * i * o for i, o in shapes)
+def forward_rows_per_sec(rows: int, shapes: list[tuple[int, int]], seconds: float = 2.0) -> float:
+    """Rows per second this machine pushes through the forward matrix products of layers of
+    these (in, out) shapes, ``rows`` at a time: measured, after one warm-up pass."""
+    mats = [(torch.randn(rows, i), torch.randn(i, o)) for i, o in shapes]
     for a, b in mats:  # warm-up
         a @ b
     n, start = 0, time.perf_counter()
@@ -46,22 +45,18 @@ def matmul_bound(batch: int, shapes: list[tuple[int, int]], seconds: float = 2.0
         for a, b in mats:
             a @ b
         n += 1
-    rate = n * flops / (time.perf_counter() - start)
-    return {"gflops": rate / 1e9, "bound_samples_per_sec": rate / (3 * flops / batch)}
-
-
-def matmul_bound_forward(rows: int, shapes: list[tuple[int, int]], seconds: float = 2.0) -> float:
-    """Rows per second the measured matrix-product rate allows for forward passes alone
-    through layers of these (in, out) shapes, ``rows`` at a time (e.g. evaluation)."""
-    a = [(torch.randn(rows, i), torch.randn(i, o)) for i, o in shapes]
-    for x, w in a:  # warm-up
-        x @ w
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for x, w in a:
-            x @ w
-        n += 1
     return n * rows / (time.perf_counter() - start)
+
+
+def matmul_bound(batch: int, shapes: list[tuple[int, int]], seconds: float = 2.0) -> dict:
+    """Measured GFLOP/s of the forward products at these shapes, and the implied bound on
+    training samples/s (forward + backward = 3 forward-sized products per layer)."""
+    rows_per_sec = forward_rows_per_sec(batch, shapes, seconds)
+    flops_per_row = sum(2 * i * o for i, o in shapes)
+    return {
+        "gflops": rows_per_sec * flops_per_row / 1e9,
+        "bound_samples_per_sec": rows_per_sec / 3,
+    }
 
 
 class ReferenceVAE(nn.Module):

@@ -66,3 +66,41 @@ def test_throughput_prints_all_three_rows_with_their_ratios(tmp_path):
         assert bound > 0 and reference > 0 and ours > 0
         assert abs(ratio - ours / reference) < 0.01 and abs(fraction - ours / bound) < 0.01
     assert any(line.startswith("| conv | 128 |") for line in result.stdout.splitlines())
+
+
+def test_eval_speed_prints_its_rate_against_the_bound_and_its_memory(tmp_path):
+    write_mnist_folder(tmp_path / "mnist", n_train=60, n_test=30, side=28)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "eval_speed.py"), "--n", "20", "--k", "50"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "VAELAB_DATA": str(tmp_path / "mnist")},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    row = result.stdout.strip().splitlines()[-1]
+    cells = [cell.strip() for cell in row.split("|")[1:-1]]
+    assert cells[:2] == ["20", "50"]
+    rate, bound, ratio = (float(c.replace(",", "")) for c in cells[4:7])
+    assert rate > 0 and bound > 0 and abs(ratio - rate / bound) < 0.01
+    assert float(cells[3]) >= 0 and float(cells[2]) > 0  # seconds, NLL in nats
+
+
+def test_stream_benchmark_trains_streamed_and_in_memory_and_prints_both(tmp_path):
+    write_mnist_folder(tmp_path / "mnist", n_train=1300, n_test=20, side=28)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "stream.py"), "--gb", "0.003",
+         "--work", str(tmp_path / "work")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "VAELAB_DATA": str(tmp_path / "mnist")},
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| stream")]
+    rows += [line for line in result.stdout.splitlines() if line.startswith("| in memory")]
+    assert len(rows) == 2
+    for row in rows:
+        rate, peak = (float(c.replace(",", "")) for c in row.split("|")[2:4])
+        assert rate > 0 and 0.05 < peak < 4
+    assert "streamed / in memory:" in result.stdout
