@@ -50,6 +50,7 @@ def test_two_epoch_cli_run_on_digits_writes_every_artefact(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert f"run written to {out}" in result.stdout
+    assert f"open {out / 'report.html'}" in result.stdout
     assert "epoch" in result.stderr  # the progress report
     assert {p.name for p in out.iterdir()} == {
         "config.toml",

@@ -173,6 +173,8 @@ def _complete(setup, config, out: Path, partial: Path, progress, log, resume: bo
         f"(reconstruction {summary['test']['reconstruction']:.2f}, KL {summary['test']['kl']:.2f})"
     )
     log(f"vaelab: run written to {out}/ ; plots in {out / 'plots'}/")
+    if (out / "report.html").is_file():
+        log(f"vaelab: open {out / 'report.html'} to see the run on one page")
     return out
 
 
