@@ -138,8 +138,8 @@ def load(
         if any(y is None for y in ys):
             ys = [None] * 3
         dataset = Dataset(path.stem, *xs, *ys, kind=parts[0][2], transform=parts[0][3])
-    elif path.suffix in (".npy", ".npz") and is_npy(path) and _stream(path, stream):
-        return _streamed(path, fractions)
+    elif (npy := _npy_header(path)) is not None and should_stream(npy, stream):
+        return _streamed(npy, fractions)
     else:
         x, y, kind, info = read_source(path, *options)
         if len(x) < 10:
@@ -216,13 +216,16 @@ def _standardize(dataset: Dataset, transform: dict | None) -> None:
     dataset.transform = transform
 
 
-def _stream(path: Path, stream: str) -> bool:
-    return should_stream(NpyFile.open(path), stream)
+def _npy_header(path: Path) -> NpyFile | None:
+    """The header of a bare ``.npy`` array (by content, whatever its suffix), else None."""
+    if path.suffix in (".npy", ".npz") and is_npy(path):
+        return NpyFile.open(path)
+    return None
 
 
-def _streamed(path: Path, fractions) -> Dataset:
+def _streamed(file: NpyFile, fractions) -> Dataset:
     """A ``.npy`` too large for memory: three :class:`StreamSplit` views of the file."""
-    file = NpyFile.open(path)
+    path = file.path
     check_dtype(path, file.dtype)
     x_shape, kind = example_shape(path, file.shape)
     check_values(file, images=kind == "images")
