@@ -131,3 +131,25 @@ def _iwae_dreg(qz, pz, z, log_px_z, log_k, kl) -> Terms:
     surrogate = (weights * log_w).sum(0)
     objective = bound + (surrogate - surrogate.detach())  # value L_K, gradient DReG
     return Terms(loss=-objective.mean(), elbo=bound, reconstruction=log_px_z.mean(0), kl=kl)
+
+
+def batch_terms(model, x: torch.Tensor, index: torch.Tensor, config, beta: float, step: int):
+    """The objective ``config`` names, on one training batch: ``(terms, rows)``.
+
+    ``x``: ``(B, *x_shape)``, the examples at positions ``index`` ``(B,)`` of the training
+    set; ``beta`` is the KL weight for this step (:func:`vaelab.schedules.kl_weight`).
+    ``rows`` is ``None`` unless the run keeps one posterior per training example
+    (``inference = "local"``): then it is the leaf tensor of the batch's posterior
+    parameters, whose gradient the loop applies itself.
+    """
+    from . import inference
+
+    if config.inference == "local":  # classical SVI: q_i for each example i
+        rows, qz = model.local.rows(index)
+        return elbo(model, x, beta=beta, k=config.k, qz=qz), rows
+    if config.inference == "semi-amortized":
+        steps = config.refine_steps
+        return inference.semi_amortized_elbo(model, x, steps, beta, config.k, step), None
+    if config.objective == "iwae":
+        return iwae(model, x, k=config.k, beta=beta, grad=config.iwae_grad), None
+    return elbo(model, x, beta=beta, k=config.k), None

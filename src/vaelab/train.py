@@ -43,7 +43,7 @@ from .config import Config, make_config, read_toml
 from .device import resolve_device
 from .errors import VaelabError
 from .evaluate import evaluate_elbo
-from .inference import evaluate_local, semi_amortized_elbo
+from .inference import evaluate_local
 from .model import VAE
 from .schedules import kl_weight, lr_factor
 
@@ -329,17 +329,7 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 beta = kl_weight(config, epoch - 1 + step / steps_per_epoch)
-                rows = None
-                if config.inference == "local":  # classical SVI: q_i for each example i
-                    rows, qz = model.local.rows(index)
-                    terms = objectives.elbo(model, x, beta=beta, k=config.k, qz=qz)
-                elif config.inference == "semi-amortized":
-                    steps = config.refine_steps
-                    terms = semi_amortized_elbo(model, x, steps, beta, config.k, global_step)
-                elif config.objective == "iwae":
-                    terms = objectives.iwae(model, x, k=config.k, beta=beta, grad=config.iwae_grad)
-                else:
-                    terms = objectives.elbo(model, x, beta=beta, k=config.k)
+                terms, rows = objectives.batch_terms(model, x, index, config, beta, global_step)
                 loss = terms.loss
                 if fault and (fault == (epoch, step) or fault[1] == -1 and epoch >= fault[0]):
                     loss = loss * math.nan
