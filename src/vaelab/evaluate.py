@@ -36,9 +36,10 @@ def evaluate_elbo(
     """Mean per-example ELBO, reconstruction E_q[log p(x|z)] and KL over ``x`` (nats).
 
     Also the standard error of the mean ELBO across examples (``elbo_se``). The z of batch j
-    are drawn right after seeding with (``seed``, j). With ``distributed``, in a torchrun
-    launch of W processes, rank r scores batches r, r + W, ... and the float64 sums are
-    added over the ranks: every rank returns the one-process result (to float rounding).
+    are drawn right after seeding with (``seed``, j), or ``seed`` for j = 0. With
+    ``distributed``, in a torchrun launch of W processes, rank r scores batches r, r + W, ...
+    and the float64 sums are added over the ranks: every rank returns the one-process
+    result (to float rounding).
     """
     device = next(model.parameters()).device
     sums = torch.zeros(4, dtype=torch.float64)
@@ -47,7 +48,9 @@ def evaluate_elbo(
         for batch_index, start in enumerate(range(0, len(x), batch_size)):
             if batch_index % world != rank:
                 continue
-            _seed_device(_block_seed(seed, batch_index, 0), device)
+            # batch 0 from ``seed`` itself: a set of up to batch_size examples scores as it
+            # did when one seed drew the noise of every batch in turn
+            _seed_device(_block_seed(seed, batch_index, 0) if batch_index else seed, device)
             xb = x[start : start + batch_size].to(device)
             terms = objectives.elbo(model, xb, k=k)
             e = terms.elbo.double().cpu()
