@@ -121,8 +121,13 @@ def on_main(action, *args):
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """``tensor`` summed over the ranks, in place (a no-op in one process)."""
-    if world_size() > 1:
-        dist.all_reduce(tensor)
+    if world_size() == 1:
+        return tensor
+    if dist.get_backend() == "nccl" and tensor.device.type == "cpu":  # NCCL: GPU tensors only
+        on_gpu = tensor.to(torch.device("cuda", torch.cuda.current_device()))
+        dist.all_reduce(on_gpu)
+        return tensor.copy_(on_gpu)
+    dist.all_reduce(tensor)
     return tensor
 
 
