@@ -187,28 +187,28 @@ def global_noise(rows: slice, total: int) -> Iterator[None]:
 
 
 class _Objective(nn.Module):
-    """The training objective as a module's forward, which DDP needs to hook the backward."""
+    """The training objective as a module's forward, which DDP needs to hook the backward.
+    The config is held here, not passed: DDP would copy every argument to the GPU."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, config):
         super().__init__()
         self.model = model
+        self.config = config
 
-    def forward(self, x, index, config, beta, step):
+    def forward(self, x, index, beta, step):
         from .objectives import batch_terms
 
-        return batch_terms(self.model, x, index, config, beta, step)
+        return batch_terms(self.model, x, index, self.config, beta, step)
 
 
-def objective(model: nn.Module, device: torch.device):
-    """``f(x, index, config, beta, step) -> (terms, rows)``: :func:`objectives.batch_terms`,
-    wrapped in DistributedDataParallel when there are several ranks (its backward then
-    averages the gradients over them)."""
+def objective(model: nn.Module, config, device: torch.device):
+    """``f(x, index, beta, step) -> (terms, rows)``: :func:`objectives.batch_terms` under
+    ``config``, wrapped in DistributedDataParallel when there are several ranks (its
+    backward then averages the gradients over them)."""
     if world_size() == 1:
-        from .objectives import batch_terms
-
-        return lambda *args: batch_terms(model, *args)
+        return _Objective(model, config).forward
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(_Objective(model), device_ids=ids)
+    return nn.parallel.DistributedDataParallel(_Objective(model, config), device_ids=ids)
 
 
 def broadcast_weights(model: nn.Module) -> None:

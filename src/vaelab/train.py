@@ -324,7 +324,7 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
             write_atomic(run_dir / "metrics.jsonl", text)
         log(f"vaelab: resuming {run_dir} after epoch {counters['epoch']}")
     # the objective; under torchrun wrapped in DDP, whose backward all-reduces the gradients
-    objective = distributed.objective(model, device)
+    objective = distributed.objective(model, config, device)
     fault = _fault_steps()
     # one bar over every step of the run (of the budget's seconds, under --minutes)
     bar = tqdm(
@@ -369,7 +369,7 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                     group["lr"] = lr
                 beta = kl_weight(config, epoch - 1 + step / steps_per_epoch)
                 with distributed.global_noise(share, n_global):
-                    terms, rows = objective(x, index, config, beta, global_step)
+                    terms, rows = objective(x, index, beta, global_step)
                 loss = terms.loss
                 if fault and (fault == (epoch, step) or fault[1] == -1 and epoch >= fault[0]):
                     loss = loss * math.nan
