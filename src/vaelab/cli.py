@@ -244,6 +244,7 @@ def _train(args) -> None:
             flag = "--" + given[0].replace("_", "-")
             raise VaelabError(f"--resume continues a run as it was configured; drop {flag}")
         resume(args.resume, progress=not args.quiet)
+        _leave_process_group()
         return
     base = preset(args.preset) if args.preset else {}
     if args.config:
@@ -252,6 +253,14 @@ def _train(args) -> None:
     overrides = {key: getattr(args, key) for key in FIELD_TYPES}
     config = make_config(base, **overrides)
     train(config, overwrite=args.overwrite, progress=not args.quiet)
+    _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """The process group of a torchrun launch, if any, closed after a finished run."""
+    from .distributed import close
+
+    close()
 
 
 def _eval(args) -> None:
@@ -271,11 +280,14 @@ def _eval(args) -> None:
             "with: fit q per image with vaelab.inference.fit_local and pass it to "
             "evaluate.importance_sampled_log_px(q=...), as benchmarks/amortization.py does"
         )
-    model = load(args.run, resolve_device(args.device))
+    from . import distributed
+
+    model = load(args.run, distributed.init(resolve_device(args.device)))  # torchrun: join
     dataset = data_mod.from_config(config, load_transform(args.run))
     x = data_mod.eval_split(dataset, args.split, config.resolved_binarize)
-    scores = evaluate.evaluate_elbo(model, x, seed=config.seed)
-    ll = evaluate.log_likelihood(model, x, k=args.k, seed=config.seed)
+    # under torchrun each process scores its share of the examples; all get the totals
+    scores = evaluate.evaluate_elbo(model, x, seed=config.seed, distributed=True)
+    ll = evaluate.log_likelihood(model, x, k=args.k, seed=config.seed, distributed=True)
     means, _, kls = evaluate.posterior_stats(model, x)
     result = {
         "run": str(args.run),
@@ -303,6 +315,10 @@ def _eval(args) -> None:
         nll = -ais_log_px(model, x, steps=args.ais, seed=config.seed)
         result["ais_nll_nats"] = nll.mean().item()
         result["ais_nll_se"] = (nll.std() / math.sqrt(len(nll))).item()
+    main = distributed.is_main()
+    distributed.close()
+    if not main:  # rank 0 prints for all
+        return
     if args.json:
         print(json.dumps(result))
         return

@@ -1,9 +1,11 @@
 """Scoring a trained model on a data split.
 
-The ELBO is averaged over examples with float64 sums; its noise comes from a fixed seed, so
-the same run evaluated twice gives the same numbers. The importance-sampled log-likelihood
-(Burda et al. 2015) does the same, in chunks over K and over the data so memory
-stays bounded whatever K is; ``active_units`` and ``bits_per_dim`` summarise it.
+The ELBO is averaged over examples with float64 sums; its noise comes from a fixed seed, drawn
+afresh for each batch of examples, so the same run evaluated twice gives the same numbers, and
+so do W processes of a torchrun launch that each score every W-th batch (``distributed``).
+The importance-sampled log-likelihood (Burda et al. 2015) does the same, in chunks over K
+and over the data so memory stays bounded whatever K is; ``active_units`` and
+``bits_per_dim`` summarise it.
 """
 
 from __future__ import annotations
@@ -24,17 +26,31 @@ SAMPLE_BLOCK = 128  # z is drawn in blocks of this many samples, each block from
 
 @torch.no_grad()
 def evaluate_elbo(
-    model, x: torch.Tensor, k: int = 1, batch_size: int = 1000, seed: int = 0
+    model,
+    x: torch.Tensor,
+    k: int = 1,
+    batch_size: int = 1000,
+    seed: int = 0,
+    distributed: bool = False,
 ) -> dict[str, float]:
     """Mean per-example ELBO, reconstruction E_q[log p(x|z)] and KL over ``x`` (nats).
 
-    Also the standard error of the mean ELBO across examples (``elbo_se``).
+    Also the standard error of the mean ELBO across examples (``elbo_se``). The z of batch j
+    are drawn right after seeding with (``seed``, j), or ``seed`` for j = 0. With
+    ``distributed``, in a torchrun launch of W processes, rank r scores batches r, r + W, ...
+    and the float64 sums are added over the ranks: every rank returns the one-process
+    result (to float rounding).
     """
     device = next(model.parameters()).device
     sums = torch.zeros(4, dtype=torch.float64)
+    rank, world = _ranks(distributed)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for start in range(0, len(x), batch_size):
+        for batch_index, start in enumerate(range(0, len(x), batch_size)):
+            if batch_index % world != rank:
+                continue
+            # batch 0 from ``seed`` itself: a set of up to batch_size examples scores as it
+            # did when one seed drew the noise of every batch in turn
+            _seed_device(_block_seed(seed, batch_index, 0) if batch_index else seed, device)
             xb = x[start : start + batch_size].to(device)
             terms = objectives.elbo(model, xb, k=k)
             e = terms.elbo.double().cpu()
@@ -46,6 +62,8 @@ def evaluate_elbo(
                     terms.kl.double().sum().cpu(),
                 ]
             )
+    if world > 1:
+        _all_reduce_sum(sums)
     n = len(x)
     mean = sums[0].item() / n
     var = max(sums[1].item() / n - mean * mean, 0.0)
@@ -75,6 +93,31 @@ def posterior_stats(model, x: torch.Tensor, batch_size: int = 1000):
 # --- importance-sampled log-likelihood ------------------------------------------------------
 
 
+def _ranks(distributed: bool) -> tuple[int, int]:
+    """(rank, world size) of a torchrun launch when ``distributed``, else (0, 1)."""
+    if not distributed:
+        return 0, 1
+    from . import distributed as dist_mod
+
+    return dist_mod.rank(), dist_mod.world_size()
+
+
+def _all_reduce_sum(tensor: torch.Tensor) -> None:
+    from . import distributed as dist_mod
+
+    with dist_mod.lost_contact():
+        dist_mod.all_reduce_sum(tensor)
+
+
+def _seed_device(seed: int, device: torch.device) -> None:
+    """Seed the generator that draws on ``device``: on the CPU only that one, since
+    torch.manual_seed also seeds every accelerator backend, which costs milliseconds."""
+    if device.type == "cpu":
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)
+
+
 def _block_seed(seed: int, batch_index: int, block_index: int) -> int:
     """A torch seed for one block of samples, well mixed from the three integers."""
     state = np.random.SeedSequence([seed, batch_index, block_index]).generate_state(2)
@@ -95,13 +138,7 @@ def _samples_from_q(
     pending: list[torch.Tensor] = []
     n_pending = 0
     for block in range(-(-k // SAMPLE_BLOCK)):
-        block_seed = _block_seed(seed, batch_index, block)
-        if device.type == "cpu":
-            # only the generator q draws from: torch.manual_seed also seeds every accelerator
-            # backend, which costs milliseconds a call, once per block
-            torch.default_generator.manual_seed(block_seed)
-        else:
-            torch.manual_seed(block_seed)
+        _seed_device(_block_seed(seed, batch_index, block), device)
         z = qz.sample((SAMPLE_BLOCK,))[: k - block * SAMPLE_BLOCK]
         while len(z):
             take = min(chunk - n_pending, len(z))
@@ -130,6 +167,7 @@ def importance_sampled_log_px(
     chunk: int = 500,
     seed: int = 0,
     q=None,
+    distributed: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-example importance-sampling estimate of log p(x) and its effective sample size.
 
@@ -154,6 +192,9 @@ def importance_sampled_log_px(
     q : the proposal, an inference object answering ``q.q_z(x, index)`` for the rows
         ``index`` of ``x`` (e.g. fitted :class:`vaelab.inference.LocalPosteriors`); by
         default the encoder.
+    distributed : in a torchrun launch of W processes, rank r estimates batches r, r + W,
+        ... and the ranks exchange their examples' estimates: every rank returns all N, the
+        same as one process computes (the samples depend on the batch, not on the rank).
 
     Returns
     -------
@@ -163,9 +204,14 @@ def importance_sampled_log_px(
     _check_positive(k=k, batch_size=batch_size, chunk=chunk)
     device = next(model.parameters()).device
     log_k = math.log(k)
-    log_px, ess = [], []
+    rank, world = _ranks(distributed)
+    # (log p^(x), ESS) of every example, float64; a rank fills in its batches' rows, and the
+    # zeros elsewhere make a sum over the ranks gather the whole
+    result = torch.zeros(2, len(x), dtype=torch.float64)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for batch_index, start in enumerate(range(0, len(x), batch_size)):
+            if batch_index % world != rank:
+                continue
             xb = x[start : start + batch_size].to(device)
             index = torch.arange(start, start + len(xb), device=device)
             qz = model.q_z(xb) if q is None else q.q_z(xb, index)
@@ -176,9 +222,11 @@ def importance_sampled_log_px(
                 log_w = (model.log_joint(xb, z) - qz.log_prob(z)).double()  # (chunk, B)
                 lse_w = torch.logaddexp(lse_w, torch.logsumexp(log_w, dim=0))
                 lse_w2 = torch.logaddexp(lse_w2, torch.logsumexp(2 * log_w, dim=0))
-            log_px.append((lse_w - log_k).cpu())
-            ess.append(torch.exp(2 * lse_w - lse_w2).cpu())
-    return torch.cat(log_px), torch.cat(ess)
+            result[0, start : start + len(xb)] = (lse_w - log_k).cpu()
+            result[1, start : start + len(xb)] = torch.exp(2 * lse_w - lse_w2).cpu()
+    if world > 1:
+        _all_reduce_sum(result)
+    return result[0], result[1]
 
 
 def log_likelihood(
@@ -188,11 +236,13 @@ def log_likelihood(
     batch_size: int = 100,
     chunk: int = 500,
     seed: int = 0,
+    distributed: bool = False,
 ) -> dict[str, float]:
     """The importance-sampled negative log-likelihood of ``x``, nats per example.
 
     -log p^(x) averaged over the N examples, with log p^(x) from
-    :func:`importance_sampled_log_px` (same arguments). Since E[log p^(x)] <= log p(x) this
+    :func:`importance_sampled_log_px` (same arguments; ``distributed`` splits the examples
+    across the processes of a torchrun launch). Since E[log p^(x)] <= log p(x) this
     is, in expectation, an upper bound on the true NLL.
 
     Returns
@@ -202,7 +252,9 @@ def log_likelihood(
     ``ess_mean`` and ``ess_min`` (effective sample size of the K weights, over examples),
     ``k`` and ``n``.
     """
-    log_px, ess = importance_sampled_log_px(model, x, k, batch_size, chunk, seed)
+    log_px, ess = importance_sampled_log_px(
+        model, x, k, batch_size, chunk, seed, distributed=distributed
+    )
     n = len(log_px)
     nll = -log_px
     return {

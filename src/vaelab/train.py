@@ -8,6 +8,10 @@ generators, the counters), from which :func:`resume` continues the run exactly: 
 a run killed at any point and resumed ends with the same weights, bit for bit, as one never
 stopped. A non-finite loss or gradient never reaches the weights: the batch is skipped, and
 after ``MAX_BAD_STEPS`` such batches the run stops with the last checkpoint intact.
+
+Launched by torchrun, the same loop runs data-parallel (:mod:`vaelab.distributed`): each
+process takes its share of every global batch, DDP averages the gradients, and rank 0 alone
+writes the run.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from . import data as data_mod
-from . import objectives
+from . import distributed
 from .checkpoint import (
     default_out,
     load_training_state,
@@ -67,11 +71,20 @@ def train(
     Every check a user's input can fail happens before anything is written.
     """
     config.validate()
+    log, progress = _quiet_unless_main(log, progress)
     out = Path(config.out) if config.out else default_out(config)
     config = dataclasses.replace(config, out=str(out))  # the caller's object stays as it was
     config, setup = _setup(config, log)
-    partial = prepare_out(out, overwrite)
+    # rank 0 makes the folder; its refusal (out exists, ...) stops every rank
+    partial = distributed.on_main(prepare_out, out, overwrite) or partial_of(out)
     return _complete(setup, config, out, partial, progress, log, resume=False)
+
+
+def _quiet_unless_main(log, progress):
+    """Under torchrun, ranks other than 0 print nothing and draw no progress bar."""
+    if distributed.launched() and os.environ.get("RANK", "0") != "0":
+        return (lambda _: None), False
+    return log, progress
 
 
 def resume(run: str | Path, progress: bool = True, log: Callable[[str], None] = print) -> Path:
@@ -81,6 +94,7 @@ def resume(run: str | Path, progress: bool = True, log: Callable[[str], None] = 
     bit; under a ``minutes`` budget, with the time it had left). A finished run is left as
     it is.
     """
+    log, progress = _quiet_unless_main(log, progress)
     out = Path(run)
     if out.name.endswith(".partial"):
         out = out.with_name(out.name[: -len(".partial")])
@@ -91,7 +105,8 @@ def resume(run: str | Path, progress: bool = True, log: Callable[[str], None] = 
             return out
         raise VaelabError(f"there is no unfinished run at {partial}; check the path")
     if (partial / "summary.json").is_file() and (partial / "model.safetensors").is_file():
-        _publish(partial, out)  # it was complete, stopped while being renamed into place
+        # it was complete, stopped while being renamed into place
+        distributed.on_main(_publish, partial, out)
         log(f"vaelab: {out} was complete; it is now in place")
         return out
     for name in ("config.toml", "metrics.jsonl"):
@@ -113,6 +128,8 @@ def _setup(config: Config, log):
     device = resolve_device(config.device)
     dataset = data_mod.from_config(config)
     _check_data(dataset, config)
+    # after the checks, so that a mistake stops every rank before any waits for another
+    device = distributed.init(device)
     likelihood, binarization, reason = data_mod.choose_likelihood(
         dataset, config.likelihood, config.binarize
     )
@@ -140,21 +157,27 @@ def _setup(config: Config, log):
 def _complete(setup, config, out: Path, partial: Path, progress, log, resume: bool) -> Path:
     """Fit, save, score, draw; then rename ``partial`` to ``out``."""
     model, dataset, binarization, device, n_params = setup
+    main = distributed.is_main()
     try:
-        if not resume:  # atomic, like every file of a run: --resume rebuilds from it
+        if not resume and main:  # atomic, like every file of a run: --resume rebuilds from it
             write_atomic(partial / "config.toml", config.to_toml())
             if dataset.transform:  # a table's standardization, to encode new rows alike
                 write_json(partial / "data.json", dataset.transform)
-        metrics = _fit(
-            model, dataset, config, binarization, device, partial, progress, log, resume
-        )
+        with distributed.lost_contact():  # every rank takes part until the test score
+            metrics = _fit(
+                model, dataset, config, binarization, device, partial, progress, log, resume
+            )
+            summary = _summarise(model, dataset, config, binarization, metrics, n_params)
+        if not main:
+            return out
         save_model(partial, model, config)
-        summary = _summarise(model, dataset, config, binarization, metrics, n_params)
         write_json(partial / "summary.json", summary)
         from .plots import draw_run
 
         draw_run(model, dataset, metrics, partial / "plots", binarization)
     except OSError as exc:  # a full disk, a folder made read-only under us, ...
+        if not main:
+            raise
         if (partial / "checkpoints" / "last.safetensors").is_file():
             hint = f"its last checkpoint is intact: make room, then --resume {out}"
         else:
@@ -218,6 +241,11 @@ def _check_data(dataset, config: Config) -> None:
         raise VaelabError(
             "--inference local keeps a posterior for every training example, in memory; "
             "stream with the encoder (--inference amortized), or use --stream off"
+        )
+    if distributed.launched() and (config.inference == "local" or config.minutes):
+        raise VaelabError(
+            "under torchrun, train with the encoder (no --inference local) and --epochs "
+            "(no --minutes): both would need state or clocks shared between processes"
         )
     if config.arch == "conv" and dataset.kind != "images":
         raise VaelabError(
@@ -286,13 +314,17 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
     checkpoints = run_dir / "checkpoints"
     counters = {"epoch": 0, "best_epoch": 0, "best_elbo": -math.inf, "elapsed": 0.0, "bad": 0}
     metrics: list[dict] = []
+    main = distributed.is_main()
     if resume:
         last = checkpoints / "last.safetensors"
         counters = load_training_state(last, model, optimizer, generator)
         metrics = _read_metrics(run_dir / "metrics.jsonl", counters["epoch"])
-        # the log cut back to the checkpoint, replaced atomically: a second kill loses nothing
-        write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+        if main:  # the log cut back to the checkpoint, atomically: a second kill loses nothing
+            text = "".join(json.dumps(m) + "\n" for m in metrics)
+            write_atomic(run_dir / "metrics.jsonl", text)
         log(f"vaelab: resuming {run_dir} after epoch {counters['epoch']}")
+    # the objective; under torchrun wrapped in DDP, whose backward all-reduces the gradients
+    objective = distributed.objective(model, config, device)
     fault = _fault_steps()
     # one bar over every step of the run (of the budget's seconds, under --minutes)
     bar = tqdm(
@@ -306,7 +338,8 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
     )
     run_start = time.perf_counter() - counters["elapsed"]
     params = [p for p in model.parameters() if p.requires_grad]
-    with bar, (run_dir / "metrics.jsonl").open("a" if resume else "w") as metrics_file:
+    metrics_path = run_dir / "metrics.jsonl" if main else Path(os.devnull)
+    with bar, metrics_path.open("a" if resume else "w") as metrics_file:
         for epoch in range(counters["epoch"] + 1, config.epochs + 1):
             start = time.perf_counter()
             elapsed = start - run_start
@@ -323,18 +356,25 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
             pending: list[tuple[int, torch.Tensor]] = []
             for step, (index, x) in enumerate(batches):
                 global_step = (epoch - 1) * steps_per_epoch + step
+                distributed.fault(global_step)
+                # this rank's rows of the global batch (all of them in one process), and
+                # the weight that makes DDP's average of the ranks' gradients the batch's
+                share, weight = distributed.shard(len(x))
+                n_global = len(x)
+                x, index = x[share], None if index is None else index[share]
                 lr = config.lr * lr_factor(
                     config, global_step, total_steps, time.perf_counter() - run_start
                 )
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 beta = kl_weight(config, epoch - 1 + step / steps_per_epoch)
-                terms, rows = objectives.batch_terms(model, x, index, config, beta, global_step)
+                with distributed.global_noise(share, n_global):
+                    terms, rows = objective(x, index, beta, global_step)
                 loss = terms.loss
                 if fault and (fault == (epoch, step) or fault[1] == -1 and epoch >= fault[0]):
                     loss = loss * math.nan
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss if weight == 1.0 else loss * weight).backward()
                 # the step touches the weights only when the loss and every gradient are
                 # finite: decided on the device (fused Adam skips the step), or by one host
                 # synchronisation per step where fused Adam is not available or per-example
@@ -343,6 +383,7 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                 finite = torch.stack(
                     [torch.isfinite(loss)] + [torch.isfinite(g).all() for g in grads]
                 ).all()
+                finite = distributed.all_finite(finite)  # every rank steps, or none does
                 if fused and rows is None:
                     optimizer.found_inf = (~finite).float()
                     optimizer.step()
@@ -351,7 +392,7 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                     if rows is not None:
                         model.local.adam_step(index, rows.grad, LOCAL_LR * lr / config.lr)
                 pending.append((step, finite))
-                b = len(x)
+                b = len(x) if weight > 0 else 0
                 values = torch.stack(
                     [
                         loss.detach() * b,
@@ -362,6 +403,8 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                         torch.tensor(float(b), device=device),
                     ]
                 ).double()
+                if weight == 0:  # a stand-in row (more ranks than rows): counts for nothing
+                    values = torch.zeros_like(values)
                 sums += torch.where(finite, values, torch.zeros_like(values))
                 if not config.minutes:
                     bar.update()
@@ -377,6 +420,7 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                             refresh=config.minutes > 0,
                         )
             _check_bad(pending, epoch, counters, checkpoints, log)
+            distributed.all_reduce_sum(sums)  # the epoch's metrics over every rank's rows
             seen = int(sums[4].item())
             train_seconds = time.perf_counter() - start
             mean_loss, elbo, rec, kl = (sums[:4] / max(seen, 1)).tolist()
@@ -384,7 +428,8 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
             valid = _score(model, x_valid, config)
             if config.keep_best and valid["elbo"] > counters["best_elbo"]:
                 counters["best_elbo"], counters["best_epoch"] = valid["elbo"], epoch
-                save_weights(checkpoints / "best.safetensors", model)
+                if main:
+                    save_weights(checkpoints / "best.safetensors", model)
             record = {
                 "epoch": epoch,
                 "train_loss": mean_loss,
@@ -404,7 +449,7 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
             metrics_file.flush()
             counters["epoch"] = epoch
             counters["elapsed"] = time.perf_counter() - run_start
-            if config.checkpoint_every and epoch % config.checkpoint_every == 0:
+            if main and config.checkpoint_every and epoch % config.checkpoint_every == 0:
                 save_training_state(
                     checkpoints / "last.safetensors", model, optimizer, generator, counters
                 )
@@ -416,7 +461,9 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                     file=sys.stderr,
                 )
     if config.keep_best and 0 < counters["best_epoch"] != len(metrics):
-        model.load_state_dict(load_weights(checkpoints / "best.safetensors"))
+        if main:
+            model.load_state_dict(load_weights(checkpoints / "best.safetensors"))
+        distributed.broadcast_weights(model)  # the file is rank 0's
         log(
             f"vaelab: keeping the weights of epoch {counters['best_epoch']}, "
             "the best validation ELBO"
@@ -452,7 +499,7 @@ def _score(model, x, config) -> dict:
     ``LOCAL_SCORE_N`` of the examples (see :func:`vaelab.inference.evaluate_local`)."""
     if config.inference == "local":
         return evaluate_local(model, x[:LOCAL_SCORE_N], seed=config.seed)
-    return evaluate_elbo(model, x, seed=config.seed)
+    return evaluate_elbo(model, x, seed=config.seed, distributed=True)
 
 
 def _summarise(model, dataset, config, binarization, metrics, n_params) -> dict:
