@@ -43,6 +43,7 @@ from .config import Config, make_config, read_toml
 from .device import resolve_device
 from .errors import VaelabError
 from .evaluate import evaluate_elbo
+from .factor import Critic
 from .inference import evaluate_local
 from .model import VAE
 from .schedules import kl_weight, lr_factor
@@ -286,9 +287,11 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
     checkpoints = run_dir / "checkpoints"
     counters = {"epoch": 0, "best_epoch": 0, "best_elbo": -math.inf, "elapsed": 0.0, "bad": 0}
     metrics: list[dict] = []
+    # FactorVAE: the discriminator that estimates TC(z), with its own Adam (vaelab.factor)
+    critic = Critic(config.latent_dim, device) if config.factor_gamma else None
     if resume:
         last = checkpoints / "last.safetensors"
-        counters = load_training_state(last, model, optimizer, generator)
+        counters = load_training_state(last, model, optimizer, generator, critic)
         metrics = _read_metrics(run_dir / "metrics.jsonl", counters["epoch"])
         # the log cut back to the checkpoint, replaced atomically: a second kill loses nothing
         write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
@@ -329,7 +332,9 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 beta = kl_weight(config, epoch - 1 + step / steps_per_epoch)
-                terms, rows = objectives.batch_terms(model, x, index, config, beta, global_step)
+                terms, rows = objectives.batch_terms(
+                    model, x, index, config, beta, global_step, n_data=n, critic=critic
+                )
                 loss = terms.loss
                 if fault and (fault == (epoch, step) or fault[1] == -1 and epoch >= fault[0]):
                     loss = loss * math.nan
@@ -350,6 +355,8 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                     optimizer.step()
                     if rows is not None:
                         model.local.adam_step(index, rows.grad, LOCAL_LR * lr / config.lr)
+                if critic is not None:  # FactorVAE: then the discriminator's own step
+                    critic.step(model, x)
                 pending.append((step, finite))
                 b = len(x)
                 values = torch.stack(
@@ -406,7 +413,7 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
             counters["elapsed"] = time.perf_counter() - run_start
             if config.checkpoint_every and epoch % config.checkpoint_every == 0:
                 save_training_state(
-                    checkpoints / "last.safetensors", model, optimizer, generator, counters
+                    checkpoints / "last.safetensors", model, optimizer, generator, counters, critic
                 )
             if progress:
                 bar.write(
