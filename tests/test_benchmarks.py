@@ -104,3 +104,21 @@ def test_stream_benchmark_trains_streamed_and_in_memory_and_prints_both(tmp_path
         rate, peak = (float(c.replace(",", "")) for c in row.split("|")[2:4])
         assert rate > 0 and 0.05 < peak < 4
     assert "streamed / in memory:" in result.stdout
+
+
+def test_disentangle_trains_one_model_briefly_and_prints_its_metrics(tmp_path):
+    out = tmp_path / "bench"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "disentangle.py"), "--models", "tcvae6",
+         "--minutes", "0.01", "--n", "20", "--trees", "2", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    row = result.stdout.strip().splitlines()[-1]
+    assert row.startswith("| β-TCVAE, TC weight 6 | 1 |")
+    record = json.loads((out / "benchmark.json").read_text())["rows"][0]
+    assert record["tc_beta"] == 6.0 and record["epochs"] == 1
+    assert all(0 <= record[k] <= 1 for k in ("mig", "beta_vae", "dci_disentanglement"))
+    assert (out / "tcvae6" / "plots" / "traversals.png").is_file()

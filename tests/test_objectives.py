@@ -156,3 +156,109 @@ def test_dreg_refuses_a_tempered_bound():
     model, marginal = _learnable_linear_vae()
     with pytest.raises(ValueError, match="beta must be 1"):
         obj.iwae(model, marginal.sample((2,)), k=4, beta=0.5, grad="dreg")
+
+
+# --- beta-TCVAE: the KL split into MI, TC and dimension-wise KL (Chen et al. 2018) -----------
+
+
+def _gaussian_batch(m=4, d=3, k=2, seed=0):
+    """A diagonal Gaussian q(z|x_j) for each of ``m`` examples, and ``k`` samples of each."""
+    torch.manual_seed(seed)
+    loc = torch.randn(m, d, dtype=torch.float64)
+    scale = torch.rand(m, d, dtype=torch.float64) + 0.5
+    qz = Independent(Normal(loc, scale), 1)
+    return qz, qz.sample((k,))
+
+
+def _log_normal(z, loc, scale):
+    return -0.5 * ((z - loc) / scale) ** 2 - math.log(scale) - 0.5 * math.log(2 * math.pi)
+
+
+def test_mi_tc_and_dimension_wise_kl_sum_to_the_log_ratio_exactly():
+    qz, z = _gaussian_batch()
+    pz = StandardNormal(3)().base_dist
+    pz = Independent(Normal(pz.loc.double(), pz.scale.double()), 1)
+    mi, tc, dim_kl = obj.tc_decomposition(qz, pz, z, n_data=1000)
+    assert mi.shape == tc.shape == dim_kl.shape == (2, 4)
+    log_ratio = qz.log_prob(z) - pz.log_prob(z)
+    assert torch.allclose(mi + tc + dim_kl, log_ratio, rtol=0, atol=1e-12)
+
+
+def test_minibatch_weighted_sampling_is_the_papers_formula_term_by_term():
+    n_data, m, d = 1000, 4, 3
+    qz, z = _gaussian_batch(m, d)
+    pz = Independent(Normal(torch.zeros(d).double(), torch.ones(d).double()), 1)
+    mi, tc, _ = obj.tc_decomposition(qz, pz, z, n_data)
+    log_qz = qz.log_prob(z) - mi  # the estimate of log q(z) the decomposition used
+    log_prod = log_qz - tc  # and of sum_d log q(z_d)
+    loc, scale = qz.base_dist.loc.tolist(), qz.base_dist.scale.tolist()
+    for k in range(2):
+        for i in range(m):
+            zi = z[k, i].tolist()
+            # log (1 / (N M)) sum_j prod_d q(z_id | x_j), and per dimension, in plain floats
+            joint = sum(
+                math.exp(sum(_log_normal(zi[e], loc[j][e], scale[j][e]) for e in range(d)))
+                for j in range(m)
+            )
+            marginals = [
+                sum(math.exp(_log_normal(zi[e], loc[j][e], scale[j][e])) for j in range(m))
+                for e in range(d)
+            ]
+            assert log_qz[k, i].item() == pytest.approx(math.log(joint / (n_data * m)), abs=1e-9)
+            expected = sum(math.log(s / (n_data * m)) for s in marginals)
+            assert log_prod[k, i].item() == pytest.approx(expected, abs=1e-9)
+
+
+def test_with_the_whole_data_set_as_batch_the_estimate_is_the_aggregate_posterior_less_log_n():
+    """N = M: q(z) = (1/N) sum_n q(z|x_n) is computable by brute force, and MWS's estimate of
+    log q(z) (and of each log q(z_d)) is it minus log N exactly: the known bias, in constants."""
+    n, d = 5, 3
+    qz, z = _gaussian_batch(n, d, k=1)
+    pz = Independent(Normal(torch.zeros(d).double(), torch.ones(d).double()), 1)
+    mi, tc, dim_kl = obj.tc_decomposition(qz, pz, z, n_data=n)
+    base = qz.base_dist
+    true_qz = torch.stack([qz.log_prob(zi.expand(n, d)) for zi in z[0]]).exp().mean(1).log()
+    true_qzd = torch.stack(
+        [Normal(base.loc, base.scale).log_prob(zi.expand(n, d)) for zi in z[0]]
+    ).exp().mean(1).log().sum(-1)  # fmt: skip
+    true_mi = qz.log_prob(z)[0] - true_qz
+    true_tc = true_qz - true_qzd
+    true_dim_kl = true_qzd - pz.log_prob(z)[0]
+    log_n = math.log(n)
+    assert torch.allclose(mi[0], true_mi + log_n, atol=1e-10)
+    assert torch.allclose(tc[0], true_tc + (d - 1) * log_n, atol=1e-10)
+    assert torch.allclose(dim_kl[0], true_dim_kl - d * log_n, atol=1e-10)
+
+
+def _tiny_vae(d=3, p=5):
+    torch.manual_seed(0)
+    encoder = _Affine(torch.randn(d, p), torch.zeros(d), torch.full((d,), -1.0))
+    return VAE(encoder, nn.Linear(d, p), StandardNormal(d), GaussianLikelihood((p,)), (p,))
+
+
+def test_beta_tc_at_tc_beta_one_is_the_negative_elbo_with_a_monte_carlo_kl():
+    model, x = _tiny_vae(), torch.randn(8, 5)
+    torch.manual_seed(1)
+    terms = obj.beta_tc(model, x, tc_beta=1.0, n_data=100)
+    torch.manual_seed(1)
+    qz = model.q_z(x)
+    z = qz.rsample((1,))
+    reconstruction = model.p_x(z).log_prob(x).mean(0)
+    log_ratio = (qz.log_prob(z) - model.p_z().log_prob(z)).mean(0)
+    assert torch.allclose(terms.loss, -(reconstruction - log_ratio).mean(), atol=1e-5)
+    # elbo and kl are the ordinary ones (closed-form KL): the logged numbers stay bounds
+    kl = obj.kl_term(qz, model.p_z(), z)
+    assert torch.allclose(terms.reconstruction, reconstruction)
+    assert torch.allclose(terms.kl, kl) and torch.allclose(terms.elbo, reconstruction - kl)
+
+
+def test_beta_tc_loss_grows_by_the_extra_weight_on_tc():
+    model, x = _tiny_vae(), torch.randn(8, 5)
+    losses = []
+    for tc_beta in (1.0, 6.0):
+        torch.manual_seed(1)
+        losses.append(obj.beta_tc(model, x, tc_beta=tc_beta, n_data=100, k=3).loss)
+    torch.manual_seed(1)
+    qz = model.q_z(x)
+    _, tc, _ = obj.tc_decomposition(qz, model.p_z(), qz.rsample((3,)), 100)
+    assert torch.allclose(losses[1] - losses[0], 5 * tc.mean(), atol=1e-4)

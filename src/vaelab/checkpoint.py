@@ -182,15 +182,20 @@ def save_training_state(
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
     counters: dict[str, Any],
+    critic=None,
 ) -> None:
     """One safetensors file with the weights, the optimizer's moments, the random-number
     generators' states (the global one that draws z, and ``generator``, which orders and
     binarizes the data) and the loop's ``counters`` (JSON in the header). Written atomically.
+    A FactorVAE run's ``critic`` (:class:`vaelab.factor.Critic`) adds its discriminator's
+    weights and Adam's moments, under ``critic.``.
     """
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    for index, state in optimizer.state_dict()["state"].items():
-        for name, value in state.items():
-            tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).detach().cpu().clone()
+    tensors.update(_optim_tensors("optim.", optimizer))
+    if critic is not None:
+        for k, v in critic.discriminator.state_dict().items():
+            tensors[f"critic.weights.{k}"] = v.detach().cpu().contiguous()
+        tensors.update(_optim_tensors("critic.optim.", critic.optimizer))
     tensors["rng.global"] = torch.get_rng_state()
     tensors["rng.data"] = generator.get_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -204,9 +209,11 @@ def load_training_state(
     model: VAE,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
+    critic=None,
 ) -> dict[str, Any]:
-    """Restore what :func:`save_training_state` wrote into ``model``, ``optimizer`` and the
-    generators; return the counters. A file that does not fit raises :class:`VaelabError`."""
+    """Restore what :func:`save_training_state` wrote into ``model``, ``optimizer``, the
+    generators and ``critic``; return the counters. A file that does not fit raises
+    :class:`VaelabError`."""
     path = Path(path)
     metadata, tensors = _read_safetensors(path, what="training checkpoint")
     try:
@@ -224,18 +231,39 @@ def load_training_state(
         )
     model.load_state_dict(weights)
     device = next(model.parameters()).device
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value.to(device) if value.ndim else value
-    groups = optimizer.state_dict()["param_groups"]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    _load_optim("optim.", tensors, optimizer, device)
+    if critic is not None:
+        prefix = "critic.weights."
+        critic_weights = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if critic_weights.keys() != critic.discriminator.state_dict().keys():
+            raise VaelabError(f"{path} holds no discriminator for this FactorVAE run")
+        critic.discriminator.load_state_dict(critic_weights)
+        _load_optim("critic.optim.", tensors, critic.optimizer, device)
     torch.set_rng_state(tensors["rng.global"])
     generator.set_state(tensors["rng.data"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
     return counters
+
+
+def _optim_tensors(prefix: str, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """An optimizer's per-parameter state as flat tensors ``PREFIX{index}.{name}``."""
+    tensors = {}
+    for index, state in optimizer.state_dict()["state"].items():
+        for name, value in state.items():
+            tensors[f"{prefix}{index}.{name}"] = torch.as_tensor(value).detach().cpu().clone()
+    return tensors
+
+
+def _load_optim(prefix: str, tensors: dict, optimizer: torch.optim.Optimizer, device) -> None:
+    """Put back the state :func:`_optim_tensors` flattened (its hyperparameters stay)."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            index, name = key[len(prefix) :].split(".", 1)
+            state.setdefault(int(index), {})[name] = value.to(device) if value.ndim else value
+    groups = optimizer.state_dict()["param_groups"]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
 def save_weights(path: str | Path, model: VAE) -> None:

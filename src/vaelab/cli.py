@@ -151,6 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run folder to write (default runs/DATA-TIMESTAMP)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--tc-beta",
+        type=float,
+        help="beta-TCVAE (Chen et al. 2018): weight of the total correlation, e.g. 6 (0: off)",
+    )
+    t.add_argument(
+        "--factor-gamma",
+        type=float,
+        help="FactorVAE (Kim & Mnih 2018): weight of the discriminator's TC, e.g. 10 (0: off)",
+    )
 
     e = sub.add_parser("eval", help="score a run on its test split")
     e.add_argument("run")

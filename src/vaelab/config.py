@@ -48,7 +48,10 @@ class Config:
     stopping); ``iwae_grad = "dreg"`` uses the doubly reparameterized encoder gradient
     (Tucker et al. 2018) under the IWAE objective; ``inference = "local"`` trains the decoder
     with one Gaussian q_i per training example instead of an encoder, ``"semi-amortized"``
-    refines the encoder's q by ``refine_steps`` Adam steps on each batch's ELBO.
+    refines the encoder's q by ``refine_steps`` Adam steps on each batch's ELBO;
+    ``tc_beta`` > 0 trains a beta-TCVAE (Chen et al. 2018) with that weight on the total
+    correlation, ``factor_gamma`` > 0 a FactorVAE (Kim & Mnih 2018) with that weight on the
+    discriminator's total correlation estimate (0: off, both).
     """
 
     data: str = "digits"
@@ -88,6 +91,8 @@ class Config:
     binarize: str = "auto"
     device: str = "auto"
     out: str = ""
+    tc_beta: float = 0.0
+    factor_gamma: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -146,6 +151,22 @@ class Config:
         parse_split(self.split)
         if self.shared_sigma and not self.learn_sigma:
             raise VaelabError("--shared-sigma needs --learn-sigma (a fixed sigma is shared)")
+        self._validate_disentangling()
+
+    def _validate_disentangling(self) -> None:
+        """beta-TCVAE and FactorVAE: the total correlation of the encoder's q over a batch."""
+        for name in ("tc_beta", "factor_gamma"):
+            if not getattr(self, name) >= 0:
+                raise VaelabError(f"{name} must be >= 0 (got {getattr(self, name)}); 0 is off")
+        if self.tc_beta and self.factor_gamma:
+            raise VaelabError("--tc-beta and --factor-gamma are two objectives; choose one")
+        flag = "--tc-beta" if self.tc_beta else "--factor-gamma" if self.factor_gamma else ""
+        if flag and self.inference != "amortized":
+            raise VaelabError(
+                f"{flag} penalises the encoder's aggregate posterior: use --inference amortized"
+            )
+        if flag and self.objective != "elbo":
+            raise VaelabError(f"{flag} modifies the ELBO: use --objective elbo")
 
     @property
     def resolved_binarize(self) -> str:
@@ -221,7 +242,7 @@ def make_config(base: dict[str, Any] | None = None, **overrides: Any) -> Config:
         raise VaelabError(f"unknown configuration key(s): {', '.join(map(repr, unknown))}")
     if isinstance(values.get("lr"), int) and not isinstance(values.get("lr"), bool):
         values["lr"] = float(values["lr"])
-    for key in ("beta", "sigma", "minutes", "adam_eps"):
+    for key in ("beta", "sigma", "minutes", "adam_eps", "tc_beta", "factor_gamma"):
         if isinstance(values.get(key), int) and not isinstance(values.get(key), bool):
             values[key] = float(values[key])
     return Config(**values)

@@ -195,16 +195,16 @@ class _Objective(nn.Module):
         self.model = model
         self.config = config
 
-    def forward(self, x, index, beta, step):
+    def forward(self, x, index, beta, step, **options):
         from .objectives import batch_terms
 
-        return batch_terms(self.model, x, index, self.config, beta, step)
+        return batch_terms(self.model, x, index, self.config, beta, step, **options)
 
 
 def objective(model: nn.Module, config, device: torch.device):
-    """``f(x, index, beta, step) -> (terms, rows)``: :func:`objectives.batch_terms` under
-    ``config``, wrapped in DistributedDataParallel when there are several ranks (its
-    backward then averages the gradients over them)."""
+    """``f(x, index, beta, step, **options) -> (terms, rows)``:
+    :func:`objectives.batch_terms` under ``config``, wrapped in DistributedDataParallel when
+    there are several ranks (its backward then averages the gradients over them)."""
     if world_size() == 1:
         return _Objective(model, config).forward
     ids = [device.index] if device.type == "cuda" else None

@@ -47,6 +47,7 @@ from .config import Config, make_config, read_toml
 from .device import resolve_device
 from .errors import VaelabError
 from .evaluate import evaluate_elbo
+from .factor import Critic
 from .inference import evaluate_local
 from .model import VAE
 from .schedules import kl_weight, lr_factor
@@ -242,10 +243,13 @@ def _check_data(dataset, config: Config) -> None:
             "--inference local keeps a posterior for every training example, in memory; "
             "stream with the encoder (--inference amortized), or use --stream off"
         )
-    if distributed.launched() and (config.inference == "local" or config.minutes):
+    if distributed.launched() and (
+        config.inference == "local" or config.minutes or config.factor_gamma
+    ):
         raise VaelabError(
-            "under torchrun, train with the encoder (no --inference local) and --epochs "
-            "(no --minutes): both would need state or clocks shared between processes"
+            "under torchrun, train with the encoder (no --inference local), --epochs "
+            "(no --minutes) and no --factor-gamma: each would need state or clocks shared "
+            "between processes"
         )
     if config.arch == "conv" and dataset.kind != "images":
         raise VaelabError(
@@ -315,9 +319,11 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
     counters = {"epoch": 0, "best_epoch": 0, "best_elbo": -math.inf, "elapsed": 0.0, "bad": 0}
     metrics: list[dict] = []
     main = distributed.is_main()
+    # FactorVAE: the discriminator that estimates TC(z), with its own Adam (vaelab.factor)
+    critic = Critic(config.latent_dim, device) if config.factor_gamma else None
     if resume:
         last = checkpoints / "last.safetensors"
-        counters = load_training_state(last, model, optimizer, generator)
+        counters = load_training_state(last, model, optimizer, generator, critic)
         metrics = _read_metrics(run_dir / "metrics.jsonl", counters["epoch"])
         if main:  # the log cut back to the checkpoint, atomically: a second kill loses nothing
             text = "".join(json.dumps(m) + "\n" for m in metrics)
@@ -369,7 +375,7 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                     group["lr"] = lr
                 beta = kl_weight(config, epoch - 1 + step / steps_per_epoch)
                 with distributed.global_noise(share, n_global):
-                    terms, rows = objective(x, index, beta, global_step)
+                    terms, rows = objective(x, index, beta, global_step, n_data=n, critic=critic)
                 loss = terms.loss
                 if fault and (fault == (epoch, step) or fault[1] == -1 and epoch >= fault[0]):
                     loss = loss * math.nan
@@ -391,6 +397,8 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                     optimizer.step()
                     if rows is not None:
                         model.local.adam_step(index, rows.grad, LOCAL_LR * lr / config.lr)
+                if critic is not None:  # FactorVAE: then the discriminator's own step
+                    critic.step(model, x)
                 pending.append((step, finite))
                 b = len(x) if weight > 0 else 0
                 values = torch.stack(
@@ -451,7 +459,7 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
             counters["elapsed"] = time.perf_counter() - run_start
             if main and config.checkpoint_every and epoch % config.checkpoint_every == 0:
                 save_training_state(
-                    checkpoints / "last.safetensors", model, optimizer, generator, counters
+                    checkpoints / "last.safetensors", model, optimizer, generator, counters, critic
                 )
             if progress:
                 bar.write(
