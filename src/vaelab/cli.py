@@ -78,9 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--activation", choices=["relu", "tanh"], help="MLP hidden units (relu)")
     t.add_argument(
         "--likelihood",
-        choices=["auto", "bernoulli", "gaussian"],
+        choices=["auto", "bernoulli", "gaussian", "continuous-bernoulli", "logistic"],
         help="auto (default) follows the data: Gaussian for tables and real values, "
-        "Bernoulli for [0, 1] images",
+        "Bernoulli for [0, 1] images; continuous-bernoulli for grey levels in [0, 1], "
+        "logistic (discretized, 256 levels) for 8-bit images",
     )
     t.add_argument("--sigma", type=float, help="Gaussian likelihood: fixed sigma (default 0.1)")
     t.add_argument(
@@ -151,6 +152,38 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run folder to write (default runs/DATA-TIMESTAMP)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--kl-schedule",
+        choices=["linear", "cyclical"],
+        help="linear: warm-up over --kl-warmup epochs; cyclical: --kl-cycles ramps over "
+        "--epochs (Fu et al. 2019)",
+    )
+    t.add_argument("--kl-cycles", type=int, help="cyclical KL schedule: cycles (default 4)")
+    t.add_argument(
+        "--free-bits",
+        type=float,
+        metavar="LAMBDA",
+        help="floor, in nats, on each latent dimension's batch-mean KL in the loss "
+        "(Kingma et al. 2016)",
+    )
+    t.add_argument(
+        "--prior",
+        choices=["normal", "mog", "vamp"],
+        help="p(z): standard normal (default), learned mixture of Gaussians, or VampPrior "
+        "(Tomczak & Welling 2018)",
+    )
+    t.add_argument(
+        "--prior-components",
+        type=int,
+        metavar="K",
+        help="mixture components of --prior mog (default 10) or pseudo-inputs of vamp (500)",
+    )
+    t.add_argument(
+        "--logistic-components",
+        type=int,
+        metavar="M",
+        help="--likelihood logistic: mixture components per pixel (default 1)",
+    )
 
     e = sub.add_parser("eval", help="score a run on its test split")
     e.add_argument("run")

@@ -23,7 +23,7 @@ else:  # pragma: no cover - Python 3.10
 CHOICES: dict[str, tuple[str, ...]] = {
     "arch": ("mlp", "conv", "linear"),
     "activation": ("relu", "tanh"),
-    "likelihood": ("auto", "bernoulli", "gaussian"),
+    "likelihood": ("auto", "bernoulli", "gaussian", "continuous-bernoulli", "logistic"),
     "binarize": ("auto", "dynamic", "static", "none"),
     "objective": ("elbo", "iwae"),
     "iwae_grad": ("standard", "dreg"),
@@ -32,6 +32,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda", "mps"),
     "stream": ("auto", "on", "off"),
     "inference": ("amortized", "local", "semi-amortized"),
+    "kl_schedule": ("linear", "cyclical"),
+    "prior": ("normal", "mog", "vamp"),
 }
 
 
@@ -88,6 +90,12 @@ class Config:
     binarize: str = "auto"
     device: str = "auto"
     out: str = ""
+    kl_schedule: str = "linear"
+    kl_cycles: int = 4
+    free_bits: float = 0.0
+    prior: str = "normal"
+    prior_components: int = 0
+    logistic_components: int = 1
 
     def __post_init__(self) -> None:
         self.validate()
@@ -146,6 +154,46 @@ class Config:
         parse_split(self.split)
         if self.shared_sigma and not self.learn_sigma:
             raise VaelabError("--shared-sigma needs --learn-sigma (a fixed sigma is shared)")
+        self._validate_objective_options()
+
+    def _validate_objective_options(self) -> None:
+        """The KL schedule and free bits (issue 6)."""
+        if self.kl_cycles < 1:
+            raise VaelabError(f"kl_cycles must be >= 1 (got {self.kl_cycles})")
+        if self.kl_schedule == "cyclical":
+            if self.minutes:
+                raise VaelabError(
+                    "--kl-schedule cyclical spreads its cycles over --epochs; drop --minutes "
+                    "or use --kl-schedule linear"
+                )
+            if self.iwae_grad == "dreg":
+                raise VaelabError("--iwae-grad dreg needs beta = 1: no --kl-schedule cyclical")
+        if not self.free_bits >= 0:
+            raise VaelabError(f"free_bits must be >= 0 nats (got {self.free_bits})")
+        if self.free_bits and (self.objective != "elbo" or self.inference != "amortized"):
+            raise VaelabError(
+                "--free-bits floors the KL of the ELBO: use it with --objective elbo and "
+                "--inference amortized"
+            )
+        if self.free_bits and self.prior != "normal":
+            raise VaelabError(
+                "--free-bits floors the KL of each latent dimension, which only the standard "
+                "normal prior splits into; use --prior normal"
+            )
+        if self.prior_components < 0:
+            raise VaelabError(f"prior_components must be >= 0 (got {self.prior_components})")
+        if self.logistic_components < 1:
+            raise VaelabError(f"logistic_components must be >= 1 (got {self.logistic_components})")
+        if self.likelihood in ("continuous-bernoulli", "logistic"):
+            if self.binarize not in ("auto", "none"):
+                raise VaelabError(
+                    f"--likelihood {self.likelihood} models the grey levels themselves: "
+                    "use --binarize none (or auto)"
+                )
+            if self.likelihood == "logistic" and self.decoder_bias == "data":
+                raise VaelabError("--decoder-bias data needs --likelihood other than logistic")
+        if self.prior == "vamp" and self.inference == "local":
+            raise VaelabError("--prior vamp is built from the encoder: use --inference amortized")
 
     @property
     def resolved_binarize(self) -> str:
@@ -221,7 +269,7 @@ def make_config(base: dict[str, Any] | None = None, **overrides: Any) -> Config:
         raise VaelabError(f"unknown configuration key(s): {', '.join(map(repr, unknown))}")
     if isinstance(values.get("lr"), int) and not isinstance(values.get("lr"), bool):
         values["lr"] = float(values["lr"])
-    for key in ("beta", "sigma", "minutes", "adam_eps"):
+    for key in ("beta", "sigma", "minutes", "adam_eps", "free_bits"):
         if isinstance(values.get(key), int) and not isinstance(values.get(key), bool):
             values[key] = float(values[key])
     return Config(**values)
