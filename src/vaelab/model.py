@@ -12,9 +12,9 @@ from torch.distributions import Distribution, Independent, Normal
 
 from .config import Config
 from .errors import VaelabError
-from .likelihoods import BernoulliLikelihood, make_likelihood
+from .likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood, make_likelihood
 from .networks import make_networks
-from .priors import StandardNormal
+from .priors import make_prior
 
 
 def reparameterize(loc: torch.Tensor, log_var: torch.Tensor, k: int | None = None) -> torch.Tensor:
@@ -74,17 +74,26 @@ class VAE(nn.Module):
     def from_config(cls, config: Config, x_shape: tuple[int, ...], n_train: int = 0) -> VAE:
         """The model a config describes; with ``inference = "local"`` it also holds
         ``local``, the per-example posteriors of ``n_train`` training examples."""
-        encoder, decoder = make_networks(
-            config.arch, x_shape, config.hidden, config.latent_dim, config.activation
-        )
         likelihood = make_likelihood(
             config.likelihood,
             x_shape,
             sigma=config.sigma,
             learn_sigma=config.learn_sigma,
             shared_sigma=config.shared_sigma,
+            components=config.logistic_components,
         )
-        model = cls(encoder, decoder, StandardNormal(config.latent_dim), likelihood, x_shape)
+        encoder, decoder = make_networks(
+            config.arch,
+            x_shape,
+            config.hidden,
+            config.latent_dim,
+            config.activation,
+            out_shape=getattr(likelihood, "param_shape", None),
+        )
+        prior = make_prior(
+            config.prior, config.latent_dim, config.prior_components, encoder, x_shape
+        )
+        model = cls(encoder, decoder, prior, likelihood, x_shape)
         if config.inference == "local":
             from .inference import LocalTable
 
@@ -93,7 +102,7 @@ class VAE(nn.Module):
 
     @property
     def latent_dim(self) -> int:
-        return self.prior.loc.shape[-1]
+        return self.prior.latent_dim
 
     # --- the three distributions ------------------------------------------------------------
 
@@ -126,10 +135,14 @@ class VAE(nn.Module):
         initialisation Burda et al. use. ``x``: ``(N, *x_shape)``; MLP and linear decoders.
         """
         output = getattr(self.decoder, "output", None)
+        if hasattr(self.likelihood, "param_shape"):
+            raise VaelabError(
+                "--decoder-bias data needs one output per pixel: not --likelihood logistic"
+            )
         if output is None:
             raise VaelabError("--decoder-bias data needs --arch mlp or linear")
         mean = x.double().mean(0).flatten()
-        if isinstance(self.likelihood, BernoulliLikelihood):
+        if isinstance(self.likelihood, BernoulliLikelihood | ContinuousBernoulliLikelihood):
             mean = torch.logit(mean.clamp(1e-3, 1 - 1e-3))
         output.bias.copy_(mean.to(output.bias))
 

@@ -139,13 +139,19 @@ def make_networks(
     hidden: list[int],
     latent_dim: int,
     activation: str = "relu",
+    out_shape: tuple[int, ...] | None = None,
 ):
-    """(encoder, decoder) for ``arch`` in {mlp, conv, linear}; ``linear`` ignores ``hidden``."""
+    """(encoder, decoder) for ``arch`` in {mlp, conv, linear}; ``linear`` ignores ``hidden``.
+
+    The decoder emits ``out_shape`` (default ``x_shape``): a likelihood with several numbers
+    per pixel (the discretized logistic mixture) asks for more channels."""
+    out_shape = tuple(out_shape or x_shape)
     if arch == "conv":
-        return ConvEncoder(x_shape, hidden, latent_dim), ConvDecoder(x_shape, hidden, latent_dim)
+        _check_conv_shape(x_shape)
+        return ConvEncoder(x_shape, hidden, latent_dim), ConvDecoder(out_shape, hidden, latent_dim)
     if arch == "linear":
         hidden = []
     return (
         MLPEncoder(x_shape, hidden, latent_dim, activation),
-        MLPDecoder(x_shape, hidden, latent_dim, activation),
+        MLPDecoder(out_shape, hidden, latent_dim, activation),
     )
