@@ -90,3 +90,22 @@ def test_a_vamp_run_trains_samples_and_evaluates(tmp_path):
     assert main(["sample", str(run), "--n", "16"]) in (None, 0)
     assert (run / "plots" / "samples_grid.png").is_file()
     assert main(["eval", str(run), "--k", "20", "--json"]) in (None, 0)
+
+
+def test_a_mixture_prior_run_plots_and_estimates_log_px_with_ais(tmp_path):
+    from vaelab.ais import ais_log_px
+    from vaelab.checkpoint import load
+    from vaelab.cli import main
+    from vaelab.evaluate import importance_sampled_log_px
+
+    run = tmp_path / "mog"
+    args = ["train", "--data", "digits", "--prior", "mog", "--prior-components", "3"]
+    args += ["--epochs", "1", "--hidden", "32", "--latent-dim", "2", "--out", str(run)]
+    assert main([*args, "--quiet"]) == 0
+    assert main(["plot", str(run)]) == 0
+    model = load(run)
+    x = torch.bernoulli(torch.rand(3, *model.x_shape))
+    log_px, _ = importance_sampled_log_px(model, x, k=200)
+    ais = ais_log_px(model, x, steps=20, chains=4, start="encoder")
+    assert torch.isfinite(log_px).all() and torch.isfinite(ais).all()
+    assert model.__dict__.get("_fixed_pz") is None  # the cache ends with the evaluation

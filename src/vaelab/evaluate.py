@@ -8,6 +8,7 @@ stays bounded whatever K is; ``active_units`` and ``bits_per_dim`` summarise it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
 
@@ -18,6 +19,14 @@ from torch.distributions import Distribution
 from . import objectives
 from .errors import VaelabError
 from .priors import StandardNormal
+
+
+def fixed_prior(model):
+    """``model.fixed_prior()`` (p(z) computed once for a whole evaluation) where the model
+    has it, else nothing."""
+    fixed = getattr(model, "fixed_prior", None)
+    return fixed() if fixed is not None else contextlib.nullcontext()
+
 
 SAMPLE_BLOCK = 128  # z is drawn in blocks of this many samples, each block from its own seed
 
@@ -164,7 +173,10 @@ def importance_sampled_log_px(
     device = next(model.parameters()).device
     log_k = math.log(k)
     log_px, ess = [], []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with (
+        torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+        fixed_prior(model),
+    ):
         for batch_index, start in enumerate(range(0, len(x), batch_size)):
             xb = x[start : start + batch_size].to(device)
             index = torch.arange(start, start + len(xb), device=device)

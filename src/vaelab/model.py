@@ -6,6 +6,9 @@ Shapes: ``x`` is ``(B, *x_shape)``; ``z`` is ``(B, D)`` or, with K samples per x
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, Normal
@@ -115,8 +118,25 @@ class VAE(nn.Module):
         return Independent(Normal(loc, scale, validate_args=False), 1)
 
     def p_z(self) -> Distribution:
-        """The prior p(z): event shape ``(D,)``."""
-        return self.prior()
+        """The prior p(z): event shape ``(D,)`` (inside :meth:`fixed_prior`, the one computed
+        on entry)."""
+        fixed = self.__dict__.get("_fixed_pz")
+        return self.prior() if fixed is None else fixed
+
+    @contextmanager
+    def fixed_prior(self) -> Iterator[None]:
+        """Compute p(z) once, without gradient, and reuse it within the block.
+
+        For evaluation loops that ask for log p(z) many times while the weights stand still:
+        a VampPrior would otherwise run the encoder on all its pseudo-inputs at every call.
+        Gradients in z still flow through the fixed p(z)'s log_prob.
+        """
+        with torch.no_grad():
+            self.__dict__["_fixed_pz"] = self.prior()
+        try:
+            yield
+        finally:
+            self.__dict__["_fixed_pz"] = None
 
     def p_x(self, z: torch.Tensor) -> Distribution:
         """p_theta(x | z): batch shape ``z.shape[:-1]``, event shape ``x_shape``."""
