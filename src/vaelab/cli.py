@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a VAE and write a run folder")
     t.add_argument(
         "--preset",
-        help="named set-up: mnist-vae or mnist-iwae (Burda et al. 2015); --config and flags "
+        help="named set-up: mnist-vae or mnist-iwae (Burda et al. 2015), mnist-vamp "
+        "(Tomczak & Welling 2018) or mnist-best; --config and flags "
         "override it",
     )
     t.add_argument("--config", help="TOML file of configuration keys (flags override it)")
@@ -74,7 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--latent-dim", type=int, help="dimensions of z (default 10)")
     t.add_argument("--hidden", type=_int_list, help="hidden layer sizes, e.g. 512,256")
-    t.add_argument("--arch", choices=["mlp", "conv", "linear"], help="linear: x = Wz + b")
+    t.add_argument(
+        "--arch",
+        choices=["mlp", "conv", "linear", "hvae2"],
+        help="linear: x = Wz + b; hvae2: two stochastic layers z2 -> z1 -> x (Burda et al.)",
+    )
     t.add_argument("--activation", choices=["relu", "tanh"], help="MLP hidden units (relu)")
     t.add_argument(
         "--likelihood",
@@ -183,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="M",
         help="--likelihood logistic: mixture components per pixel (default 1)",
+    )
+    t.add_argument(
+        "--latent-dim-2", type=int, help="--arch hvae2: units of z2 (default latent-dim / 2)"
+    )
+    t.add_argument(
+        "--hidden-2", type=_int_list, help="--arch hvae2: layers between z1 and z2 (--hidden)"
     )
 
     e = sub.add_parser("eval", help="score a run on its test split")

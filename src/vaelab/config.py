@@ -21,7 +21,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "arch": ("mlp", "conv", "linear"),
+    "arch": ("mlp", "conv", "linear", "hvae2"),
     "activation": ("relu", "tanh"),
     "likelihood": ("auto", "bernoulli", "gaussian", "continuous-bernoulli", "logistic"),
     "binarize": ("auto", "dynamic", "static", "none"),
@@ -96,6 +96,8 @@ class Config:
     prior: str = "normal"
     prior_components: int = 0
     logistic_components: int = 1
+    latent_dim_2: int = 0
+    hidden_2: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -192,6 +194,16 @@ class Config:
                 )
             if self.likelihood == "logistic" and self.decoder_bias == "data":
                 raise VaelabError("--decoder-bias data needs --likelihood other than logistic")
+        if self.latent_dim_2 < 0 or any(h <= 0 for h in self.hidden_2):
+            raise VaelabError("latent_dim_2 must be >= 0 and hidden_2 positive layer sizes")
+        if self.arch == "hvae2":
+            if self.prior != "normal" or self.inference != "amortized":
+                raise VaelabError(
+                    "--arch hvae2 has its own prior p(z2) p(z1 | z2): use it with --prior "
+                    "normal and --inference amortized"
+                )
+            if self.iwae_grad == "dreg" or self.free_bits:
+                raise VaelabError("--arch hvae2 takes neither --iwae-grad dreg nor --free-bits")
         if self.prior == "vamp" and self.inference == "local":
             raise VaelabError("--prior vamp is built from the encoder: use --inference amortized")
 

@@ -77,6 +77,10 @@ class VAE(nn.Module):
     def from_config(cls, config: Config, x_shape: tuple[int, ...], n_train: int = 0) -> VAE:
         """The model a config describes; with ``inference = "local"`` it also holds
         ``local``, the per-example posteriors of ``n_train`` training examples."""
+        if config.arch == "hvae2" and cls is VAE:
+            from .hierarchy import HierarchicalVAE
+
+            return HierarchicalVAE.from_config(config, x_shape, n_train)
         likelihood = make_likelihood(
             config.likelihood,
             x_shape,

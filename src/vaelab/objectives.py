@@ -52,8 +52,13 @@ def kl_per_dim(qz: Independent, pz: Distribution, samples: int = 16) -> torch.Te
     (its components diagonal Gaussians), KL(q_j || p_j) against each dimension's marginal
     p_j(z_j) = sum_k pi_k N(z_j ; mu_kj, sigma_kj^2), estimated with ``samples`` draws of q:
     near 0 for a dimension that follows the prior (collapse), but not a split of the total
-    KL, which the dependence between dimensions under p adds to.
+    KL, which the dependence between dimensions under p adds to. For the two-layer model
+    (:mod:`vaelab.hierarchy`), E_q[log q(z_j | parents) - log p(z_j | parents)] per unit,
+    Monte Carlo: these do sum to the KL.
     """
+    if hasattr(qz, "log_prob_per_dim"):  # two stochastic layers: each unit given its parents
+        z = qz.sample((samples,))
+        return (qz.log_prob_per_dim(z) - pz.log_prob_per_dim(z)).mean(0)
     if not isinstance(pz, MixtureSameFamily):
         return kl_divergence(qz.base_dist, pz.base_dist)
     normal = pz.component_distribution.base_dist  # batch (K, D)
