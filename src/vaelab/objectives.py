@@ -36,6 +36,9 @@ class Terms:
     kl: torch.Tensor
 
 
+MIXTURE_KL_ELEMENTS = 1 << 22  # bounds the memory of a mixture prior's per-dimension KL
+
+
 def kl_term(qz: Distribution, pz: Distribution, z: torch.Tensor) -> torch.Tensor:
     """KL(q || p) per example ``(B,)``: analytic where torch knows it, else the Monte Carlo
     mean of log q(z) - log p(z) over the samples ``z`` of shape ``(K, B, D)``."""
@@ -68,7 +71,11 @@ def kl_per_dim(qz: Independent, pz: Distribution, samples: int = 16) -> torch.Te
         Normal(normal.loc.T, normal.scale.T, validate_args=False),
     )  # batch (D,): one mixture of K normals per dimension
     z = qz.base_dist.sample((samples,))  # (S, B, D)
-    return (qz.base_dist.log_prob(z) - marginal.log_prob(z)).mean(0)
+    flat = z.reshape(-1, z.shape[-1])
+    # in row chunks: log_prob builds (rows, D, K) for K components (a VampPrior's K is 500)
+    rows = max(1, MIXTURE_KL_ELEMENTS // (z.shape[-1] * len(weights)))
+    log_p = torch.cat([marginal.log_prob(c) for c in flat.split(rows)]).view_as(z)
+    return (qz.base_dist.log_prob(z) - log_p).mean(0)
 
 
 def elbo(model, x: torch.Tensor, beta: float = 1.0, k: int = 1, qz=None) -> Terms:
