@@ -77,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hidden", type=_int_list, help="hidden layer sizes, e.g. 512,256")
     t.add_argument(
         "--arch",
-        choices=["mlp", "conv", "linear", "hvae2"],
-        help="linear: x = Wz + b; hvae2: two stochastic layers z2 -> z1 -> x (Burda et al.)",
+        choices=["mlp", "conv", "linear", "hvae2", "gated-conv"],
+        help="linear: x = Wz + b; hvae2: two stochastic layers z2 -> z1 -> x (Burda et al.); "
+        "gated-conv: conv with a gated decoder",
     )
     t.add_argument("--activation", choices=["relu", "tanh"], help="MLP hidden units (relu)")
     t.add_argument(

@@ -21,7 +21,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "arch": ("mlp", "conv", "linear", "hvae2"),
+    "arch": ("mlp", "conv", "linear", "hvae2", "gated-conv"),
     "activation": ("relu", "tanh"),
     "likelihood": ("auto", "bernoulli", "gaussian", "continuous-bernoulli", "logistic"),
     "binarize": ("auto", "dynamic", "static", "none"),
