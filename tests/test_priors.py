@@ -109,3 +109,18 @@ def test_a_mixture_prior_run_plots_and_estimates_log_px_with_ais(tmp_path):
     ais = ais_log_px(model, x, steps=20, chains=4, start="encoder")
     assert torch.isfinite(log_px).all() and torch.isfinite(ais).all()
     assert model.__dict__.get("_fixed_pz") is None  # the cache ends with the evaluation
+
+
+def test_the_fast_mixture_log_prob_equals_torchs_also_with_narrow_components():
+    from torch.distributions import MixtureSameFamily
+
+    torch.manual_seed(4)
+    mog = MixtureOfGaussians(40, 50)
+    with torch.no_grad():
+        mog.log_var.copy_(torch.empty(50, 40).uniform_(-8.0, 2.0))  # scales 0.02 .. 2.7
+        mog.logits.copy_(torch.randn(50))
+    pz = mog()
+    z = 3 * torch.randn(6, 9, 40)
+    general = MixtureSameFamily(pz.mixture_distribution, pz.component_distribution)
+    assert torch.allclose(pz.log_prob(z), general.log_prob(z), rtol=1e-5, atol=1e-3)
+    assert pz.expand(torch.Size([9])).log_prob(z).shape == (6, 9)
