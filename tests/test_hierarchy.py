@@ -59,3 +59,4 @@ def test_an_hvae2_run_trains_loads_and_evaluates(tmp_path):
     assert main(args) == 0
     assert main(["eval", str(run), "--k", "20", "--json"]) == 0
     assert main(["sample", str(run), "--n", "4"]) == 0
+    assert main(["eval", str(run), "--k", "20", "--ais", "5"]) == 0  # AIS from the prior

@@ -54,6 +54,13 @@ class _TwoLayer(Distribution):
         parts = (first, second) if self.order == "z1" else (second, first)
         return torch.cat(parts, -1)
 
+    def expand(self, batch_shape, _instance=None) -> _TwoLayer:
+        """The same distribution repeated over ``batch_shape`` (AIS starts from the prior
+        with one chain set per example)."""
+        shape = torch.Size(batch_shape) + self.first.loc.shape[-1:]
+        first = Normal(self.first.loc.expand(shape), self.first.scale.expand(shape))
+        return _TwoLayer(first, self.second, self.d1, self.order)
+
     def rsample(self, sample_shape=()) -> torch.Tensor:
         a = self.first.rsample(sample_shape)
         b = self.second(a).rsample()
