@@ -31,7 +31,9 @@ from vaelab.train import train
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="mnist-vae")
-    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument(
+        "--minutes", type=float, help="training budget (default: the preset's, else 30)"
+    )
     parser.add_argument("--k", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="run folder (default runs/bench-PRESET)")
@@ -40,6 +42,8 @@ def main() -> int:
     if not args.data_dir:
         sys.exit("mnist_nll.py: set $VAELAB_DATA (or --data-dir) to the MNIST IDX folder")
 
+    if args.minutes is None:
+        args.minutes = preset(args.preset).get("minutes") or 30.0
     out = Path(args.out or f"runs/bench-{args.preset}")
     config = make_config(
         preset(args.preset),

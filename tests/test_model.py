@@ -154,3 +154,17 @@ def test_log_variance_is_bounded_by_construction_and_unchanged_in_its_working_ra
     terms.loss.backward()
     assert torch.isfinite(terms.loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_gated_conv_decoder_gates_its_hidden_layers_and_keeps_the_shapes():
+    from vaelab.networks import GatedConvTranspose2d
+
+    config = Config(arch="gated-conv", likelihood="bernoulli", hidden=[32], latent_dim=4)
+    model = VAE.from_config(config, (1, 28, 28))
+    assert any(isinstance(m, GatedConvTranspose2d) for m in model.decoder.modules())
+    z = torch.randn(3, 2, 4)
+    assert model.decoder(z).shape == (3, 2, 1, 28, 28)
+    x = torch.bernoulli(torch.rand(2, 1, 28, 28))
+    model.elbo(x).sum().backward()
+    gate = next(m for m in model.decoder.modules() if isinstance(m, GatedConvTranspose2d))
+    assert gate.gate.weight.grad is not None

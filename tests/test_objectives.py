@@ -262,3 +262,63 @@ def test_beta_tc_loss_grows_by_the_extra_weight_on_tc():
     qz = model.q_z(x)
     _, tc, _ = obj.tc_decomposition(qz, model.p_z(), qz.rsample((3,)), 100)
     assert torch.allclose(losses[1] - losses[0], 5 * tc.mean(), atol=1e-4)
+
+
+# --- objective options: beta = 0, free bits (issue 6) ---------------------------------------
+
+
+def _tiny_vae(seed=0, d=3, p=6):
+    from vaelab.networks import MLPDecoder, MLPEncoder
+
+    torch.manual_seed(seed)
+    encoder = MLPEncoder((p,), [8], d)
+    decoder = MLPDecoder((p,), [8], d)
+    return VAE(encoder, decoder, StandardNormal(d), GaussianLikelihood((p,), sigma=0.5), (p,))
+
+
+def test_beta_zero_is_the_autoencoder_reconstruction_loss_on_the_same_noise():
+    model = _tiny_vae()
+    x = torch.randn(5, 6)
+    torch.manual_seed(1)
+    terms = obj.elbo(model, x, beta=0.0, k=3)
+    torch.manual_seed(1)
+    again = obj.elbo(model, x, beta=1.0, k=3)  # the same z, so the same reconstruction
+    assert torch.equal(terms.reconstruction, again.reconstruction)
+    assert torch.equal(terms.loss, -terms.reconstruction.mean())
+
+
+def test_free_bits_value_is_the_floor_formula_and_elbo_is_unfloored():
+    model = _tiny_vae()
+    x = torch.randn(7, 6)
+    lam, beta = 0.3, 0.7
+    torch.manual_seed(2)
+    terms = obj.free_bits_elbo(model, x, lam, beta=beta)
+    torch.manual_seed(2)
+    plain = obj.elbo(model, x)
+    per_dim = obj.kl_per_dim(model.q_z(x), model.p_z())
+    floor = torch.clamp(per_dim.mean(0), min=lam).sum()
+    assert torch.allclose(terms.loss, -plain.reconstruction.mean() + beta * floor)
+    assert torch.allclose(terms.elbo, plain.elbo) and torch.allclose(terms.kl, plain.kl)
+
+
+def test_free_bits_give_no_kl_gradient_to_dimensions_below_the_floor():
+    model = _tiny_vae(d=3)
+    x = torch.randn(16, 6)
+    with torch.no_grad():  # dimension 0 far from the prior, 1 and 2 close to it
+        out = model.encoder.net[-1]
+        out.weight.zero_()
+        out.bias.copy_(torch.tensor([3.0, 0.01, 0.0, 0.0, -0.01, 0.0]))
+    per_dim = obj.kl_per_dim(model.q_z(x), model.p_z()).mean(0)
+    lam = 0.5
+    below = per_dim < lam
+    assert below.tolist() == [False, True, True]
+    # the KL part of the loss alone: free_bits_elbo's loss minus its reconstruction part
+    torch.manual_seed(3)
+    terms = obj.free_bits_elbo(model, x, lam)
+    kl_loss = terms.loss + terms.reconstruction.mean()
+    grad = torch.autograd.grad(kl_loss, [out.weight, out.bias])
+    d = 3  # rows j (loc_j) and d + j (log_var_j) of the encoder's last layer
+    for j in range(d):
+        rows = [j, d + j]
+        g = torch.cat([grad[0][rows].flatten(), grad[1][rows]])
+        assert (g == 0).all() == bool(below[j]), (j, g)

@@ -68,8 +68,11 @@ def test_bernoulli_on_grey_levels_without_binarization_warns(tmp_path):
     config = Config(
         likelihood="bernoulli", out=str(tmp_path / "r"), epochs=1, binarize="none", hidden=[16]
     )
-    train(config, progress=False, log=lines.append)
-    assert any("not a log-likelihood" in line for line in lines)
+    run = train(config, progress=False, log=lines.append)
+    warning = next(line for line in lines if "not a log-likelihood" in line)
+    for alternative in ("--binarize dynamic", "continuous-bernoulli", "logistic"):
+        assert alternative in warning
+    assert json.loads((run / "summary.json").read_text())["comparable"] is False
 
 
 def test_iwae_objective_trains_and_its_loss_is_the_tighter_bound(tmp_path):

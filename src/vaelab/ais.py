@@ -21,6 +21,7 @@ import math
 import torch
 
 from .errors import VaelabError
+from .evaluate import fixed_prior
 
 TARGET_ACCEPT = 0.65  # the step size is tuned towards this acceptance rate (Wu et al. 2017)
 
@@ -78,7 +79,10 @@ def ais_log_px(
     device = next(model.parameters()).device
     betas = sigmoid_schedule(steps).tolist()
     out = []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with (
+        torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+        fixed_prior(model),  # one p(z) for every HMC step: the weights stand still
+    ):
         torch.manual_seed(seed)
         for begin in range(0, len(x), batch_size):
             xb = x[begin : begin + batch_size].to(device)

@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a VAE and write a run folder")
     t.add_argument(
         "--preset",
-        help="named set-up: mnist-vae or mnist-iwae (Burda et al. 2015); --config and flags "
+        help="named set-up: mnist-vae or mnist-iwae (Burda et al. 2015), mnist-vamp "
+        "(Tomczak & Welling 2018) or mnist-best; --config and flags "
         "override it",
     )
     t.add_argument("--config", help="TOML file of configuration keys (flags override it)")
@@ -74,13 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--latent-dim", type=int, help="dimensions of z (default 10)")
     t.add_argument("--hidden", type=_int_list, help="hidden layer sizes, e.g. 512,256")
-    t.add_argument("--arch", choices=["mlp", "conv", "linear"], help="linear: x = Wz + b")
+    t.add_argument(
+        "--arch",
+        choices=["mlp", "conv", "linear", "hvae2", "gated-conv"],
+        help="linear: x = Wz + b; hvae2: two stochastic layers z2 -> z1 -> x (Burda et al.); "
+        "gated-conv: conv with a gated decoder",
+    )
     t.add_argument("--activation", choices=["relu", "tanh"], help="MLP hidden units (relu)")
     t.add_argument(
         "--likelihood",
-        choices=["auto", "bernoulli", "gaussian"],
+        choices=["auto", "bernoulli", "gaussian", "continuous-bernoulli", "logistic"],
         help="auto (default) follows the data: Gaussian for tables and real values, "
-        "Bernoulli for [0, 1] images",
+        "Bernoulli for [0, 1] images; continuous-bernoulli for grey levels in [0, 1], "
+        "logistic (discretized, 256 levels) for 8-bit images",
     )
     t.add_argument("--sigma", type=float, help="Gaussian likelihood: fixed sigma (default 0.1)")
     t.add_argument(
@@ -160,6 +167,44 @@ def build_parser() -> argparse.ArgumentParser:
         "--factor-gamma",
         type=float,
         help="FactorVAE (Kim & Mnih 2018): weight of the discriminator's TC, e.g. 10 (0: off)",
+    )
+    t.add_argument(
+        "--kl-schedule",
+        choices=["linear", "cyclical"],
+        help="linear: warm-up over --kl-warmup epochs; cyclical: --kl-cycles ramps over "
+        "--epochs (Fu et al. 2019)",
+    )
+    t.add_argument("--kl-cycles", type=int, help="cyclical KL schedule: cycles (default 4)")
+    t.add_argument(
+        "--free-bits",
+        type=float,
+        metavar="LAMBDA",
+        help="floor, in nats, on each latent dimension's batch-mean KL in the loss "
+        "(Kingma et al. 2016)",
+    )
+    t.add_argument(
+        "--prior",
+        choices=["normal", "mog", "vamp"],
+        help="p(z): standard normal (default), learned mixture of Gaussians, or VampPrior "
+        "(Tomczak & Welling 2018)",
+    )
+    t.add_argument(
+        "--prior-components",
+        type=int,
+        metavar="K",
+        help="mixture components of --prior mog (default 10) or pseudo-inputs of vamp (500)",
+    )
+    t.add_argument(
+        "--logistic-components",
+        type=int,
+        metavar="M",
+        help="--likelihood logistic: mixture components per pixel (default 1)",
+    )
+    t.add_argument(
+        "--latent-dim-2", type=int, help="--arch hvae2: units of z2 (default latent-dim / 2)"
+    )
+    t.add_argument(
+        "--hidden-2", type=_int_list, help="--arch hvae2: layers between z1 and z2 (--hidden)"
     )
 
     e = sub.add_parser("eval", help="score a run on its test split")

@@ -21,9 +21,9 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "arch": ("mlp", "conv", "linear"),
+    "arch": ("mlp", "conv", "linear", "hvae2", "gated-conv"),
     "activation": ("relu", "tanh"),
-    "likelihood": ("auto", "bernoulli", "gaussian"),
+    "likelihood": ("auto", "bernoulli", "gaussian", "continuous-bernoulli", "logistic"),
     "binarize": ("auto", "dynamic", "static", "none"),
     "objective": ("elbo", "iwae"),
     "iwae_grad": ("standard", "dreg"),
@@ -32,6 +32,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda", "mps"),
     "stream": ("auto", "on", "off"),
     "inference": ("amortized", "local", "semi-amortized"),
+    "kl_schedule": ("linear", "cyclical"),
+    "prior": ("normal", "mog", "vamp"),
 }
 
 
@@ -93,6 +95,14 @@ class Config:
     out: str = ""
     tc_beta: float = 0.0
     factor_gamma: float = 0.0
+    kl_schedule: str = "linear"
+    kl_cycles: int = 4
+    free_bits: float = 0.0
+    prior: str = "normal"
+    prior_components: int = 0
+    logistic_components: int = 1
+    latent_dim_2: int = 0
+    hidden_2: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -152,6 +162,7 @@ class Config:
         if self.shared_sigma and not self.learn_sigma:
             raise VaelabError("--shared-sigma needs --learn-sigma (a fixed sigma is shared)")
         self._validate_disentangling()
+        self._validate_objective_options()
 
     def _validate_disentangling(self) -> None:
         """beta-TCVAE and FactorVAE: the total correlation of the encoder's q over a batch."""
@@ -167,6 +178,59 @@ class Config:
             )
         if flag and self.objective != "elbo":
             raise VaelabError(f"{flag} modifies the ELBO: use --objective elbo")
+        if flag and self.free_bits:
+            raise VaelabError(f"{flag} and --free-bits are two ways to shape the KL; choose one")
+        if flag and self.arch == "hvae2":
+            raise VaelabError(f"{flag} needs one Gaussian q(z | x): use --arch mlp or conv")
+
+    def _validate_objective_options(self) -> None:
+        """The KL schedule and free bits (issue 6)."""
+        if self.kl_cycles < 1:
+            raise VaelabError(f"kl_cycles must be >= 1 (got {self.kl_cycles})")
+        if self.kl_schedule == "cyclical":
+            if self.minutes:
+                raise VaelabError(
+                    "--kl-schedule cyclical spreads its cycles over --epochs; drop --minutes "
+                    "or use --kl-schedule linear"
+                )
+            if self.iwae_grad == "dreg":
+                raise VaelabError("--iwae-grad dreg needs beta = 1: no --kl-schedule cyclical")
+        if not self.free_bits >= 0:
+            raise VaelabError(f"free_bits must be >= 0 nats (got {self.free_bits})")
+        if self.free_bits and (self.objective != "elbo" or self.inference != "amortized"):
+            raise VaelabError(
+                "--free-bits floors the KL of the ELBO: use it with --objective elbo and "
+                "--inference amortized"
+            )
+        if self.free_bits and self.prior != "normal":
+            raise VaelabError(
+                "--free-bits floors the KL of each latent dimension, which only the standard "
+                "normal prior splits into; use --prior normal"
+            )
+        if self.prior_components < 0:
+            raise VaelabError(f"prior_components must be >= 0 (got {self.prior_components})")
+        if self.logistic_components < 1:
+            raise VaelabError(f"logistic_components must be >= 1 (got {self.logistic_components})")
+        if self.likelihood in ("continuous-bernoulli", "logistic"):
+            if self.binarize not in ("auto", "none"):
+                raise VaelabError(
+                    f"--likelihood {self.likelihood} models the grey levels themselves: "
+                    "use --binarize none (or auto)"
+                )
+            if self.likelihood == "logistic" and self.decoder_bias == "data":
+                raise VaelabError("--decoder-bias data needs --likelihood other than logistic")
+        if self.latent_dim_2 < 0 or any(h <= 0 for h in self.hidden_2):
+            raise VaelabError("latent_dim_2 must be >= 0 and hidden_2 positive layer sizes")
+        if self.arch == "hvae2":
+            if self.prior != "normal" or self.inference != "amortized":
+                raise VaelabError(
+                    "--arch hvae2 has its own prior p(z2) p(z1 | z2): use it with --prior "
+                    "normal and --inference amortized"
+                )
+            if self.iwae_grad == "dreg" or self.free_bits:
+                raise VaelabError("--arch hvae2 takes neither --iwae-grad dreg nor --free-bits")
+        if self.prior == "vamp" and self.inference == "local":
+            raise VaelabError("--prior vamp is built from the encoder: use --inference amortized")
 
     @property
     def resolved_binarize(self) -> str:
@@ -242,7 +306,7 @@ def make_config(base: dict[str, Any] | None = None, **overrides: Any) -> Config:
         raise VaelabError(f"unknown configuration key(s): {', '.join(map(repr, unknown))}")
     if isinstance(values.get("lr"), int) and not isinstance(values.get("lr"), bool):
         values["lr"] = float(values["lr"])
-    for key in ("beta", "sigma", "minutes", "adam_eps", "tc_beta", "factor_gamma"):
+    for key in ("beta", "sigma", "minutes", "adam_eps", "tc_beta", "factor_gamma", "free_bits"):
         if isinstance(values.get(key), int) and not isinstance(values.get(key), bool):
             values[key] = float(values[key])
     return Config(**values)

@@ -10,6 +10,7 @@ and over the data so memory stays bounded whatever K is; ``active_units`` and
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
 
@@ -20,6 +21,14 @@ from torch.distributions import Distribution
 from . import objectives
 from .errors import VaelabError
 from .priors import StandardNormal
+
+
+def fixed_prior(model):
+    """``model.fixed_prior()`` (p(z) computed once for a whole evaluation) where the model
+    has it, else nothing."""
+    fixed = getattr(model, "fixed_prior", None)
+    return fixed() if fixed is not None else contextlib.nullcontext()
+
 
 SAMPLE_BLOCK = 128  # z is drawn in blocks of this many samples, each block from its own seed
 
@@ -208,7 +217,10 @@ def importance_sampled_log_px(
     # (log p^(x), ESS) of every example, float64; a rank fills in its batches' rows, and the
     # zeros elsewhere make a sum over the ranks gather the whole
     result = torch.zeros(2, len(x), dtype=torch.float64)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with (
+        torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+        fixed_prior(model),
+    ):
         for batch_index, start in enumerate(range(0, len(x), batch_size)):
             if batch_index % world != rank:
                 continue

@@ -6,15 +6,18 @@ Shapes: ``x`` is ``(B, *x_shape)``; ``z`` is ``(B, D)`` or, with K samples per x
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, Normal
 
 from .config import Config
 from .errors import VaelabError
-from .likelihoods import BernoulliLikelihood, make_likelihood
+from .likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood, make_likelihood
 from .networks import make_networks
-from .priors import StandardNormal
+from .priors import make_prior
 
 
 def reparameterize(loc: torch.Tensor, log_var: torch.Tensor, k: int | None = None) -> torch.Tensor:
@@ -74,17 +77,30 @@ class VAE(nn.Module):
     def from_config(cls, config: Config, x_shape: tuple[int, ...], n_train: int = 0) -> VAE:
         """The model a config describes; with ``inference = "local"`` it also holds
         ``local``, the per-example posteriors of ``n_train`` training examples."""
-        encoder, decoder = make_networks(
-            config.arch, x_shape, config.hidden, config.latent_dim, config.activation
-        )
+        if config.arch == "hvae2" and cls is VAE:
+            from .hierarchy import HierarchicalVAE
+
+            return HierarchicalVAE.from_config(config, x_shape, n_train)
         likelihood = make_likelihood(
             config.likelihood,
             x_shape,
             sigma=config.sigma,
             learn_sigma=config.learn_sigma,
             shared_sigma=config.shared_sigma,
+            components=config.logistic_components,
         )
-        model = cls(encoder, decoder, StandardNormal(config.latent_dim), likelihood, x_shape)
+        encoder, decoder = make_networks(
+            config.arch,
+            x_shape,
+            config.hidden,
+            config.latent_dim,
+            config.activation,
+            out_shape=getattr(likelihood, "param_shape", None),
+        )
+        prior = make_prior(
+            config.prior, config.latent_dim, config.prior_components, encoder, x_shape
+        )
+        model = cls(encoder, decoder, prior, likelihood, x_shape)
         if config.inference == "local":
             from .inference import LocalTable
 
@@ -93,7 +109,7 @@ class VAE(nn.Module):
 
     @property
     def latent_dim(self) -> int:
-        return self.prior.loc.shape[-1]
+        return self.prior.latent_dim
 
     # --- the three distributions ------------------------------------------------------------
 
@@ -106,8 +122,25 @@ class VAE(nn.Module):
         return Independent(Normal(loc, scale, validate_args=False), 1)
 
     def p_z(self) -> Distribution:
-        """The prior p(z): event shape ``(D,)``."""
-        return self.prior()
+        """The prior p(z): event shape ``(D,)`` (inside :meth:`fixed_prior`, the one computed
+        on entry)."""
+        fixed = self.__dict__.get("_fixed_pz")
+        return self.prior() if fixed is None else fixed
+
+    @contextmanager
+    def fixed_prior(self) -> Iterator[None]:
+        """Compute p(z) once, without gradient, and reuse it within the block.
+
+        For evaluation loops that ask for log p(z) many times while the weights stand still:
+        a VampPrior would otherwise run the encoder on all its pseudo-inputs at every call.
+        Gradients in z still flow through the fixed p(z)'s log_prob.
+        """
+        with torch.no_grad():
+            self.__dict__["_fixed_pz"] = self.prior()
+        try:
+            yield
+        finally:
+            self.__dict__["_fixed_pz"] = None
 
     def p_x(self, z: torch.Tensor) -> Distribution:
         """p_theta(x | z): batch shape ``z.shape[:-1]``, event shape ``x_shape``."""
@@ -126,10 +159,14 @@ class VAE(nn.Module):
         initialisation Burda et al. use. ``x``: ``(N, *x_shape)``; MLP and linear decoders.
         """
         output = getattr(self.decoder, "output", None)
+        if hasattr(self.likelihood, "param_shape"):
+            raise VaelabError(
+                "--decoder-bias data needs one output per pixel: not --likelihood logistic"
+            )
         if output is None:
             raise VaelabError("--decoder-bias data needs --arch mlp or linear")
         mean = x.double().mean(0).flatten()
-        if isinstance(self.likelihood, BernoulliLikelihood):
+        if isinstance(self.likelihood, BernoulliLikelihood | ContinuousBernoulliLikelihood):
             mean = torch.logit(mean.clamp(1e-3, 1 - 1e-3))
         output.bias.copy_(mean.to(output.bias))
 

@@ -133,19 +133,59 @@ class ConvDecoder(nn.Module):
         return self.deconv(h).view(*batch, *self.x_shape)
 
 
+class GatedConvTranspose2d(nn.Module):
+    """h = A(x) * sigmoid(B(x)), A and B transposed convolutions of the same shape: the
+    gated unit of Dauphin et al. (2017), used in the VampPrior's decoders (Tomczak & Welling
+    2018). The gate lets each channel switch itself off, which eases deep decoders' training.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int):
+        super().__init__()
+        self.value = nn.ConvTranspose2d(c_in, c_out, kernel, stride=stride, padding=padding)
+        self.gate = nn.ConvTranspose2d(c_in, c_out, kernel, stride=stride, padding=padding)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.value(h) * torch.sigmoid(self.gate(h))
+
+
+class GatedConvDecoder(ConvDecoder):
+    """:class:`ConvDecoder` whose hidden transposed convolutions are gated
+    (:class:`GatedConvTranspose2d`, no ReLU after them); the output layer stays linear."""
+
+    def __init__(self, x_shape: tuple[int, ...], hidden: list[int], latent_dim: int):
+        super().__init__(x_shape, hidden, latent_dim)
+        layers: list[nn.Module] = []
+        convs = [m for m in self.deconv if isinstance(m, nn.ConvTranspose2d)]
+        for conv in convs[:-1]:
+            c_in, c_out = conv.in_channels, conv.out_channels
+            layers.append(GatedConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))
+        self.deconv = nn.Sequential(*layers, convs[-1])
+
+
 def make_networks(
     arch: str,
     x_shape: tuple[int, ...],
     hidden: list[int],
     latent_dim: int,
     activation: str = "relu",
+    out_shape: tuple[int, ...] | None = None,
 ):
-    """(encoder, decoder) for ``arch`` in {mlp, conv, linear}; ``linear`` ignores ``hidden``."""
+    """(encoder, decoder) for ``arch`` in {mlp, conv, gated-conv, linear}; ``linear`` ignores
+    ``hidden``; ``gated-conv`` is the conv encoder with :class:`GatedConvDecoder`.
+
+    The decoder emits ``out_shape`` (default ``x_shape``): a likelihood with several numbers
+    per pixel (the discretized logistic mixture) asks for more channels."""
+    out_shape = tuple(out_shape or x_shape)
+    if arch == "gated-conv":
+        _check_conv_shape(x_shape)
+        decoder = GatedConvDecoder(out_shape, hidden, latent_dim)
+        return ConvEncoder(x_shape, hidden, latent_dim), decoder
     if arch == "conv":
-        return ConvEncoder(x_shape, hidden, latent_dim), ConvDecoder(x_shape, hidden, latent_dim)
+        _check_conv_shape(x_shape)
+        return ConvEncoder(x_shape, hidden, latent_dim), ConvDecoder(out_shape, hidden, latent_dim)
     if arch == "linear":
         hidden = []
     return (
         MLPEncoder(x_shape, hidden, latent_dim, activation),
-        MLPDecoder(x_shape, hidden, latent_dim, activation),
+        MLPDecoder(out_shape, hidden, latent_dim, activation),
     )

@@ -11,7 +11,14 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch.distributions import Distribution, Independent, Normal, kl_divergence
+from torch.distributions import (
+    Categorical,
+    Distribution,
+    Independent,
+    MixtureSameFamily,
+    Normal,
+    kl_divergence,
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,9 @@ class Terms:
     kl: torch.Tensor
 
 
+MIXTURE_KL_ELEMENTS = 1 << 22  # bounds the memory of a mixture prior's per-dimension KL
+
+
 def kl_term(qz: Distribution, pz: Distribution, z: torch.Tensor) -> torch.Tensor:
     """KL(q || p) per example ``(B,)``: analytic where torch knows it, else the Monte Carlo
     mean of log q(z) - log p(z) over the samples ``z`` of shape ``(K, B, D)``."""
@@ -39,9 +49,34 @@ def kl_term(qz: Distribution, pz: Distribution, z: torch.Tensor) -> torch.Tensor
         return (qz.log_prob(z) - pz.log_prob(z)).mean(0)
 
 
-def kl_per_dim(qz: Independent, pz: Independent) -> torch.Tensor:
-    """KL per latent dimension ``(B, D)`` for diagonal Gaussians (sums to :func:`kl_term`)."""
-    return kl_divergence(qz.base_dist, pz.base_dist)
+def kl_per_dim(qz: Independent, pz: Distribution, samples: int = 16) -> torch.Tensor:
+    """KL per latent dimension ``(B, D)``.
+
+    For diagonal Gaussians, in closed form (sums to :func:`kl_term`). For a mixture prior
+    (its components diagonal Gaussians), KL(q_j || p_j) against each dimension's marginal
+    p_j(z_j) = sum_k pi_k N(z_j ; mu_kj, sigma_kj^2), estimated with ``samples`` draws of q:
+    near 0 for a dimension that follows the prior (collapse), but not a split of the total
+    KL, which the dependence between dimensions under p adds to. For the two-layer model
+    (:mod:`vaelab.hierarchy`), E_q[log q(z_j | parents) - log p(z_j | parents)] per unit,
+    Monte Carlo: these do sum to the KL.
+    """
+    if hasattr(qz, "log_prob_per_dim"):  # two stochastic layers: each unit given its parents
+        z = qz.sample((samples,))
+        return (qz.log_prob_per_dim(z) - pz.log_prob_per_dim(z)).mean(0)
+    if not isinstance(pz, MixtureSameFamily):
+        return kl_divergence(qz.base_dist, pz.base_dist)
+    normal = pz.component_distribution.base_dist  # batch (K, D)
+    weights = pz.mixture_distribution.logits  # (K,)
+    marginal = MixtureSameFamily(
+        Categorical(logits=weights.expand(normal.loc.shape[-1], -1)),
+        Normal(normal.loc.T, normal.scale.T, validate_args=False),
+    )  # batch (D,): one mixture of K normals per dimension
+    z = qz.base_dist.sample((samples,))  # (S, B, D)
+    flat = z.reshape(-1, z.shape[-1])
+    # in row chunks: log_prob builds (rows, D, K) for K components (a VampPrior's K is 500)
+    rows = max(1, MIXTURE_KL_ELEMENTS // (z.shape[-1] * len(weights)))
+    log_p = torch.cat([marginal.log_prob(c) for c in flat.split(rows)]).view_as(z)
+    return (qz.base_dist.log_prob(z) - log_p).mean(0)
 
 
 def elbo(model, x: torch.Tensor, beta: float = 1.0, k: int = 1, qz=None) -> Terms:
@@ -230,4 +265,27 @@ def batch_terms(
         from .factor import factor_vae
 
         return factor_vae(model, x, critic, config.factor_gamma, beta=beta, k=config.k), None
+    if getattr(config, "free_bits", 0.0):
+        return free_bits_elbo(model, x, config.free_bits, beta=beta, k=config.k), None
     return elbo(model, x, beta=beta, k=config.k), None
+
+
+def free_bits_elbo(model, x: torch.Tensor, free_bits: float, beta: float = 1.0, k: int = 1):
+    """The ELBO whose loss floors each latent dimension's KL at ``free_bits`` nats.
+
+        loss = -mean_B E_q[log p(x | z)] + beta sum_j max(lambda, mean_B KL_j)
+
+    (Kingma et al. 2016, "free bits", one group per latent dimension.) A dimension whose
+    batch-mean KL is below lambda gets no gradient from the KL term, so the encoder is not
+    pushed to collapse it onto the prior. ``elbo`` and ``kl`` are the true ELBO and KL, not
+    floored. Needs a prior whose KL splits over dimensions (the standard normal).
+    """
+    qz = model.q_z(x)
+    pz = model.p_z()
+    z = qz.rsample((k,))
+    reconstruction = model.p_x(z).log_prob(x).mean(0)
+    per_dim = kl_per_dim(qz, pz)  # (B, D)
+    kl = per_dim.sum(-1)
+    floored = per_dim.mean(0).clamp(min=free_bits).sum()
+    loss = -reconstruction.mean() + beta * floored
+    return Terms(loss=loss, elbo=reconstruction - kl, reconstruction=reconstruction, kl=kl)

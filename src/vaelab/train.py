@@ -258,14 +258,25 @@ def _check_data(dataset, config: Config) -> None:
         )
 
 
+def _bernoulli_on_grey(dataset, config: Config) -> bool:
+    """A Bernoulli likelihood on grey levels left as they are: its "log-likelihood" is a
+    cross-entropy, not the log of any density of the data, so its numbers compare to nothing."""
+    return (
+        config.likelihood == "bernoulli"
+        and config.binarize == "none"
+        and not data_mod.is_binary(dataset.train[: 1 << 16])
+    )
+
+
 def _warn_bernoulli_on_grey(dataset, config: Config, log) -> None:
-    if config.likelihood == "bernoulli" and config.binarize == "none":
-        if not data_mod.is_binary(dataset.train[: 1 << 16]):
-            log(
-                "vaelab: warning: a Bernoulli likelihood on grey-level data that is not "
-                "binarized is not a log-likelihood; its numbers are not comparable. Use "
-                "--binarize dynamic, or --likelihood gaussian."
-            )
+    if _bernoulli_on_grey(dataset, config):
+        log(
+            "vaelab: warning: a Bernoulli likelihood on grey-level data that is not "
+            "binarized is not a log-likelihood; its numbers are not comparable (summary.json "
+            'says "comparable": false). Binarize (--binarize dynamic), or model the grey '
+            "levels with --likelihood continuous-bernoulli, --likelihood logistic "
+            "(discretized, for 8-bit images) or --likelihood gaussian."
+        )
 
 
 def _fault_steps() -> tuple[int, int] | None:
@@ -451,6 +462,7 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                 "beta": beta,
                 "seconds": time.perf_counter() - start,
                 "train_samples_per_sec": seen / train_seconds,
+                **_kl_per_dim_record(model, x_valid, config),
             }
             metrics.append(record)
             metrics_file.write(json.dumps(record) + "\n")
@@ -510,6 +522,23 @@ def _score(model, x, config) -> dict:
     return evaluate_elbo(model, x, seed=config.seed, distributed=True)
 
 
+KL_PER_DIM_ROWS = 1000  # validation examples whose KL per dimension is logged each epoch
+
+
+def _kl_per_dim_record(model, x, config) -> dict:
+    """``valid_kl_per_dim``: the mean over (up to 1,000) validation examples of each latent
+    dimension's KL, so a collapsing dimension (KL -> 0) shows in metrics.jsonl epoch by epoch.
+    Nothing for ``--inference local``, which has no encoder to ask."""
+    if config.inference == "local":
+        return {}
+    from .evaluate import posterior_stats
+
+    with torch.random.fork_rng():  # a mixture prior's per-dimension KL is Monte Carlo
+        torch.manual_seed(config.seed)
+        _, _, kls = posterior_stats(model, x[:KL_PER_DIM_ROWS])
+    return {"valid_kl_per_dim": kls.double().mean(0).tolist()}
+
+
 def _summarise(model, dataset, config, binarization, metrics, n_params) -> dict:
     x_test = data_mod.eval_split(dataset, "test", binarization)
     test = _score(model, x_test, config)
@@ -527,4 +556,6 @@ def _summarise(model, dataset, config, binarization, metrics, n_params) -> dict:
         "valid": {k: kept[f"valid_{k}"] for k in ("elbo", "reconstruction", "kl")},
         "test": test,
         "units": "nats per example (log-densities summed over the data's dimensions)",
+        # false when the "log-likelihood" is not one (Bernoulli on grey levels)
+        "comparable": not _bernoulli_on_grey(dataset, config),
     }

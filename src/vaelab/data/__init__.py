@@ -284,6 +284,11 @@ def choose_likelihood(dataset: Dataset, likelihood: str, binarize: str) -> tuple
             "a Bernoulli likelihood needs data in [0, 1], and these are real values; use "
             "--likelihood gaussian"
         )
+    if likelihood in ("continuous-bernoulli", "logistic") and not in_unit:
+        raise VaelabError(
+            f"--likelihood {likelihood} models values in [0, 1], and these lie outside; use "
+            "--likelihood gaussian"
+        )
     if binarize == "auto":
         binarize = "dynamic" if likelihood == "bernoulli" else "none"
     return likelihood, binarize, reason
