@@ -267,7 +267,7 @@ def test_beta_tc_loss_grows_by_the_extra_weight_on_tc():
 # --- objective options: beta = 0, free bits (issue 6) ---------------------------------------
 
 
-def _tiny_vae(seed=0, d=3, p=6):
+def _tiny_mlp_vae(seed=0, d=3, p=6):
     from vaelab.networks import MLPDecoder, MLPEncoder
 
     torch.manual_seed(seed)
@@ -277,7 +277,7 @@ def _tiny_vae(seed=0, d=3, p=6):
 
 
 def test_beta_zero_is_the_autoencoder_reconstruction_loss_on_the_same_noise():
-    model = _tiny_vae()
+    model = _tiny_mlp_vae()
     x = torch.randn(5, 6)
     torch.manual_seed(1)
     terms = obj.elbo(model, x, beta=0.0, k=3)
@@ -288,7 +288,7 @@ def test_beta_zero_is_the_autoencoder_reconstruction_loss_on_the_same_noise():
 
 
 def test_free_bits_value_is_the_floor_formula_and_elbo_is_unfloored():
-    model = _tiny_vae()
+    model = _tiny_mlp_vae()
     x = torch.randn(7, 6)
     lam, beta = 0.3, 0.7
     torch.manual_seed(2)
@@ -302,7 +302,7 @@ def test_free_bits_value_is_the_floor_formula_and_elbo_is_unfloored():
 
 
 def test_free_bits_give_no_kl_gradient_to_dimensions_below_the_floor():
-    model = _tiny_vae(d=3)
+    model = _tiny_mlp_vae(d=3)
     x = torch.randn(16, 6)
     with torch.no_grad():  # dimension 0 far from the prior, 1 and 2 close to it
         out = model.encoder.net[-1]
