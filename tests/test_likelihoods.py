@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -123,3 +125,19 @@ def test_logistic_likelihood_shapes_samples_and_model():
 def test_grey_level_likelihoods_refuse_binarization():
     with pytest.raises(VaelabError, match="binarize none"):
         Config(likelihood="continuous-bernoulli", binarize="dynamic")
+
+
+def test_a_logistic_far_wider_than_a_bin_keeps_its_density_and_gradient():
+    """log P(x) -> log(bin width) + log density at the centre, d/d log s -> -1: the
+    difference of two CDFs that float32 cannot tell apart must not freeze at a floor."""
+    from vaelab.likelihoods import BINS, DiscretizedLogisticMixture
+
+    for log_s in (8.0, 12.0, 16.0):
+        log_scale = torch.tensor([[log_s]], requires_grad=True)
+        px = DiscretizedLogisticMixture(torch.zeros(1, 1), torch.full((1, 1), 0.5), log_scale)
+        log_p = px.log_prob(torch.tensor([0.5])).sum()
+        log_p.backward()
+        # logistic density at its centre is 1 / (4 s); the bin is 1 / (BINS - 1) wide
+        expected = -math.log(BINS - 1) - log_s - math.log(4.0)
+        assert log_p.item() == pytest.approx(expected, abs=1e-4)
+        assert log_scale.grad.item() == pytest.approx(-1.0, abs=1e-3)

@@ -120,11 +120,18 @@ def log_sigmoid_difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     sigmoid(a) - sigmoid(b) = sigmoid(-b) - sigmoid(-a): the pair is flipped so both lie on
     the lower side, where log sigmoid keeps full precision; then
     log(s(a) - s(b)) = log s(a) + log(1 - exp(log s(b) - log s(a))).
+
+    When a - b is so small that log s(a) - log s(b) loses its digits (a logistic far wider
+    than a bin), the midpoint rule takes over: s(a) - s(b) = (a - b) s'(c) (1 + O((a - b)^2)),
+    c = (a + b) / 2, s' = s(c) s(-c) (PixelCNN++'s fallback, which keeps the gradient alive).
     """
     flip = a + b > 0
     a, b = torch.where(flip, -b, a), torch.where(flip, -a, b)
     log_a, log_b = F.logsigmoid(a), F.logsigmoid(b)
-    return log_a + _log1mexp((log_a - log_b).clamp(min=1e-30))
+    exact = log_a + _log1mexp((log_a - log_b).clamp(min=1e-30))
+    mid = 0.5 * (a + b)
+    midpoint = torch.log((a - b).clamp(min=1e-30)) + F.logsigmoid(mid) + F.logsigmoid(-mid)
+    return torch.where(log_a - log_b > 1e-3, exact, midpoint)
 
 
 class DiscretizedLogisticMixture(Distribution):
