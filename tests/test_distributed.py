@@ -156,3 +156,22 @@ def test_shards_cover_a_batch_once_with_weights_that_average_to_one(monkeypatch)
                 weights.append(weight)
             assert rows == list(range(n))
             assert sum(weights) / world == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "option", [{"tc_beta": 2.0}, {"factor_gamma": 5.0}, {"minutes": 1.0}, {"inference": "local"}]
+)
+def test_options_that_need_state_shared_between_ranks_are_refused_before_anything_is_written(
+    option, monkeypatch, tmp_path
+):
+    """beta-TCVAE's q(z) needs the whole batch's codes, FactorVAE's discriminator and local
+    posteriors are not synchronised, and --minutes would let ranks stop at different epochs."""
+    from vaelab import Config, train
+    from vaelab.errors import VaelabError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it: checked before any rendezvous
+    out = tmp_path / "run"
+    config = Config(data="digits", epochs=1, out=str(out), **option)
+    with pytest.raises(VaelabError, match="under torchrun"):
+        train(config, progress=False, log=lambda _: None)
+    assert not out.exists() and not (tmp_path / "run.partial").exists()

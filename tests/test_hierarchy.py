@@ -50,7 +50,7 @@ def test_the_elbo_lies_below_the_importance_sampled_log_likelihood():
     assert torch.allclose(per_dim.sum(-1), kl, rtol=0.05, atol=0.2)
 
 
-def test_an_hvae2_run_trains_loads_and_evaluates(tmp_path):
+def test_an_hvae2_run_trains_loads_and_evaluates(tmp_path, capsys):
     from vaelab.cli import main
 
     run = tmp_path / "h"
@@ -60,3 +60,8 @@ def test_an_hvae2_run_trains_loads_and_evaluates(tmp_path):
     assert main(["eval", str(run), "--k", "20", "--json"]) == 0
     assert main(["sample", str(run), "--n", "4"]) == 0
     assert main(["eval", str(run), "--k", "20", "--ais", "5"]) == 0  # AIS from the prior
+    assert main(["plot", str(run)]) == 0
+    # q* is one diagonal Gaussian; the gap of a two-layer q is refused in one line
+    capsys.readouterr()
+    assert main(["gap", str(run), "--n", "2"]) == 2
+    assert "hvae2" in capsys.readouterr().err

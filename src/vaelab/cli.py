@@ -411,6 +411,11 @@ def _gap(args) -> None:
             f"{args.run} was trained with --inference local: it has no trained encoder, so "
             "there is no amortized q to compare; use a run trained with an encoder"
         )
+    if config.arch == "hvae2":
+        raise VaelabError(
+            f"{args.run} is a two-layer model (--arch hvae2), whose q(z1|x) q(z2|z1) is not "
+            "one diagonal Gaussian; vaelab gap compares such q, so use a one-layer run"
+        )
     for name in ("n", "k", "samples", "ais_chains"):
         if getattr(args, name) < 1:
             raise VaelabError(f"--{name.replace('_', '-')} must be >= 1")
@@ -459,14 +464,17 @@ def _plot(args) -> None:
 
     config = load_config(args.run)
     model = load(args.run)
-    if args.gap and model.latent_dim != 2:
+    # the posterior-gap plots: 2-D runs with one Gaussian q (not hvae2's two layers)
+    gap_plots = model.latent_dim == 2 and config.arch != "hvae2"
+    if args.gap and not gap_plots:
         raise VaelabError(
-            f"--gap draws the true posterior of a 2-D latent space; {args.run} has "
-            f"{model.latent_dim} latent dimensions (train with --latent-dim 2)"
+            f"--gap draws the true posterior of a 2-D latent space under one Gaussian q; "
+            f"{args.run} has {model.latent_dim} latent dimensions and --arch {config.arch} "
+            "(train with --latent-dim 2 and --arch mlp or conv)"
         )
     dataset = data_mod.from_config(config, load_transform(args.run))
     plot_dir = Path(args.run) / "plots"
-    if args.gap or model.latent_dim == 2:
+    if gap_plots:
         paths = draw_gap(model, dataset, plot_dir, config.resolved_binarize, seed=config.seed)
         if args.gap:
             print(f"vaelab: {len(paths)} plots written to {plot_dir}")
@@ -476,7 +484,7 @@ def _plot(args) -> None:
     if metrics_path.is_file():
         metrics = [json_mod.loads(line) for line in metrics_path.read_text().splitlines() if line]
     paths = draw_run(model, dataset, metrics, plot_dir, config.resolved_binarize)
-    if model.latent_dim == 2:
+    if gap_plots:
         paths += [plot_dir / name for name in GAP_PLOTS]
     print(f"vaelab: {len(paths)} plots written to {plot_dir}")
 

@@ -154,7 +154,7 @@ class Config:
             raise VaelabError(f"--inference {self.inference} needs --objective elbo")
         if self.refine_steps < 1:
             raise VaelabError(f"refine_steps must be >= 1 (got {self.refine_steps})")
-        if self.decoder_bias == "data" and self.arch == "conv":
+        if self.decoder_bias == "data" and self.arch in ("conv", "gated-conv"):
             raise VaelabError("--decoder-bias data needs --arch mlp or linear")
         from .data.dataset import parse_split
 

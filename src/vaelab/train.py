@@ -244,17 +244,17 @@ def _check_data(dataset, config: Config) -> None:
             "stream with the encoder (--inference amortized), or use --stream off"
         )
     if distributed.launched() and (
-        config.inference == "local" or config.minutes or config.factor_gamma
+        config.inference == "local" or config.minutes or config.factor_gamma or config.tc_beta
     ):
         raise VaelabError(
             "under torchrun, train with the encoder (no --inference local), --epochs "
-            "(no --minutes) and no --factor-gamma: each would need state or clocks shared "
-            "between processes"
+            "(no --minutes), and without --factor-gamma or --tc-beta: each would need state, "
+            "clocks or the whole batch's codes shared between processes"
         )
-    if config.arch == "conv" and dataset.kind != "images":
+    if config.arch in ("conv", "gated-conv") and dataset.kind != "images":
         raise VaelabError(
-            f"--arch conv needs images, and {config.data!r} holds {dataset.kind} of shape "
-            f"{dataset.x_shape}; use --arch mlp"
+            f"--arch {config.arch} needs images, and {config.data!r} holds {dataset.kind} of "
+            f"shape {dataset.x_shape}; use --arch mlp"
         )
 
 
@@ -532,7 +532,8 @@ KL_PER_DIM_ROWS_MIXTURE = 200
 def _kl_per_dim_record(model, x, config) -> dict:
     """``valid_kl_per_dim``: the mean over (up to 1,000; 200 under a mixture prior) validation
     examples of each latent dimension's KL, so a collapsing dimension (KL -> 0) shows in
-    metrics.jsonl epoch by epoch. Nothing for ``--inference local``, which has no encoder to ask."""
+    metrics.jsonl epoch by epoch. Nothing for ``--inference local``, which has no encoder to
+    ask."""
     if config.inference == "local":
         return {}
     from .evaluate import posterior_stats
