@@ -20,6 +20,7 @@ from torch import nn
 from torch.distributions import Distribution, Independent, Normal
 
 from .errors import VaelabError
+from .evaluate import fixed_prior
 from .model import bounded_log_var
 from .objectives import kl_term
 
@@ -167,7 +168,12 @@ def fit_local(
     trace: list[torch.Tensor] = []
     best, stale, converged = -math.inf, 0, False
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    # p(z) computed once: the weights stand still (a VampPrior would re-encode its
+    # pseudo-inputs at every step)
+    with (
+        torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+        fixed_prior(model),
+    ):
         torch.manual_seed(seed)
         for step in range(limit):
             elbo = elbo_of(model, x, q.q_z(), samples)

@@ -266,7 +266,11 @@ def draw_run(
     images = len(model.x_shape) == 3
     means, stds, kls = posterior_stats(model, x_test)
     kl_mean = kls.mean(0).numpy()
-    dims = tuple(int(d) for d in np.argsort(-kl_mean)[:2]) if model.latent_dim > 1 else (0, 0)
+    # the dimensions the decoder reads: all, or z1 of a two-layer model (z2 acts through z1),
+    # so that manifolds and traversals sweep what changes the picture
+    read = getattr(model.decoder, "d1", model.latent_dim)
+    by_kl = [int(d) for d in np.argsort(-kl_mean) if d < read]
+    dims = tuple(by_kl[:2]) if read > 1 else (0, 0)
     dims = tuple(sorted(dims))
     written = []
 
@@ -279,7 +283,7 @@ def draw_run(
         save(learning_curves(metrics), "learning_curves.png")
     gen = torch.Generator().manual_seed(seed)
     if not images:
-        if model.latent_dim >= 2:
+        if read >= 2:
             save(latent_scatter(means[:, dims].numpy(), labels, dims), "latent_space.png")
         save(kl_per_dim(kl_mean), "kl_per_dim.png")
         return written
@@ -291,7 +295,7 @@ def draw_run(
         samples = model.sample(64).cpu().numpy()
         save(image_grid(samples, "E[x|z] for z ~ p(z): samples from the prior"), "samples.png")
 
-        if model.latent_dim >= 2:
+        if read >= 2:
             m2 = means[:, dims].numpy()
             save(latent_scatter(m2, labels, dims), "latent_space.png")
             n = 20
@@ -319,7 +323,7 @@ def draw_run(
                 "posterior_samples.png",
             )
         # dimensions by decreasing KL, at most TRAVERSAL_DIMS of them, around test example 0
-        order = [int(d) for d in np.argsort(-kl_mean)[:TRAVERSAL_DIMS]]
+        order = by_kl[:TRAVERSAL_DIMS]
         values = torch.linspace(-3, 3, 11)
         z = traversal_codes(means[0], order, values)
         decoded = model.decode(z.reshape(-1, model.latent_dim).to(device)).cpu()
