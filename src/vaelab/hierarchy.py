@@ -19,8 +19,8 @@ from torch import nn
 from torch.distributions import Distribution, Normal, constraints
 
 from .errors import VaelabError
-from .model import VAE, bounded_log_var
-from .networks import _mlp, make_networks
+from .model import VAE, bounded_log_var, likelihood_and_networks
+from .networks import _mlp
 
 
 def _gaussian(net: nn.Module, h: torch.Tensor) -> Normal:
@@ -142,29 +142,12 @@ class HierarchicalVAE(VAE):
 
     @classmethod
     def from_config(cls, config, x_shape: tuple[int, ...], n_train: int = 0) -> VAE:
-        from .likelihoods import make_likelihood
-
         if config.inference != "amortized" or config.prior != "normal":
             raise VaelabError("--arch hvae2 needs --inference amortized and --prior normal")
         d1 = config.latent_dim
         d2 = config.latent_dim_2 or max(1, d1 // 2)
         hidden_2 = config.hidden_2 or config.hidden
-        likelihood = make_likelihood(
-            config.likelihood,
-            x_shape,
-            sigma=config.sigma,
-            learn_sigma=config.learn_sigma,
-            shared_sigma=config.shared_sigma,
-            components=config.logistic_components,
-        )
-        encoder, decoder = make_networks(
-            "mlp",
-            x_shape,
-            config.hidden,
-            d1,
-            config.activation,
-            out_shape=getattr(likelihood, "param_shape", None),
-        )
+        likelihood, encoder, decoder = likelihood_and_networks(config, x_shape, "mlp", d1)
         prior = TwoLayerPrior(d1, d2, hidden_2, config.activation)
         model = cls(encoder, FirstLayerDecoder(decoder, d1), prior, likelihood, x_shape)
         model.q_z2 = _Conditional(d1, hidden_2, d2, config.activation)

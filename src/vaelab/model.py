@@ -54,6 +54,28 @@ def bounded_log_var(
     return torch.where(excess > 0, bent, raw)
 
 
+def likelihood_and_networks(config: Config, x_shape: tuple[int, ...], arch: str, latent_dim: int):
+    """The likelihood p(x | z) ``config`` names, and the ``arch`` encoder and decoder between
+    ``x_shape`` and ``latent_dim`` units (the decoder emits the likelihood's parameters)."""
+    likelihood = make_likelihood(
+        config.likelihood,
+        x_shape,
+        sigma=config.sigma,
+        learn_sigma=config.learn_sigma,
+        shared_sigma=config.shared_sigma,
+        components=config.logistic_components,
+    )
+    encoder, decoder = make_networks(
+        arch,
+        x_shape,
+        config.hidden,
+        latent_dim,
+        config.activation,
+        out_shape=getattr(likelihood, "param_shape", None),
+    )
+    return likelihood, encoder, decoder
+
+
 class VAE(nn.Module):
     """p(x, z) = p(z) p_theta(x | z), with q_phi(z | x) = N(mu_phi(x), diag sigma_phi(x)^2).
 
@@ -81,21 +103,8 @@ class VAE(nn.Module):
             from .hierarchy import HierarchicalVAE
 
             return HierarchicalVAE.from_config(config, x_shape, n_train)
-        likelihood = make_likelihood(
-            config.likelihood,
-            x_shape,
-            sigma=config.sigma,
-            learn_sigma=config.learn_sigma,
-            shared_sigma=config.shared_sigma,
-            components=config.logistic_components,
-        )
-        encoder, decoder = make_networks(
-            config.arch,
-            x_shape,
-            config.hidden,
-            config.latent_dim,
-            config.activation,
-            out_shape=getattr(likelihood, "param_shape", None),
+        likelihood, encoder, decoder = likelihood_and_networks(
+            config, x_shape, config.arch, config.latent_dim
         )
         prior = make_prior(
             config.prior, config.latent_dim, config.prior_components, encoder, x_shape
