@@ -151,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--binarize", choices=["auto", "dynamic", "static", "none"])
     t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
     t.add_argument(
+        "--compile",
+        choices=["auto", "on", "off"],
+        help="run the training objective through torch.compile; auto (default): for runs "
+        "of at least 20,000 steps or 10 minutes, in one process",
+    )
+    t.add_argument(
         "--checkpoint-every",
         type=int,
         help="epochs between checkpoints for --resume; 0: none (default 1)",

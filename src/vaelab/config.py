@@ -34,6 +34,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "inference": ("amortized", "local", "semi-amortized"),
     "kl_schedule": ("linear", "cyclical"),
     "prior": ("normal", "mog", "vamp"),
+    "compile": ("auto", "on", "off"),
 }
 
 
@@ -53,7 +54,9 @@ class Config:
     refines the encoder's q by ``refine_steps`` Adam steps on each batch's ELBO;
     ``tc_beta`` > 0 trains a beta-TCVAE (Chen et al. 2018) with that weight on the total
     correlation, ``factor_gamma`` > 0 a FactorVAE (Kim & Mnih 2018) with that weight on the
-    discriminator's total correlation estimate (0: off, both).
+    discriminator's total correlation estimate (0: off, both); ``compile`` runs the
+    training objective through ``torch.compile`` (``auto``: where it works and the run is long
+    enough to repay it, :mod:`vaelab.compiled`).
     """
 
     data: str = "digits"
@@ -103,6 +106,7 @@ class Config:
     logistic_components: int = 1
     latent_dim_2: int = 0
     hidden_2: list[int] = field(default_factory=list)
+    compile: str = "auto"
 
     def __post_init__(self) -> None:
         self.validate()

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from .steps import all_finite, guarded_step
+
 # the paper's discriminator has 6 hidden layers of 1000 units; 4 of 256 keep a CPU step cheap
 HIDDEN = (256, 256, 256, 256)
 LR = 1e-4
@@ -121,10 +123,5 @@ class Critic:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grads = [p.grad for p in self.discriminator.parameters()]
-        finite = torch.stack([torch.isfinite(loss)] + [torch.isfinite(g).all() for g in grads])
-        if self.fused:  # decided on the device, as the VAE's own fused step is
-            self.optimizer.found_inf = (~finite.all()).float()
-            self.optimizer.step()
-        elif finite.all().item():
-            self.optimizer.step()
+        guarded_step(self.optimizer, all_finite(loss, grads), self.fused)
         return loss.detach()

@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from . import compiled, distributed
 from . import data as data_mod
-from . import distributed
 from .checkpoint import (
     default_out,
     load_training_state,
@@ -51,6 +51,7 @@ from .factor import Critic
 from .inference import evaluate_local
 from .model import VAE
 from .schedules import kl_weight, lr_factor
+from .steps import all_finite, guarded_step
 
 PROGRESS_EVERY = 20  # steps between progress-bar updates: each costs one host sync
 STREAM_VALID_ROWS = 10_000  # streamed data: validation examples scored after each epoch
@@ -343,6 +344,9 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
     # the objective; under torchrun wrapped in DDP, whose backward all-reduces the gradients
     objective = distributed.objective(model, config, device)
     fault = _fault_steps()
+    run_start = time.perf_counter() - counters["elapsed"]
+    params = [p for p in model.parameters() if p.requires_grad]
+    objective = _maybe_compiled(objective, model, config, device, x_train, total_steps, log)
     # one bar over every step of the run (of the budget's seconds, under --minutes)
     bar = tqdm(
         total=total_steps if not config.minutes else round(budget),
@@ -353,8 +357,6 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
         file=sys.stderr,
         dynamic_ncols=True,
     )
-    run_start = time.perf_counter() - counters["elapsed"]
-    params = [p for p in model.parameters() if p.requires_grad]
     metrics_path = run_dir / "metrics.jsonl" if main else Path(os.devnull)
     with bar, metrics_path.open("a" if resume else "w") as metrics_file:
         for epoch in range(counters["epoch"] + 1, config.epochs + 1):
@@ -397,17 +399,10 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
                 # synchronisation per step where fused Adam is not available or per-example
                 # posteriors (--inference local) take their own step
                 grads = [p.grad for p in params] + ([rows.grad] if rows is not None else [])
-                finite = torch.stack(
-                    [torch.isfinite(loss)] + [torch.isfinite(g).all() for g in grads]
-                ).all()
-                finite = distributed.all_finite(finite)  # every rank steps, or none does
-                if fused and rows is None:
-                    optimizer.found_inf = (~finite).float()
-                    optimizer.step()
-                elif finite.item():
-                    optimizer.step()
-                    if rows is not None:
-                        model.local.adam_step(index, rows.grad, LOCAL_LR * lr / config.lr)
+                finite = distributed.all_finite(all_finite(loss, grads))  # all ranks, or none
+                guarded_step(optimizer, finite, fused and rows is None)
+                if rows is not None and finite.item():
+                    model.local.adam_step(index, rows.grad, LOCAL_LR * lr / config.lr)
                 if critic is not None:  # FactorVAE: then the discriminator's own step
                     critic.step(model, x)
                 pending.append((step, finite))
@@ -489,6 +484,22 @@ def _fit(model, dataset, config, binarization, device, run_dir: Path, progress, 
             "the best validation ELBO"
         )
     return metrics
+
+
+def _maybe_compiled(objective, model, config, device, x_train, total_steps: int, log):
+    """The objective through ``torch.compile`` when ``config.compile`` asks for it and it
+    works (:mod:`vaelab.compiled`), else as it is. Compiling takes place here, inside the
+    run's clock."""
+    world = distributed.world_size()
+    wanted, why_not = compiled.wanted(config, device, world, total_steps)
+    if why_not:
+        log(f"vaelab: --compile on: {why_not}")
+    if not wanted or len(x_train) < config.batch_size:
+        return objective
+    fast = compiled.CompiledObjective(objective, config.batch_size, len(x_train))
+    params = [p for p in model.parameters() if p.requires_grad]
+    fast.prepare(x_train[: config.batch_size].to(device), params, log)
+    return fast
 
 
 def _check_bad(pending, epoch: int, counters: dict, checkpoints: Path, log) -> None:
