@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from vaelab import data as data_mod
+from vaelab import peak as vaelab_peak
 
 MODEL = ["--hidden", "200", "--latent-dim", "20", "--batch-size", "1024", "--epochs", "1"]
 
@@ -74,33 +74,15 @@ def main() -> None:
     print(f"streamed / in memory: {rows[0][1] / rows[1][1]:.2f}")
 
 
-# the child reports its own peak (VmHWM of its own address space): ru_maxrss from wait4 would
-# start at this process's peak (5 GB after building the file), as subprocess spawns with vfork
-PEAK_REPORTING_MAIN = (
-    "import re, sys\n"
-    "from vaelab.cli import main\n"
-    "code = main(sys.argv[1:])\n"
-    "status = open('/proc/self/status').read()\n"
-    "print('peak-kib', re.search(r'VmHWM:\\s+(\\d+)', status).group(1), file=sys.stderr)\n"
-    "sys.exit(code)\n"
-)
-
-
 def measure(args: list[str]) -> tuple[dict, float, float]:
     """Train in a child process; its epoch record, its own peak RSS in GiB, wall seconds."""
     start = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-c", PEAK_REPORTING_MAIN, "train", *args, "--quiet"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    peak, result = vaelab_peak.run(["train", *args, "--quiet"])
     if result.returncode != 0:
         sys.exit(f"training failed: {result.stderr.strip()}")
-    peak = [line for line in result.stderr.splitlines() if line.startswith("peak-kib")]
     run_dir = Path(args[args.index("--out") + 1])
     record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
-    return record, int(peak[-1].split()[1]) / 2**20, time.perf_counter() - start
+    return record, peak, time.perf_counter() - start
 
 
 if __name__ == "__main__":

@@ -13,25 +13,26 @@ from .test_data import write_mnist_folder
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _run_benchmark(script: str, args: list[str], data: Path | None = None, timeout: int = 600):
+    """``python benchmarks/SCRIPT ARGS`` as docs/benchmarks.md runs it, with ``$VAELAB_DATA``
+    set to ``data`` when given; the completed process, output captured as text."""
+    env = {**os.environ, "VAELAB_DATA": str(data)} if data else None
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
 def test_mnist_nll_trains_a_preset_under_a_budget_and_prints_one_row(tmp_path):
     write_mnist_folder(tmp_path / "mnist", n_train=240, n_test=30, side=6)
     out = tmp_path / "bench"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "mnist_nll.py"),
-            "--preset",
-            "mnist-vae",
-            "--minutes",
-            "0.05",
-            "--k",
-            "20",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "VAELAB_DATA": str(tmp_path / "mnist")},
+    result = _run_benchmark(
+        "mnist_nll.py",
+        ["--preset", "mnist-vae", "--minutes", "0.05", "--k", "20", "--out", str(out)],
+        data=tmp_path / "mnist",
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
@@ -49,33 +50,26 @@ def test_mnist_nll_trains_a_preset_under_a_budget_and_prints_one_row(tmp_path):
 
 def test_throughput_prints_all_three_rows_with_their_ratios(tmp_path):
     write_mnist_folder(tmp_path / "mnist", n_train=720, n_test=12, side=28)
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--epochs", "2"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "VAELAB_DATA": str(tmp_path / "mnist")},
-        timeout=600,
-    )
+    # eager only: the compiled trainer is compared with eager steps in test_fast_path.py
+    args = ["--epochs", "2", "--compile", "off"]
+    result = _run_benchmark("throughput.py", args, data=tmp_path / "mnist")
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| MLP")]
     assert [row.split("|")[2].strip() for row in rows] == ["128", "512"]
     for row in rows:
-        bound, reference, ours, ratio, fraction = (
-            float(cell.replace(",", "")) for cell in row.split("|")[3:8]
-        )
+        cells = [cell.strip() for cell in row.split("|")[3:-1]]
+        bound, reference, ours = (float(cell.replace(",", "")) for cell in cells[:3])
+        ratio, fraction = float(cells[4]), float(cells[5])
         assert bound > 0 and reference > 0 and ours > 0
         assert abs(ratio - ours / reference) < 0.01 and abs(fraction - ours / bound) < 0.01
+        assert cells[3] == cells[6] == cells[7] == "-"  # not compiled: no figures made up
     assert any(line.startswith("| conv | 128 |") for line in result.stdout.splitlines())
 
 
 def test_eval_speed_prints_its_rate_against_the_bound_and_its_memory(tmp_path):
     write_mnist_folder(tmp_path / "mnist", n_train=60, n_test=30, side=28)
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "eval_speed.py"), "--n", "20", "--k", "50"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "VAELAB_DATA": str(tmp_path / "mnist")},
-        timeout=300,
+    result = _run_benchmark(
+        "eval_speed.py", ["--n", "20", "--k", "50"], data=tmp_path / "mnist", timeout=300
     )
     assert result.returncode == 0, result.stderr
     row = result.stdout.strip().splitlines()[-1]
@@ -88,14 +82,9 @@ def test_eval_speed_prints_its_rate_against_the_bound_and_its_memory(tmp_path):
 
 def test_stream_benchmark_trains_streamed_and_in_memory_and_prints_both(tmp_path):
     write_mnist_folder(tmp_path / "mnist", n_train=1300, n_test=20, side=28)
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "stream.py"), "--gb", "0.003",
-         "--work", str(tmp_path / "work")],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "VAELAB_DATA": str(tmp_path / "mnist")},
-        timeout=600,
-    )  # fmt: skip
+    result = _run_benchmark(
+        "stream.py", ["--gb", "0.003", "--work", str(tmp_path / "work")], data=tmp_path / "mnist"
+    )
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| stream")]
     rows += [line for line in result.stdout.splitlines() if line.startswith("| in memory")]
@@ -108,13 +97,21 @@ def test_stream_benchmark_trains_streamed_and_in_memory_and_prints_both(tmp_path
 
 def test_disentangle_trains_one_model_briefly_and_prints_its_metrics(tmp_path):
     out = tmp_path / "bench"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "disentangle.py"), "--models", "tcvae6",
-         "--minutes", "0.01", "--n", "20", "--trees", "2", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )  # fmt: skip
+    result = _run_benchmark(
+        "disentangle.py",
+        [
+            "--models",
+            "tcvae6",
+            "--minutes",
+            "0.01",
+            "--n",
+            "20",
+            "--trees",
+            "2",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.returncode == 0, result.stderr
     row = result.stdout.strip().splitlines()[-1]
     assert row.startswith("| β-TCVAE, TC weight 6 | 1 |")
@@ -122,3 +119,15 @@ def test_disentangle_trains_one_model_briefly_and_prints_its_metrics(tmp_path):
     assert record["tc_beta"] == 6.0 and record["epochs"] == 1
     assert all(0 <= record[k] <= 1 for k in ("mig", "beta_vae", "dci_disentanglement"))
     assert (out / "tcvae6" / "plots" / "traversals.png").is_file()
+
+
+def test_train_memory_runs_a_whole_training_and_prints_its_peak(tmp_path):
+    write_mnist_folder(tmp_path / "mnist", n_train=300, n_test=20, side=28)
+    args = ["--epochs", "1", "--", "--hidden", "32", "--latent-dim", "2"]
+    result = _run_benchmark("train_memory.py", args, data=tmp_path / "mnist")
+    assert result.returncode == 0, result.stderr
+    row = result.stdout.strip().splitlines()[-1]
+    cells = [cell.strip() for cell in row.split("|")[1:-1]]
+    assert cells[0] == "`vaelab train --data mnist --hidden 32 --latent-dim 2`"
+    assert cells[1] == "1" and float(cells[2]) > 0
+    assert 0.1 < float(cells[3]) < 3  # GiB: torch alone is a few hundred MB

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 from vaelab import data as data_mod
+from vaelab import peak
 from vaelab.data.stream import BLOCK_ROWS, NpyFile, StreamSplit, split_blocks
 
 from .test_cli import run_cli
@@ -73,25 +73,10 @@ def test_binarized_streamed_split_does_not_depend_on_how_it_is_sliced(tmp_path):
     assert torch.equal(whole, pieces) and set(whole.unique().tolist()) == {0.0, 1.0}
 
 
-# the child reports its own peak (VmHWM of its own address space): ru_maxrss from wait4 would
-# start at the parent's peak, since subprocess spawns with vfork and exec inherits the mark
-PEAK_REPORTING_MAIN = (
-    "import re, sys\n"
-    "from vaelab.cli import main\n"
-    "code = main(sys.argv[1:])\n"
-    "status = open('/proc/self/status').read()\n"
-    "print('peak-kib', re.search(r'VmHWM:\\s+(\\d+)', status).group(1), file=sys.stderr)\n"
-    "sys.exit(code)\n"
-)
-
-
 def _peak_rss_mb(args: list[str]) -> tuple[float, subprocess.CompletedProcess]:
     """Run ``vaelab ARGS`` and return its own peak resident memory (MB) and its output."""
-    result = subprocess.run(
-        [sys.executable, "-c", PEAK_REPORTING_MAIN, *args], capture_output=True, text=True
-    )
-    peak = [line for line in result.stderr.splitlines() if line.startswith("peak-kib")]
-    return int(peak[-1].split()[1]) / 1024, result
+    peak_gib, result = peak.run(args)
+    return peak_gib * 1024, result
 
 
 def test_training_streams_a_file_larger_than_its_memory_use(tmp_path):
