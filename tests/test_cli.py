@@ -288,6 +288,18 @@ def test_preset_sets_burda_architecture_and_flags_override_it(tmp_path):
         (["--minutes", "-1"], "minutes must be >= 0"),
         (["--shared-sigma"], "--shared-sigma needs --learn-sigma"),
         (["--decoder-bias", "data", "--arch", "conv"], "--decoder-bias data needs --arch mlp"),
+        # options another setting reads, given without it: refused, not silently ignored
+        (["--latent-dim-2", "4"], "--latent-dim-2 and --hidden-2 are for --arch hvae2"),
+        (["--hidden-2", "16"], "--latent-dim-2 and --hidden-2 are for --arch hvae2"),
+        (["--prior-components", "5"], "--prior-components is for --prior mog or vamp"),
+        (["--logistic-components", "3"], "--logistic-components is for --likelihood logistic"),
+        (["--kl-schedule", "cyclical", "--kl-warmup", "2"], "ignores --kl-warmup"),
+        # a preset's warm-up is refused the same way, and the fix says how to turn it off
+        (
+            ["--preset", "mnist-vamp", "--kl-schedule", "cyclical", "--minutes", "0"],
+            "pass --kl-warmup 0",
+        ),
+        (["--preset", "mnist-vamp", "--prior", "normal"], "(--prior-components 0)"),
     ],
 )
 def test_bad_training_options_are_one_line_and_leave_nothing(tmp_path, capsys, args, message):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -47,3 +49,43 @@ def test_any_toml_file_gives_a_config_or_a_vaelab_error(tmp_path_factory, table,
         else:
             assert isinstance(config, Config)
             config.validate()  # what was accepted is valid
+
+
+UNREAD = [
+    ({"latent_dim_2": 4}, "--latent-dim-2 and --hidden-2 are for --arch hvae2"),
+    ({"hidden_2": [16]}, "--latent-dim-2 and --hidden-2 are for --arch hvae2"),
+    ({"prior_components": 5}, "--prior-components is for --prior mog or vamp"),
+    ({"logistic_components": 3}, "--logistic-components is for --likelihood logistic"),
+    (
+        {"logistic_components": 3, "likelihood": "bernoulli"},
+        "--logistic-components is for --likelihood logistic",
+    ),
+    ({"kl_warmup": 5, "kl_schedule": "cyclical"}, "ignores --kl-warmup"),
+]
+
+
+@pytest.mark.parametrize("values, message", UNREAD)
+def test_options_the_run_would_ignore_are_refused_in_one_line(values, message):
+    with pytest.raises(VaelabError, match=re.escape(message)) as info:
+        Config(**values)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"arch": "hvae2", "latent_dim_2": 4, "hidden_2": [16]},
+        {"prior": "mog", "prior_components": 5},
+        {"prior": "vamp", "prior_components": 5},
+        {"likelihood": "logistic", "logistic_components": 3, "binarize": "none"},
+        {"kl_warmup": 5},
+        {"kl_schedule": "cyclical", "kl_cycles": 2},
+    ],
+)
+def test_the_same_options_with_the_setting_that_reads_them_survive_a_saved_config(
+    tmp_path, values
+):
+    config = Config(**values)
+    path = tmp_path / "config.toml"
+    path.write_text(config.to_toml())  # a finished run's config.toml: every field, defaults too
+    assert make_config(read_toml(path)) == config

@@ -35,11 +35,19 @@ def sigmoid_schedule(steps: int, delta: float = 4.0) -> torch.Tensor:
 
 
 def _grad_f(model, x, q0, beta: float, z: torch.Tensor):
-    """f_beta(z) ``(C, B)`` and its gradient in z ``(C, B, D)``; also log p(x, z) - log q0."""
+    """f_beta(z) ``(C, B)`` and its gradient in z ``(C, B, D)``; also log p(x, z) - log q0.
+
+    ``q0 = None`` means the prior: then log p(x, z) - log q0(z) = log p(x | z), and log p(z)
+    is evaluated once, by the model's unexpanded p(z), broadcasting over ``(C, B)``.
+    """
     with torch.enable_grad():
         z = z.detach().requires_grad_(True)
-        log_q0 = q0.log_prob(z)
-        log_ratio = model.log_joint(x, z) - log_q0
+        if q0 is None:
+            log_q0 = model.p_z().log_prob(z)
+            log_ratio = model.p_x(z).log_prob(x)
+        else:
+            log_q0 = q0.log_prob(z)
+            log_ratio = model.log_joint(x, z) - log_q0
         f = log_q0 + beta * log_ratio
         (grad,) = torch.autograd.grad(f.sum(), z)
     return f.detach(), grad, log_ratio.detach()
@@ -87,16 +95,23 @@ def ais_log_px(
         for begin in range(0, len(x), batch_size):
             xb = x[begin : begin + batch_size].to(device)
             if start == "prior":
-                pz = model.p_z()
-                q0 = pz.expand(torch.Size([len(xb)])) if pz.batch_shape == () else pz
+                # the chains start from the prior, drawn through its copy expanded over the
+                # batch (once per batch); every later log p(z) is the fixed, unexpanded p(z),
+                # so a mixture keeps GaussianMixture's fast log_prob (its expanded copy has
+                # (B, K, D) components and takes torch's general, elementwise path)
+                z0 = model.p_z().expand(torch.Size([len(xb)])).sample((chains,))
+                q0 = None
             else:
                 q0 = model.q_z(xb)
-            out.append(_anneal(model, xb, q0, betas, chains, leapfrog, step_size).cpu())
+                z0 = q0.sample((chains,))
+            out.append(_anneal(model, xb, q0, z0, betas, leapfrog, step_size).cpu())
     return torch.cat(out)
 
 
-def _anneal(model, x, q0, betas, chains, leapfrog, step_size) -> torch.Tensor:
-    z = q0.sample((chains,))  # (C, B, D)
+def _anneal(model, x, q0, z, betas, leapfrog, step_size) -> torch.Tensor:
+    """log p^(x) ``(B,)`` from chains started at ``z`` ``(C, B, D)`` drawn from ``q0``
+    (``None``: the prior)."""
+    chains = z.shape[0]
     b = z.shape[1]
     eps = torch.full((1, b, 1), step_size, dtype=z.dtype, device=z.device)
     log_w = torch.zeros(chains, b, dtype=torch.float64, device=z.device)

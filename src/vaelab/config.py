@@ -44,11 +44,11 @@ class Config:
 
     The less obvious ones: ``decoder_bias = "data"`` starts the decoder's output bias at the
     training data's mean (Bernoulli: its logit), as Burda et al. do; ``kl_warmup`` ramps the
-    KL weight linearly from 0 to ``beta`` over that many epochs; ``minutes`` > 0 is a
-    wall-clock budget for training (``epochs`` is then an upper limit), and a ``cosine``
-    ``lr_schedule`` decays over the budget when there is one, else over ``epochs``;
-    ``keep_best`` keeps the weights of the epoch with the best validation ELBO (early
-    stopping); ``iwae_grad = "dreg"`` uses the doubly reparameterized encoder gradient
+    KL weight linearly from 0 to ``beta`` over that many epochs (``kl_schedule = "linear"``);
+    ``minutes`` > 0 is a wall-clock budget for training (``epochs`` is then an upper limit),
+    and a ``cosine`` ``lr_schedule`` decays over the budget when there is one, else over
+    ``epochs``; ``keep_best`` keeps the weights of the epoch with the best validation ELBO
+    (early stopping); ``iwae_grad = "dreg"`` uses the doubly reparameterized encoder gradient
     (Tucker et al. 2018) under the IWAE objective; ``inference = "local"`` trains the decoder
     with one Gaussian q_i per training example instead of an encoder, ``"semi-amortized"``
     refines the encoder's q by ``refine_steps`` Adam steps on each batch's ELBO;
@@ -167,6 +167,7 @@ class Config:
             raise VaelabError("--shared-sigma needs --learn-sigma (a fixed sigma is shared)")
         self._validate_disentangling()
         self._validate_objective_options()
+        self._validate_unread_options()
 
     def _validate_disentangling(self) -> None:
         """beta-TCVAE and FactorVAE: the total correlation of the encoder's q over a batch."""
@@ -235,6 +236,29 @@ class Config:
                 raise VaelabError("--arch hvae2 takes neither --iwae-grad dreg nor --free-bits")
         if self.prior == "vamp" and self.inference == "local":
             raise VaelabError("--prior vamp is built from the encoder: use --inference amortized")
+
+    def _validate_unread_options(self) -> None:
+        """Options that only one setting reads: given without it they would be ignored."""
+        if (self.latent_dim_2 or self.hidden_2) and self.arch != "hvae2":
+            raise VaelabError(
+                "--latent-dim-2 and --hidden-2 are for --arch hvae2; drop them or add --arch hvae2"
+            )
+        if self.prior_components and self.prior == "normal":
+            raise VaelabError(
+                "--prior-components is for --prior mog or vamp; drop it (--prior-components 0) "
+                "or choose one of those"
+            )
+        # "auto" never resolves to logistic (data.choose_likelihood), so only "logistic" reads it
+        if self.logistic_components != 1 and self.likelihood != "logistic":
+            raise VaelabError(
+                "--logistic-components is for --likelihood logistic; drop it "
+                "(--logistic-components 1) or add --likelihood logistic"
+            )
+        if self.kl_warmup and self.kl_schedule == "cyclical":
+            raise VaelabError(
+                "--kl-schedule cyclical ramps beta in each of its --kl-cycles and ignores "
+                "--kl-warmup; pass --kl-warmup 0 or --kl-schedule linear"
+            )
 
     @property
     def resolved_binarize(self) -> str:

@@ -21,6 +21,7 @@ from PIL import Image  # noqa: E402
 
 from . import data as data_mod  # noqa: E402
 from .evaluate import posterior_stats  # noqa: E402
+from .priors import StandardNormal  # noqa: E402
 
 
 def tile(images: np.ndarray, ncols: int, pad: int = 1) -> np.ndarray:
@@ -131,14 +132,40 @@ def latent_scatter(means: np.ndarray, labels: np.ndarray | None, dims: tuple[int
     return fig
 
 
+MANIFOLD_LEVELS = torch.linspace(0.03, 0.97, 20)  # the grid's quantile levels, per dimension
+PRIOR_DRAWS = 10_000  # draws from a prior without a closed-form quantile function
+
+
+def manifold_grid(model, dims: tuple[int, int], seed: int = 0) -> torch.Tensor:
+    """The z values ``(2, n)`` the manifold sweeps along ``z[dims[0]]`` and ``z[dims[1]]``:
+    the quantiles of p(z)'s marginal in each dimension at :data:`MANIFOLD_LEVELS` (3% .. 97%).
+
+    For the standard normal prior they are Phi^-1(level), the same in both dimensions. Any
+    other prior (a mixture, a VampPrior, hvae2's p(z1 | z2) p(z2)) spreads its mass elsewhere,
+    so they are the empirical quantiles of :data:`PRIOR_DRAWS` draws z ~ p(z), seeded by
+    ``seed`` (the same picture every time; the global generator is left as it was).
+    """
+    if isinstance(model.prior, StandardNormal):
+        values = torch.distributions.Normal(0.0, 1.0).icdf(MANIFOLD_LEVELS)
+        return torch.stack([values, values])
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        z = model.p_z().sample((PRIOR_DRAWS,)).cpu().double()  # (S, D)
+    levels = MANIFOLD_LEVELS.double()
+    return torch.stack([torch.quantile(z[:, d], levels) for d in dims]).float()
+
+
 def manifold(images: np.ndarray, z_values: np.ndarray, dims: tuple[int, int]) -> Figure:
-    """Decoder means over an n x n grid of z (rows: z[dims[1]] high to low)."""
-    n = len(z_values)
+    """Decoder means over an n x n grid of z: column j has z[dims[0]] = ``z_values[0, j]``,
+    row i has z[dims[1]] = ``z_values[1, n - 1 - i]`` (high to low); ``z_values`` ``(2, n)``,
+    from :func:`manifold_grid`."""
+    n = z_values.shape[1]
+    (a0, a1), (b0, b1) = z_values[0, [0, -1]], z_values[1, [0, -1]]
     fig, ax = plt.subplots(figsize=(7, 7), layout="constrained")
     _show(ax, tile(images, n))
     ax.set_title(
-        f"decoded manifold: z[{dims[0]}] (left to right) and z[{dims[1]}] (top to bottom) "
-        f"from {z_values[0]:.2f} to {z_values[-1]:.2f}, through the Gaussian inverse CDF",
+        f"decoded manifold at the prior's quantiles 3%..97%: z[{dims[0]}] from {a0:.2f} to "
+        f"{a1:.2f} (left to right), z[{dims[1]}] from {b1:.2f} to {b0:.2f} (top to bottom)",
         fontsize=8,
     )
     return fig
@@ -251,7 +278,8 @@ def draw_run(
     """Draw every plot of a run into ``plot_dir``; return the paths written.
 
     Latent plots use the two dimensions with the largest mean KL on the test set (the only two
-    when the latent space is 2-D); the other dimensions are held at 0, the prior's mean. Image
+    when the latent space is 2-D); the other dimensions are held at 0, the prior's mean. The
+    manifold sweeps the prior's own quantiles in those two (:func:`manifold_grid`). Image
     runs also get latent traversals: each dimension by decreasing KL swept from -3 to 3, the
     others at the posterior mean of the first test example. Plots use at most the first
     :data:`PLOT_EXAMPLES` test examples. Data that are not images (tables, vectors) get the
@@ -298,11 +326,11 @@ def draw_run(
         if read >= 2:
             m2 = means[:, dims].numpy()
             save(latent_scatter(m2, labels, dims), "latent_space.png")
-            n = 20
-            values = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.03, 0.97, n))
+            values = manifold_grid(model, dims, seed)  # (2, n)
+            n = values.shape[1]
             z = torch.zeros(n, n, model.latent_dim)
-            z[:, :, dims[0]] = values[None, :]
-            z[:, :, dims[1]] = values.flip(0)[:, None]
+            z[:, :, dims[0]] = values[0][None, :]
+            z[:, :, dims[1]] = values[1].flip(0)[:, None]
             images = model.decode(z.reshape(n * n, -1).to(device)).cpu().numpy()
             save(manifold(images, values.numpy(), dims), "manifold.png")
 
