@@ -131,3 +131,16 @@ def test_train_memory_runs_a_whole_training_and_prints_its_peak(tmp_path):
     assert cells[0] == "`vaelab train --data mnist --hidden 32 --latent-dim 2`"
     assert cells[1] == "1" and float(cells[2]) > 0
     assert 0.1 < float(cells[3]) < 3  # GiB: torch alone is a few hundred MB
+
+
+def test_profile_step_lists_the_costliest_operations_and_the_matmul_share(tmp_path):
+    write_mnist_folder(tmp_path / "mnist", n_train=300, n_test=20, side=28)
+    result = _run_benchmark("profile_step.py", ["--epochs", "1"], data=tmp_path / "mnist")
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| `")]
+    assert len(rows) == 15
+    shares = [float(row.split("|")[4].strip().rstrip("%")) for row in rows]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 100.05
+    assert any("aten::addmm" in row for row in rows)  # the linear layers are there
+    matmul = [line for line in result.stdout.splitlines() if line.startswith("matrix products")]
+    assert len(matmul) == 1 and 0 < float(matmul[0].split()[2].rstrip("%")) < 100
