@@ -68,6 +68,7 @@ class CompiledObjective:
         self.batch_size = batch_size
         self.n_data = n_data  # the training set's size (beta-TCVAE's estimate of q(z))
         self.compiled: Callable | None = None
+        self.log: Callable[[str], None] = print
 
     def prepare(self, x: torch.Tensor, params: list[torch.Tensor], log) -> None:
         """Compile, forward and backward, on the batch ``x`` ``(batch_size, *x_shape)``; on
@@ -75,6 +76,7 @@ class CompiledObjective:
         compiling changes nothing a run computes."""
         import torch._inductor.config as inductor_config
 
+        self.log = log
         inductor_config.fallback_random = True  # torch's generator: the eager noise
         start = time.perf_counter()
         compiled = torch.compile(self._terms, dynamic=False)
@@ -83,12 +85,7 @@ class CompiledObjective:
                 terms = compiled(x, 1.0)
                 torch.autograd.grad(terms.loss, [p for p in params if p.requires_grad])
         except Exception as error:  # inductor's failures have many types; all mean "eager"
-            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            log(
-                f"vaelab: torch.compile failed ({type(error).__name__}: {first[:160]}); "
-                "training uncompiled"
-            )
-            torch._dynamo.reset()
+            self._give_up(error)
             return
         self.compiled = compiled
         log(
@@ -102,7 +99,20 @@ class CompiledObjective:
     def __call__(self, x, index, beta, step, **options):
         if self.compiled is None or len(x) != self.batch_size:
             return self.eager(x, index, beta, step, **options)
-        return self.compiled(x, beta), None
+        try:
+            return self.compiled(x, beta), None
+        except Exception as error:  # a recompilation that fails mid-run: go on eagerly
+            self._give_up(error)
+            return self.eager(x, index, beta, step, **options)
+
+    def _give_up(self, error: Exception) -> None:
+        text = str(error).strip()
+        first = text.splitlines()[0][:160] if text else ""
+        self.log(
+            f"vaelab: torch.compile failed ({type(error).__name__}: {first}); training uncompiled"
+        )
+        self.compiled = None
+        torch._dynamo.reset()
 
 
 def _cuda_devices(x: torch.Tensor) -> list:
