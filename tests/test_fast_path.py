@@ -167,3 +167,23 @@ def test_a_compiled_run_learns_the_weights_an_uncompiled_run_learns(tmp_path):
     assert "Traceback" not in broken.stderr
     for name, value in load_weights(tmp_path / "broken" / "model.safetensors").items():
         torch.testing.assert_close(value, weights["off"][name], rtol=1e-6, atol=1e-7)
+
+
+def test_compile_auto_compiles_only_long_single_process_cuda_runs():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    long, short = compiled.MIN_STEPS, compiled.MIN_STEPS - 1
+    auto = Config(compile="auto")
+    assert compiled.wanted(auto, cuda, 1, long) == (True, "")
+    assert compiled.wanted(auto, cuda, 1, short) == (False, "")
+    assert compiled.wanted(Config(compile="auto", minutes=10.0), cuda, 1, 10) == (True, "")
+    assert compiled.wanted(auto, cpu, 1, 10 * long) == (False, "")  # measured not to pay
+    assert compiled.wanted(auto, cuda, 2, long) == (False, "")  # torchrun: silently eager
+    assert compiled.wanted(Config(compile="on"), cpu, 1, 1) == (True, "")
+    assert compiled.wanted(Config(compile="off"), cuda, 1, long) == (False, "")
+    # asked for, and refused with the reason
+    on, why = compiled.wanted(Config(compile="on"), cpu, 2, long)
+    assert not on and "torchrun" in why
+    on, why = compiled.wanted(Config(compile="on", inference="local"), cpu, 1, long)
+    assert not on and "--inference local" in why
+    on, why = compiled.wanted(Config(compile="on"), torch.device("mps"), 1, long)
+    assert not on and "mps" in why

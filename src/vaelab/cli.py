@@ -153,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--compile",
         choices=["auto", "on", "off"],
-        help="run the training objective through torch.compile; auto (default): for runs "
-        "of at least 20,000 steps or 10 minutes, in one process",
+        help="run the training objective through torch.compile; auto (default): on a CUDA "
+        "device, for runs of at least 20,000 steps or 10 minutes, in one process",
     )
     t.add_argument(
         "--checkpoint-every",
