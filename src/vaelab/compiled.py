@@ -3,13 +3,13 @@
 The compiled function is the same :func:`vaelab.objectives.batch_terms`, traced once for the
 run's batch shape; its backward is compiled with it. What changes is only how the work is
 done: the elementwise steps (the reparameterization, the Bernoulli log-density over every
-pixel, the closed-form KL, their gradients) become a few fused loops instead of some thirty
+pixel, the closed-form KL, their gradients) become a few fused loops instead of dozens of
 separate kernels, each with its own pass over memory and its own dispatch cost.
 
 Inductor is told to draw its random numbers from torch's own generator
 (``fallback_random``), so a compiled step takes the same noise as the eager step from the
-same seed: a run's numbers do not depend on whether it was compiled, beyond float rounding,
-and a killed compiled run resumes exactly.
+same seed: a run's numbers do not depend on whether it was compiled, beyond float rounding
+(tests/test_fast_path.py).
 
 ``--compile auto`` (the default) compiles where it can pay: on a CUDA device, one process, an
 encoder-amortized objective without FactorVAE's discriminator, and a run of at least
@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import torch
 
-MIN_STEPS = 20_000  # a run this long repays compilings start-up (15 to 20 s)
+MIN_STEPS = 20_000  # a run this long repays the 15 to 20 s that compiling takes
 MIN_MINUTES = 10.0
 
 
