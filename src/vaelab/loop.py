@@ -112,7 +112,7 @@ def fit(model, dataset, config, binarization, device, run_dir: Path, progress, l
     fault = _fault_steps()
     run_start = time.perf_counter() - counters["elapsed"]
     params = [p for p in model.parameters() if p.requires_grad]
-    objective = _maybe_compiled(objective, model, config, device, x_train, total_steps, log)
+    objective = _maybe_compiled(objective, params, config, device, x_train, total_steps, log)
     # one bar over every step of the run (of the budget's seconds, under --minutes)
     bar = tqdm(
         total=total_steps if not config.minutes else round(budget),
@@ -252,7 +252,7 @@ def fit(model, dataset, config, binarization, device, run_dir: Path, progress, l
     return metrics
 
 
-def _maybe_compiled(objective, model, config, device, x_train, total_steps: int, log):
+def _maybe_compiled(objective, params, config, device, x_train, total_steps: int, log):
     """The objective through ``torch.compile`` when ``config.compile`` asks for it and it
     works (:mod:`vaelab.compiled`), else as it is. Compiling takes place here, inside the
     run's clock."""
@@ -263,7 +263,6 @@ def _maybe_compiled(objective, model, config, device, x_train, total_steps: int,
     if not wanted or len(x_train) < config.batch_size:
         return objective
     fast = compiled.CompiledObjective(objective, config.batch_size, len(x_train))
-    params = [p for p in model.parameters() if p.requires_grad]
     fast.prepare(x_train[: config.batch_size].to(device), params, log)
     return fast
 
