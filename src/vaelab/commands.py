@@ -3,7 +3,9 @@
 One function per subcommand takes the parsed ``args``, calls the library and prints what it
 did; :data:`COMMANDS` maps each subcommand's name to its function. A user's mistake raises
 :class:`VaelabError`, which the CLI turns into one line and exit status 2. The library is
-imported inside each function, so a command loads only what it uses.
+imported inside each function, so a command loads only what it uses. In the order of the
+data's path: train a run, measure it (eval, gap, disentangle), encode data with it, then look
+at it (sample, plot, report, explore).
 """
 
 from __future__ import annotations
@@ -163,6 +165,37 @@ def _gap(args) -> None:
     print(report(result, args.run))
 
 
+def _disentangle(args) -> None:
+    from .checkpoint import load, load_config
+    from .disentangle import score_run
+
+    config = load_config(args.run)
+    if config.data != "shapes":
+        raise VaelabError(
+            f"{args.run} was trained on {config.data!r}; the metrics need the ground-truth "
+            "factors of --data shapes"
+        )
+    model = load(args.run)
+    scores = score_run(model, config.image_size or 64, args.n, args.seed, args.trees)
+    scores = {"run": str(args.run), **scores}
+    if args.json:
+        print(json.dumps(scores))
+        return
+    print(f"{args.run}: disentanglement of the encoder means, {args.n} points per metric")
+    for key, value in scores.items():
+        if key not in ("run", "n"):
+            print(f"  {key:<24} {value:.3f}")
+
+
+def _encode(args) -> None:
+    from .device import resolve_device
+    from .encode import encode
+
+    n = encode(args.run, args.data, args.out, args.samples, args.seed, resolve_device(args.device))
+    what = "means and standard deviations" + (f", {args.samples} samples" if args.samples else "")
+    print(f"vaelab: q(z|x) of {n} examples ({what}) written to {args.out}")
+
+
 def _sample(args) -> None:
     import torch
 
@@ -216,15 +249,6 @@ def _plot(args) -> None:
     print(f"vaelab: {len(paths)} plots written to {plot_dir}")
 
 
-def _encode(args) -> None:
-    from .device import resolve_device
-    from .encode import encode
-
-    n = encode(args.run, args.data, args.out, args.samples, args.seed, resolve_device(args.device))
-    what = "means and standard deviations" + (f", {args.samples} samples" if args.samples else "")
-    print(f"vaelab: q(z|x) of {n} examples ({what}) written to {args.out}")
-
-
 def _report(args) -> None:
     from .report import write_comparison, write_report
 
@@ -239,28 +263,6 @@ def _explore(args) -> None:
     from .explore import serve
 
     serve(args.run, host=args.host, port=args.port, open_browser=args.open)
-
-
-def _disentangle(args) -> None:
-    from .checkpoint import load, load_config
-    from .disentangle import score_run
-
-    config = load_config(args.run)
-    if config.data != "shapes":
-        raise VaelabError(
-            f"{args.run} was trained on {config.data!r}; the metrics need the ground-truth "
-            "factors of --data shapes"
-        )
-    model = load(args.run)
-    scores = score_run(model, config.image_size or 64, args.n, args.seed, args.trees)
-    scores = {"run": str(args.run), **scores}
-    if args.json:
-        print(json.dumps(scores))
-        return
-    print(f"{args.run}: disentanglement of the encoder means, {args.n} points per metric")
-    for key, value in scores.items():
-        if key not in ("run", "n"):
-            print(f"  {key:<24} {value:.3f}")
 
 
 COMMANDS = {
