@@ -153,6 +153,6 @@ def test_kl_per_dim_prints_old_and_new_rows_that_agree(tmp_path):
     rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines[-3:-1]]
     assert [row[:3] for row in rows] == [["old", "30", "2"], ["new", "30", "2"]]
     for row in rows:
-        seconds, before, after = (float(c) for c in row[3:6])
-        assert seconds >= 0 and 0 < before <= after
+        seconds, cpu, before, after = (float(c) for c in row[3:7])
+        assert seconds >= 0 and cpu >= 0 and 0 < before <= after
     assert float(lines[-1].split(": ")[1].split()[0]) < 1e-4  # the same KLs, old and new
