@@ -76,11 +76,9 @@ def check_run(run: str | Path) -> Path:
 
 def _posterior_figures(run: Path) -> dict:
     """Active units and their count from the test set's posterior means; {} if the data is gone."""
-    import torch
-
     from . import data as data_mod
     from .checkpoint import load, load_config, load_transform
-    from .evaluate import active_units
+    from .evaluate import active_units, posterior_means
     from .plots import PLOT_EXAMPLES
 
     try:
@@ -90,9 +88,7 @@ def _posterior_figures(run: Path) -> dict:
         x = data_mod.eval_split(dataset, "test", config.resolved_binarize)[:PLOT_EXAMPLES]
     except (VaelabError, OSError):
         return {}
-    device = next(model.parameters()).device
-    with torch.no_grad():  # the means only: posterior_stats would also estimate every KL
-        means = torch.cat([model.q_z(c.to(device)).mean.cpu() for c in x.split(1000)])
+    means = posterior_means(model, x)
     return {"active_units": active_units(means), "latent_dim": model.latent_dim}
 
 
