@@ -61,7 +61,7 @@ def main() -> int:
     start = time.perf_counter()
     ll = evaluate.log_likelihood(model, x_test, k=args.k, seed=config.seed)
     eval_seconds = time.perf_counter() - start
-    means, _, _ = evaluate.posterior_stats(model, x_test)
+    means = evaluate.posterior_means(model, x_test)
     row = {
         "preset": args.preset,
         "minutes": args.minutes,

@@ -144,3 +144,15 @@ def test_profile_step_lists_the_costliest_operations_and_the_matmul_share(tmp_pa
     assert any("aten::addmm" in row for row in rows)  # the linear layers are there
     matmul = [line for line in result.stdout.splitlines() if line.startswith("matrix products")]
     assert len(matmul) == 1 and 0 < float(matmul[0].split()[2].rstrip("%")) < 100
+
+
+def test_kl_per_dim_prints_old_and_new_rows_that_agree(tmp_path):
+    result = _run_benchmark("kl_per_dim.py", ["--n", "30", "--samples", "2"], timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines[-3:-1]]
+    assert [row[:3] for row in rows] == [["old", "30", "2"], ["new", "30", "2"]]
+    for row in rows:
+        seconds, cpu, before, after = (float(c) for c in row[3:7])
+        assert seconds >= 0 and cpu >= 0 and 0 < before <= after
+    assert float(lines[-1].split(": ")[1].split()[0]) < 1e-4  # the same KLs, old and new

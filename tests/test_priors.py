@@ -78,6 +78,21 @@ def test_samples_of_each_prior_have_its_mean_and_covariance():
             assert ((emp - cov).abs() < tol).all(), (emp, cov)
 
 
+def test_a_mixture_draws_one_component_per_sample_not_all_k():
+    """5,000 draws of a VampPrior-sized mixture (K = 500, D = 40): torch's MixtureSameFamily
+    draws (5000, 500, 40) numbers, 400 MB, where (5000, 40) are needed."""
+    from vaelab.peak import peak_kib
+
+    torch.manual_seed(2)
+    pz = MixtureOfGaussians(40, 500)()
+    before = peak_kib()
+    with torch.no_grad():
+        z = pz.sample((5000,))
+    assert z.shape == (5000, 40) and torch.isfinite(z).all()
+    assert peak_kib() - before < 100 * 1024  # KiB
+    assert pz.sample().shape == (40,) and pz.sample((2, 3)).shape == (2, 3, 40)
+
+
 def test_a_vamp_run_trains_samples_and_evaluates(tmp_path):
     from vaelab.cli import main
 

@@ -96,9 +96,17 @@ def evaluate_elbo(
 
 
 @torch.no_grad()
+def posterior_means(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """E_q[z | x], the encoder's posterior means ``(N, D)``, ``batch_size`` examples at a
+    time: what the active-unit count needs, without :func:`posterior_stats`' KL."""
+    device = next(model.parameters()).device
+    return torch.cat([model.q_z(c.to(device)).mean.cpu() for c in x.split(batch_size)])
+
+
 @torch.no_grad()
 def posterior_stats(model, x: torch.Tensor, batch_size: int = 1000):
-    """Posterior means and standard deviations ``(N, D)`` and the KL per dimension ``(N, D)``.
+    """Posterior means and standard deviations ``(N, D)`` and the KL per dimension ``(N, D)``
+    (:func:`vaelab.objectives.kl_per_dim`), ``batch_size`` examples at a time.
 
     Without gradients: under a mixture prior the per-dimension KL is a Monte Carlo sum over
     all K components, whose autograd graph would otherwise hold gigabytes."""

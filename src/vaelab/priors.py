@@ -55,6 +55,25 @@ class GaussianMixture(MixtureSameFamily):
         log_weights = torch.log_softmax(self.mixture_distribution.logits.double(), -1)
         return torch.logsumexp(log_weights - 0.5 * quad - log_norm, -1).to(z.dtype)
 
+    def sample(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
+        """z ~ p(z), ``(*sample_shape, D)``: a component k ~ Categorical(pi) for each draw,
+        then z = mu_k + sigma_k * eps with eps ~ N(0, I) ``(*sample_shape, D)``.
+
+        torch's ``MixtureSameFamily.sample`` draws from all K components and keeps one: a
+        ``(*sample_shape, K, D)`` tensor, 800 MB for the 10,000 draws of a VampPrior (K = 500,
+        D = 40) that the plots' manifold takes, the peak of a whole mnist-vamp run. Not
+        reparameterized, as torch's is not. Components with batch dimensions of their own
+        (after ``expand``) take torch's general path.
+        """
+        normal = self.component_distribution.base_dist
+        if normal.loc.dim() != 2:
+            return super().sample(sample_shape)
+        with torch.no_grad():
+            k = self.mixture_distribution.sample(sample_shape)  # (*sample_shape,)
+            loc = normal.loc
+            eps = torch.randn(k.shape + loc.shape[-1:], dtype=loc.dtype, device=loc.device)
+            return loc[k] + normal.scale[k] * eps
+
 
 class MixtureOfGaussians(nn.Module):
     """p(z) = sum_k pi_k N(z ; mu_k, diag sigma_k^2), K components, every parameter learned.

@@ -78,7 +78,7 @@ def _posterior_figures(run: Path) -> dict:
     """Active units and their count from the test set's posterior means; {} if the data is gone."""
     from . import data as data_mod
     from .checkpoint import load, load_config, load_transform
-    from .evaluate import active_units, posterior_stats
+    from .evaluate import active_units, posterior_means
     from .plots import PLOT_EXAMPLES
 
     try:
@@ -88,7 +88,7 @@ def _posterior_figures(run: Path) -> dict:
         x = data_mod.eval_split(dataset, "test", config.resolved_binarize)[:PLOT_EXAMPLES]
     except (VaelabError, OSError):
         return {}
-    means, _, _ = posterior_stats(model, x)
+    means = posterior_means(model, x)
     return {"active_units": active_units(means), "latent_dim": model.latent_dim}
 
 
