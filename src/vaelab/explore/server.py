@@ -193,6 +193,14 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args) -> None:  # noqa: A002  (quiet: one line per request is noise)
         pass
 
+    def handle(self) -> None:
+        """Answer the connection's requests; a client that goes away mid-answer (a closed tab,
+        a reset) ends the connection quietly instead of printing a traceback."""
+        try:
+            super().handle()
+        except ConnectionError:
+            self.close_connection = True
+
     def _send(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
