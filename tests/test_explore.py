@@ -217,6 +217,9 @@ def test_the_command_serves_until_interrupted_and_warns_off_loopback(digits_run)
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as from a terminal: a suite started in the background by a script (`make test &`)
+        # runs with SIGINT ignored, the server would inherit that and never see the Ctrl-C
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         line = proc.stdout.readline()
