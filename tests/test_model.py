@@ -80,7 +80,9 @@ def _trained_like(tmp_path, **kw):
     return model
 
 
-@pytest.mark.parametrize("kw", [{}, {"likelihood": "gaussian", "learn_sigma": True}])
+@pytest.mark.parametrize(
+    "kw", [{}, {"likelihood": "gaussian", "learn_sigma": True}, {"activation": "gated"}]
+)
 def test_save_then_load_gives_identical_outputs(tmp_path, kw):
     model = _trained_like(tmp_path, **kw)
     loaded = load(tmp_path)
@@ -168,3 +170,24 @@ def test_gated_conv_decoder_gates_its_hidden_layers_and_keeps_the_shapes():
     model.elbo(x).sum().backward()
     gate = next(m for m in model.decoder.modules() if isinstance(m, GatedConvTranspose2d))
     assert gate.gate.weight.grad is not None
+
+
+def test_gated_mlp_units_are_value_times_sigmoid_gate():
+    """--activation gated: each hidden layer is h = (W_a x + b_a) * sigmoid(W_g x + b_g),
+    computed here from the layer's own weights; the output layers stay linear."""
+    from vaelab.networks import GatedLinear
+
+    config = Config(likelihood="bernoulli", hidden=[12, 10], latent_dim=3, activation="gated")
+    model = VAE.from_config(config, (1, 8, 8))
+    gates = [m for m in model.modules() if isinstance(m, GatedLinear)]
+    assert len(gates) == 4  # two hidden layers in the encoder, two in the decoder
+    assert not any(isinstance(m, (torch.nn.Tanh, torch.nn.ReLU)) for m in model.modules())
+    first = model.encoder.net[0]
+    x = torch.rand(5, 64)
+    w, b = first.both.weight, first.both.bias
+    expected = (x @ w[:12].T + b[:12]) * torch.sigmoid(x @ w[12:].T + b[12:])
+    torch.testing.assert_close(first(x), expected)
+    assert model.decoder.output.out_features == 64
+    loss = -model.elbo(torch.bernoulli(torch.rand(4, 1, 8, 8))).sum()
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())

@@ -81,7 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="linear: x = Wz + b; hvae2: two stochastic layers z2 -> z1 -> x (Burda et al.); "
         "gated-conv: conv with a gated decoder",
     )
-    t.add_argument("--activation", choices=["relu", "tanh"], help="MLP hidden units (relu)")
+    t.add_argument(
+        "--activation",
+        choices=["relu", "tanh", "gated"],
+        help="MLP hidden units (relu); gated: h = a * sigmoid(g), as in the VampPrior's code",
+    )
     t.add_argument(
         "--likelihood",
         choices=["auto", "bernoulli", "gaussian", "continuous-bernoulli", "logistic"],

@@ -22,7 +22,7 @@ else:  # pragma: no cover - Python 3.10
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "arch": ("mlp", "conv", "linear", "hvae2", "gated-conv"),
-    "activation": ("relu", "tanh"),
+    "activation": ("relu", "tanh", "gated"),
     "likelihood": ("auto", "bernoulli", "gaussian", "continuous-bernoulli", "logistic"),
     "binarize": ("auto", "dynamic", "static", "none"),
     "objective": ("elbo", "iwae"),

@@ -15,14 +15,34 @@ from torch import nn
 from .errors import VaelabError
 
 CONV_SIZES = {28: 2, 32: 2, 64: 3}  # image side -> number of stride-2 layers
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}  # and "gated": GatedLinear
+
+
+class GatedLinear(nn.Module):
+    """h = (W_a x + b_a) * sigmoid(W_g x + b_g): the gated dense unit of the VampPrior's code
+    (Tomczak & Welling 2018; Dauphin et al. 2017's gate). Both maps are one Linear of width
+    2 * n_out, so a layer is one matrix product: ``(*, n_in) -> (*, n_out)``."""
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.both = nn.Linear(n_in, 2 * n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value, gate = self.both(x).chunk(2, dim=-1)
+        return value * torch.sigmoid(gate)
 
 
 def _mlp(sizes: list[int], activation: str = "relu") -> nn.Sequential:
+    """Linear layers ``sizes[0] -> ... -> sizes[-1]``, ``activation`` after each but the last;
+    with ``gated`` each hidden layer is a :class:`GatedLinear` (no activation after it)."""
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        hidden = i < len(sizes) - 2
+        if hidden and activation == "gated":
+            layers.append(GatedLinear(n_in, n_out))
+            continue
         layers.append(nn.Linear(n_in, n_out))
-        if i < len(sizes) - 2:
+        if hidden:
             layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
 
