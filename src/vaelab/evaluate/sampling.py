@@ -1,0 +1,100 @@
+"""What every estimator in :mod:`vaelab.evaluate` shares: the prior computed once, the rows
+evaluated at a time, the seeds that fix the noise of each batch and block of samples, and the
+ranks of a torchrun launch that split the batches between them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.distributions import Distribution
+
+from ..errors import VaelabError
+
+
+def fixed_prior(model):
+    """``model.fixed_prior()`` (p(z) computed once for a whole evaluation) where the model
+    has it, else nothing."""
+    fixed = getattr(model, "fixed_prior", None)
+    return fixed() if fixed is not None else contextlib.nullcontext()
+
+
+SAMPLE_BLOCK = 128  # z is drawn in blocks of this many samples, each block from its own seed
+# (sample, example) pairs evaluated at a time by default: small enough that the decoder's
+# outputs (rows x pixels) stay in the CPU's cache while the log-density reads them back, large
+# enough for efficient matrix products. 2,048 rows of MNIST logits are 6.4 MB; 50,000 (the
+# old 500 samples x 100 images) ran the same estimate at half the speed (docs/benchmarks.md)
+EVAL_ROWS = 2048
+
+
+def _default_chunk(chunk: int | None, batch_size: int) -> int:
+    """``chunk`` if given, else the samples per example that make :data:`EVAL_ROWS` rows."""
+    return chunk if chunk is not None else max(1, EVAL_ROWS // max(batch_size, 1))
+
+
+def _ranks(distributed: bool) -> tuple[int, int]:
+    """(rank, world size) of a torchrun launch when ``distributed``, else (0, 1)."""
+    if not distributed:
+        return 0, 1
+    from .. import distributed as dist_mod
+
+    return dist_mod.rank(), dist_mod.world_size()
+
+
+def _all_reduce_sum(tensor: torch.Tensor) -> None:
+    from .. import distributed as dist_mod
+
+    with dist_mod.lost_contact():
+        dist_mod.all_reduce_sum(tensor)
+
+
+def _seed_device(seed: int, device: torch.device) -> None:
+    """Seed the generator that draws on ``device``: on the CPU only that one, since
+    torch.manual_seed also seeds every accelerator backend, which costs milliseconds."""
+    if device.type == "cpu":
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)
+
+
+def _block_seed(seed: int, batch_index: int, block_index: int) -> int:
+    """A torch seed for one block of samples, well mixed from the three integers."""
+    state = np.random.SeedSequence([seed, batch_index, block_index]).generate_state(2)
+    return int(state[0]) << 31 | int(state[1]) >> 1
+
+
+def _samples_from_q(
+    qz: Distribution, k: int, chunk: int, seed: int, batch_index: int, device: torch.device
+) -> Iterator[torch.Tensor]:
+    """z_0 .. z_{k-1} ~ q(z | x), yielded in consecutive chunks of ``(<= chunk, B, D)``.
+
+    Sample j is row ``j % SAMPLE_BLOCK`` of a block of ``SAMPLE_BLOCK`` draws made right
+    after seeding with (seed, batch_index, j // SAMPLE_BLOCK): the z_j, hence the estimate,
+    do not depend on ``chunk``, and the first K' samples of a K-sample run are the K' samples
+    of a K'-sample run. Call inside ``torch.random.fork_rng``: this reseeds the global RNG
+    of ``device``, where q lives.
+    """
+    pending: list[torch.Tensor] = []
+    n_pending = 0
+    for block in range(-(-k // SAMPLE_BLOCK)):
+        _seed_device(_block_seed(seed, batch_index, block), device)
+        z = qz.sample((SAMPLE_BLOCK,))[: k - block * SAMPLE_BLOCK]
+        while len(z):
+            take = min(chunk - n_pending, len(z))
+            pending.append(z[:take])
+            n_pending += take
+            z = z[take:]
+            if n_pending == chunk:
+                yield torch.cat(pending)
+                pending, n_pending = [], 0
+    if pending:
+        yield torch.cat(pending)
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if not (isinstance(value, int) and value >= 1):
+            raise VaelabError(f"{name} must be a positive integer, got {value!r}")
