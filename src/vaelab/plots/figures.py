@@ -1,0 +1,153 @@
+"""The figures of a run that show data and codes as they are: learning curves,
+reconstructions, grids of samples, the posterior means in two latent dimensions, q(z|x) as
+ellipses with its samples and their decodings, and the KL per latent dimension. Arrays in,
+Figure out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib import pyplot as plt
+from matplotlib.figure import Figure
+from matplotlib.patches import Ellipse
+
+from .images import _show, tile
+
+
+def learning_curves(metrics: list[dict]) -> Figure:
+    """ELBO, reconstruction term and KL per epoch, train and valid (nats per example)."""
+    epochs = [m["epoch"] for m in metrics]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
+    for ax, key, title in zip(
+        axes,
+        ("elbo", "reconstruction", "kl"),
+        ("ELBO (higher is better)", "E_q[log p(x|z)]", "KL(q(z|x) || p(z))"),
+        strict=True,
+    ):
+        ax.plot(epochs, [m[f"train_{key}"] for m in metrics], "o-", ms=3, label="train")
+        ax.plot(epochs, [m[f"valid_{key}"] for m in metrics], "o-", ms=3, label="valid")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("nats per example")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    return fig
+
+
+def reconstructions(inputs: np.ndarray, recons: np.ndarray) -> Figure:
+    """Each column: an input (top) and its reconstruction E[x | z = mean of q(z|x)] (bottom)."""
+    n = len(inputs)
+    fig, axes = plt.subplots(2, n, figsize=(n * 0.9, 2.2), layout="constrained")
+    for i in range(n):
+        _show(axes[0, i], inputs[i])
+        _show(axes[1, i], recons[i])
+    axes[0, 0].set_ylabel("input")
+    axes[1, 0].set_ylabel("recon.")
+    return fig
+
+
+def image_grid(images: np.ndarray, title: str, ncols: int = 8) -> Figure:
+    """A titled grid of images."""
+    fig, ax = plt.subplots(
+        figsize=(ncols * 0.8, (-(-len(images) // ncols)) * 0.8 + 0.4), layout="constrained"
+    )
+    _show(ax, tile(images, ncols))
+    ax.set_title(title)
+    return fig
+
+
+def latent_scatter(means: np.ndarray, labels: np.ndarray | None, dims: tuple[int, int]) -> Figure:
+    """Posterior means E_q[z] of test images in two latent dimensions, coloured by label."""
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), layout="constrained")
+    size = float(np.clip(3000 / max(len(means), 1), 2, 16))
+    if labels is None:
+        ax.scatter(means[:, 0], means[:, 1], s=size, alpha=0.6)
+    else:
+        cmap = plt.get_cmap("tab10" if labels.max() < 10 else "tab20")
+        for label in np.unique(labels):
+            pick = labels == label
+            ax.scatter(
+                means[pick, 0],
+                means[pick, 1],
+                s=size,
+                alpha=0.7,
+                color=cmap(int(label) % cmap.N),
+                label=str(label),
+            )
+        ax.legend(
+            title="label",
+            markerscale=12 / np.sqrt(size) if size < 12 else 1,
+            loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+            frameon=False,
+        )
+    ax.set_xlabel(f"z[{dims[0]}]")
+    ax.set_ylabel(f"z[{dims[1]}]")
+    ax.set_title("posterior means of the test set")
+    return fig
+
+
+def _ellipses(ax, mean, std, color, samples) -> None:
+    for k, style in ((1, "-"), (2, "--")):
+        ax.add_patch(
+            Ellipse(mean, 2 * k * std[0], 2 * k * std[1], fill=False, ec=color, ls=style, lw=1.5)
+        )
+    ax.scatter(samples[:, 0], samples[:, 1], s=6, color=color)
+
+
+def posterior_samples(
+    background: np.ndarray,
+    means: np.ndarray,
+    stds: np.ndarray,
+    samples: np.ndarray,
+    inputs: np.ndarray,
+    decodings: np.ndarray,
+    dims: tuple[int, int],
+) -> Figure:
+    """For one x, many z. Left: q(z|x) of M test images as 1 sigma and 2 sigma ellipses with
+    K sampled z over the cloud of all posterior means. Right, one row per image: the input,
+    its posterior enlarged, and the decodings of its first J samples.
+
+    ``background``: ``(N, 2)``; ``means``, ``stds``: ``(M, 2)``; ``samples``: ``(M, K, 2)``;
+    ``inputs``: ``(M, C, H, W)``; ``decodings``: ``(M, J, C, H, W)``.
+    """
+    m, j = decodings.shape[:2]
+    colors = plt.get_cmap("tab10")(np.arange(m) % 10)
+    fig = plt.figure(figsize=(13, 5.5), layout="constrained")
+    grid = fig.add_gridspec(m, 4 + j, width_ratios=[m * 1.5, 0.15, 1, 1] + [1] * j)
+    ax = fig.add_subplot(grid[:, 0])
+    ax.scatter(background[:, 0], background[:, 1], s=2, c="0.8")
+    for i in range(m):
+        _ellipses(ax, means[i], stds[i], colors[i], samples[i])
+    ax.set_xlabel(f"z[{dims[0]}]")
+    ax.set_ylabel(f"z[{dims[1]}]")
+    ax.set_title("q(z|x) of test images: 1σ (solid), 2σ (dashed), sampled z (dots)")
+    for i in range(m):
+        cell = fig.add_subplot(grid[i, 2])
+        _show(cell, inputs[i])
+        for spine in cell.spines.values():
+            spine.set_edgecolor(colors[i])
+            spine.set_linewidth(3)
+        zoom = fig.add_subplot(grid[i, 3])
+        _ellipses(zoom, means[i], stds[i], colors[i], samples[i])
+        zoom.set_xlim(means[i, 0] - 3 * stds[i, 0], means[i, 0] + 3 * stds[i, 0])
+        zoom.set_ylim(means[i, 1] - 3 * stds[i, 1], means[i, 1] + 3 * stds[i, 1])
+        zoom.tick_params(labelsize=6)
+        decoded = [fig.add_subplot(grid[i, 4 + jj]) for jj in range(j)]
+        for jj, cell_ax in enumerate(decoded):
+            _show(cell_ax, decodings[i, jj])
+        if i == 0:
+            cell.set_title("x", fontsize=9)
+            zoom.set_title("q(z|x), ±3σ", fontsize=9)
+            decoded[0].set_title("decodings of z ~ q(z|x)", fontsize=9, loc="left")
+    return fig
+
+
+def kl_per_dim(kl: np.ndarray) -> Figure:
+    """Mean KL(q(z_d|x) || p(z_d)) over the test set for each latent dimension d."""
+    fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(kl) + 2), 3.4), layout="constrained")
+    ax.bar(np.arange(len(kl)), kl)
+    ax.set_xlabel("latent dimension")
+    ax.set_ylabel("nats")
+    ax.set_title("KL per latent dimension (near 0: an inactive, collapsed dimension)")
+    return fig

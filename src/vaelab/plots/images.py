@@ -1,0 +1,45 @@
+"""Image arrays ``(N, C, H, W)`` in [0, 1] tiled into one grid, written as a PNG, or shown on a
+matplotlib axis: the pieces the figures of images are built from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def tile(images: np.ndarray, ncols: int, pad: int = 1) -> np.ndarray:
+    """Images ``(N, C, H, W)`` -> one array ``(rows*(H+pad), ncols*(W+pad), C)``."""
+    n, c, h, w = images.shape
+    rows = -(-n // ncols)
+    out = np.ones((rows * (h + pad) + pad, ncols * (w + pad) + pad, c), dtype=np.float32)
+    for i, img in enumerate(images):
+        r, col = divmod(i, ncols)
+        y, x = pad + r * (h + pad), pad + col * (w + pad)
+        out[y : y + h, x : x + w] = img.transpose(1, 2, 0)
+    return out
+
+
+def save_grid_png(
+    images: np.ndarray, path: str | Path, ncols: int | None = None, scale: int = 4
+) -> None:
+    """Write images ``(N, C, H, W)`` in [0, 1] as one PNG grid, each pixel ``scale`` wide."""
+    ncols = ncols or int(np.ceil(np.sqrt(len(images))))
+    grid = (np.clip(tile(images, ncols), 0, 1) * 255).round().astype(np.uint8)
+    grid = grid[..., 0] if grid.shape[-1] == 1 else grid
+    img = Image.fromarray(grid)
+    img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(path)
+
+
+def _show(ax, image: np.ndarray) -> None:
+    """One image ``(C, H, W)`` or a tiled ``(H, W, C)`` array on ``ax``, no ticks."""
+    if image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3):
+        image = image.transpose(1, 2, 0)
+    if image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(np.clip(image, 0, 1), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
