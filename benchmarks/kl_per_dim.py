@@ -5,7 +5,7 @@
 Builds a VampPrior model of the mnist-vamp shape (784-300-300-40 tanh MLP, K = 500
 pseudo-inputs; random weights, since the cost does not depend on them) and scores ``--n``
 random binary 28 x 28 images with :func:`vaelab.evaluate.posterior_stats`, once with the
-library's :func:`vaelab.objectives.kl_per_dim` ("new") and once with the implementation it
+library's :func:`vaelab.kl.kl_per_dim` ("new") and once with the implementation it
 replaced, kept here only ("old": torch's ``MixtureSameFamily.log_prob`` on the per-dimension
 marginals, 2^22 (row, dimension, component) elements at a time). Each runs in a child process
 of its own, so each peak resident memory (``VmHWM``) is its own. Both draw z from the same

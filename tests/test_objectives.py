@@ -69,7 +69,7 @@ def _direct_marginal_log_prob(pz: MixtureSameFamily, z: torch.Tensor) -> torch.T
 # 1: one row at a time; 63 = 3 rows of (D, K) = (3, 7), which does not divide the 80 rows
 @pytest.mark.parametrize("elements", [1, 63, 1 << 18])
 def test_mixture_kl_per_dim_is_the_mean_log_ratio_to_each_direct_marginal(monkeypatch, elements):
-    monkeypatch.setattr(obj, "MIXTURE_KL_ELEMENTS", elements)
+    monkeypatch.setattr("vaelab.kl.MIXTURE_KL_ELEMENTS", elements)  # where it is read
     pz = _mixture(k=7, d=3)
     torch.manual_seed(0)
     qz = Independent(Normal(2 * torch.randn(5, 3), torch.rand(5, 3) + 0.1), 1)
