@@ -1,24 +1,19 @@
-"""Run configuration: one flat dataclass <- TOML file <- command-line overrides.
+"""The run configuration's schema: :class:`Config`, one flat dataclass of plain values.
 
-The resolved configuration is written to ``RUN/config.toml``; passing that file back with
-``vaelab train --config RUN/config.toml`` re-runs the same experiment.
+``CHOICES`` lists the values each string option takes; ``Config.validate`` checks every field's
+type (``_check_type``), range and combination with the others, raising :class:`VaelabError`
+with the fix; ``Config.to_toml`` writes the flat TOML (``_toml_value``, one value's literal)
+that :mod:`vaelab.config.loading` reads back.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from .errors import VaelabError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from ..errors import VaelabError
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "arch": ("mlp", "conv", "linear", "hvae2", "gated-conv"),
@@ -160,7 +155,7 @@ class Config:
             raise VaelabError(f"refine_steps must be >= 1 (got {self.refine_steps})")
         if self.decoder_bias == "data" and self.arch in ("conv", "gated-conv"):
             raise VaelabError("--decoder-bias data needs --arch mlp or linear")
-        from .data.dataset import parse_split
+        from ..data.dataset import parse_split
 
         parse_split(self.split)
         if self.shared_sigma and not self.learn_sigma:
@@ -278,9 +273,6 @@ class Config:
         return "\n".join(lines) + "\n"
 
 
-FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Config)}
-
-
 def _check_type(name: str, value: Any, type_name: str) -> None:
     ok = {
         "str": isinstance(value, str),
@@ -302,39 +294,3 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return repr(value)
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """Read a flat TOML file of config keys; unknown keys are an error, not ignored."""
-    path = Path(path)
-    try:
-        with path.open("rb") as fh:
-            values = tomllib.load(fh)
-    except FileNotFoundError:
-        raise VaelabError(f"config file {path} does not exist; check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise VaelabError(f"cannot read config file {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise VaelabError(f"config file {path} is not valid TOML: {exc}") from None
-    unknown = sorted(set(values) - set(FIELD_TYPES))
-    if unknown:
-        raise VaelabError(
-            f"config file {path} has unknown key(s) {', '.join(map(repr, unknown))}; "
-            f"known keys: {', '.join(FIELD_TYPES)}"
-        )
-    return values
-
-
-def make_config(base: dict[str, Any] | None = None, **overrides: Any) -> Config:
-    """``Config`` from a dict of file values, then keyword overrides (``None`` = not given)."""
-    values = dict(base or {})
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = sorted(set(values) - set(FIELD_TYPES))
-    if unknown:
-        raise VaelabError(f"unknown configuration key(s): {', '.join(map(repr, unknown))}")
-    if isinstance(values.get("lr"), int) and not isinstance(values.get("lr"), bool):
-        values["lr"] = float(values["lr"])
-    for key in ("beta", "sigma", "minutes", "adam_eps", "tc_beta", "factor_gamma", "free_bits"):
-        if isinstance(values.get(key), int) and not isinstance(values.get(key), bool):
-            values[key] = float(values[key])
-    return Config(**values)

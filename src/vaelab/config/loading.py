@@ -1,0 +1,60 @@
+"""Reading a run configuration: a flat TOML file -> dict -> :class:`Config`.
+
+``read_toml`` reads the file (an unknown key is an error, not ignored); ``make_config`` lays
+keyword overrides (``None``: not given) over those values and builds the :class:`Config`,
+which validates itself. ``FIELD_TYPES`` maps each field's name to its type's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import VaelabError
+from .schema import Config
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a flat TOML file of config keys; unknown keys are an error, not ignored."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            values = tomllib.load(fh)
+    except FileNotFoundError:
+        raise VaelabError(f"config file {path} does not exist; check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VaelabError(f"cannot read config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise VaelabError(f"config file {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(values) - set(FIELD_TYPES))
+    if unknown:
+        raise VaelabError(
+            f"config file {path} has unknown key(s) {', '.join(map(repr, unknown))}; "
+            f"known keys: {', '.join(FIELD_TYPES)}"
+        )
+    return values
+
+
+def make_config(base: dict[str, Any] | None = None, **overrides: Any) -> Config:
+    """``Config`` from a dict of file values, then keyword overrides (``None`` = not given)."""
+    values = dict(base or {})
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(values) - set(FIELD_TYPES))
+    if unknown:
+        raise VaelabError(f"unknown configuration key(s): {', '.join(map(repr, unknown))}")
+    if isinstance(values.get("lr"), int) and not isinstance(values.get("lr"), bool):
+        values["lr"] = float(values["lr"])
+    for key in ("beta", "sigma", "minutes", "adam_eps", "tc_beta", "factor_gamma", "free_bits"):
+        if isinstance(values.get(key), int) and not isinstance(values.get(key), bool):
+            values[key] = float(values[key])
+    return Config(**values)
