@@ -75,8 +75,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # IWAE bound with K = 5 samples (tighter than the ELBO, so the decoder is trained towards
     # a better log p(x)). K = 5 runs the decoder five times per example, so an epoch costs
     # about 2.3x an mnist-vamp epoch at the same batch of 500; K = 50 cost mnist-iwae 10x.
-    # The last version of this preset (batch 200, lr 1e-3) reached 87.36 nats on one
-    # shared core.
+    # Measured on two CPU threads (docs/benchmarks.md): 82.32 nats against mnist-vamp's
+    # 83.01; with tanh units they were 85.98 and 87.01.
     "mnist-best": {
         **_VAMP_ONE_LAYER,
         "objective": "iwae",
