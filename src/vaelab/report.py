@@ -74,12 +74,8 @@ def check_run(run: str | Path) -> Path:
     return run
 
 
-def _posterior_figures(run: Path, summary: dict) -> dict:
-    """Active units and the latent size: from summary.json, where training recorded them;
-    for a run made before it did, from the test set's posterior means ({} if the data is
-    gone). Loading the data again would double a report's memory at the end of training."""
-    if summary.get("active_units") is not None:
-        return {"active_units": summary["active_units"], "latent_dim": summary["latent_dim"]}
+def _posterior_figures(run: Path) -> dict:
+    """Active units and their count from the test set's posterior means; {} if the data is gone."""
     from . import data as data_mod
     from .checkpoint import load, load_config, load_transform
     from .evaluate import active_units, posterior_means
@@ -118,7 +114,7 @@ def headline(run: Path) -> dict:
         if found and found.get(nll) is not None:
             figures["-log p(x) estimate"] = (found[nll], found.get(se), found.get(k))
             break
-    post = _posterior_figures(run, summary)
+    post = _posterior_figures(run)
     units = post.get("active_units")
     figures["active units"] = f"{units} of {post['latent_dim']}" if units is not None else None
     seconds = summary.get("train_seconds")

@@ -253,15 +253,8 @@ def _warn_bernoulli_on_grey(dataset, config: Config, log) -> None:
 
 
 def _summarise(model, dataset, config, binarization, metrics, n_params) -> dict:
-    """summary.json: the test scores, the kept epoch, and the active units of the test set's
-    first PLOT_EXAMPLES examples (so that the report need not load the data again)."""
-    from .evaluate import active_units, posterior_means
-    from .plots import PLOT_EXAMPLES
-
     x_test = data_mod.eval_split(dataset, "test", binarization)
     test = score(model, x_test, config)
-    x_units = x_test[:PLOT_EXAMPLES]
-    units = active_units(posterior_means(model, x_units)) if len(x_units) >= 2 else None
     kept = max(metrics, key=lambda m: m["valid_elbo"]) if config.keep_best else metrics[-1]
     return {
         "data": config.data,
@@ -275,8 +268,6 @@ def _summarise(model, dataset, config, binarization, metrics, n_params) -> dict:
         "train_samples_per_sec": metrics[-1]["train_samples_per_sec"],
         "valid": {k: kept[f"valid_{k}"] for k in ("elbo", "reconstruction", "kl")},
         "test": test,
-        "active_units": units,
-        "latent_dim": model.latent_dim,
         "units": "nats per example (log-densities summed over the data's dimensions)",
         # false when the "log-likelihood" is not one (Bernoulli on grey levels)
         "comparable": not _bernoulli_on_grey(dataset, config),
