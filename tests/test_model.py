@@ -36,7 +36,7 @@ def test_gradients_reach_loc_and_log_var():
     assert (log_var.grad > 500).all()
 
 
-@pytest.mark.parametrize("arch", ["mlp", "conv"])
+@pytest.mark.parametrize("arch", ["mlp", "conv", "broadcast"])
 @pytest.mark.parametrize("x_shape", [(1, 28, 28), (3, 32, 32), (1, 64, 64)])
 def test_many_z_for_one_x_has_shape_k_batch_latent(arch, x_shape):
     torch.manual_seed(0)
@@ -170,6 +170,35 @@ def test_gated_conv_decoder_gates_its_hidden_layers_and_keeps_the_shapes():
     model.elbo(x).sum().backward()
     gate = next(m for m in model.decoder.modules() if isinstance(m, GatedConvTranspose2d))
     assert gate.gate.weight.grad is not None
+
+
+def test_broadcast_decoder_is_convolutions_over_z_tiled_beside_the_pixel_coordinates():
+    """--arch broadcast: the decoder's first layer, computed as W_z z + W_c (x, y), equals a
+    1x1 convolution over the input Watters et al. build: z tiled over the grid, then a channel
+    of x (left to right) and one of y (top to bottom), both in [-1, 1]."""
+    torch.manual_seed(0)
+    config = Config(arch="broadcast", likelihood="bernoulli", hidden=[6, 5], latent_dim=3)
+    decoder = VAE.from_config(config, (2, 28, 28)).decoder
+    z = torch.randn(4, 3)
+    lin = torch.linspace(-1, 1, 28)
+    x_channel = lin.expand(28, 28)  # varies along the width
+    y_channel = lin[:, None].expand(28, 28)  # varies along the height
+    tiled = torch.cat(
+        [
+            z[:, :, None, None].expand(4, 3, 28, 28),
+            torch.stack([x_channel, y_channel]).expand(4, 2, 28, 28),
+        ],
+        dim=1,
+    )
+    weight = torch.cat([decoder.from_z.weight, decoder.from_coords.weight[:, :, 0, 0]], dim=1)
+    first = torch.nn.functional.conv2d(tiled, weight[:, :, None, None], decoder.from_z.bias)
+    expected = decoder.convs(first)
+    torch.testing.assert_close(decoder(z), expected)
+    assert decoder(z).shape == (4, 2, 28, 28)
+    # stride 1 throughout: every layer after the first sees the full 28 x 28 grid
+    convs = [m for m in decoder.convs if isinstance(m, torch.nn.Conv2d)]
+    assert [c.kernel_size for c in convs] == [(3, 3), (1, 1)]
+    assert all(c.stride == (1, 1) for c in convs)
 
 
 def test_gated_mlp_units_are_value_times_sigmoid_gate():

@@ -16,7 +16,8 @@ def _run(tmp_path, name, **kw):
     return train(config, progress=False, log=lambda _: None)
 
 
-def test_conv_vae_trains_on_28x28_images_from_an_npz_file(tmp_path):
+@pytest.mark.parametrize("arch", ["conv", "broadcast"])
+def test_conv_vae_trains_on_28x28_images_from_an_npz_file(tmp_path, arch):
     rng = np.random.default_rng(0)
     # two classes of 28x28 images: bright left half or bright right half, with noise
     x = (rng.uniform(size=(300, 28, 28)) < 0.1).astype(np.uint8) * 255
@@ -27,9 +28,9 @@ def test_conv_vae_trains_on_28x28_images_from_an_npz_file(tmp_path):
     np.savez(tmp_path / "halves.npz", x=x, y=y)
     run = _run(
         tmp_path,
-        "conv",
+        arch,
         data=str(tmp_path / "halves.npz"),
-        arch="conv",
+        arch=arch,
         hidden=[64],
         latent_dim=2,
         batch_size=32,

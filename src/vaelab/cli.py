@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from .commands import COMMANDS
+from .config import CHOICES
 from .errors import VaelabError
 
 
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--label-column", help="tables: the column of class labels (not a feature)")
     t.add_argument(
         "--stream",
-        choices=["auto", "on", "off"],
+        choices=CHOICES["stream"],
         help=".npy: read from disk in blocks (auto: when larger than 1 GiB as float32)",
     )
     t.add_argument("--data-dir", help="folder with the MNIST IDX files (default $VAELAB_DATA)")
@@ -77,18 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hidden", type=_int_list, help="hidden layer sizes, e.g. 512,256")
     t.add_argument(
         "--arch",
-        choices=["mlp", "conv", "linear", "hvae2", "gated-conv"],
+        choices=CHOICES["arch"],
         help="linear: x = Wz + b; hvae2: two stochastic layers z2 -> z1 -> x (Burda et al.); "
-        "gated-conv: conv with a gated decoder",
+        "gated-conv: conv with a gated decoder; broadcast: conv encoder, spatial broadcast "
+        "decoder with channels --hidden, e.g. 64,32 (Watters et al.)",
     )
     t.add_argument(
         "--activation",
-        choices=["relu", "tanh", "gated"],
+        choices=CHOICES["activation"],
         help="MLP hidden units (relu); gated: h = a * sigmoid(g), as in the VampPrior's code",
     )
     t.add_argument(
         "--likelihood",
-        choices=["auto", "bernoulli", "gaussian", "continuous-bernoulli", "logistic"],
+        choices=CHOICES["likelihood"],
         help="auto (default) follows the data: Gaussian for tables and real values, "
         "Bernoulli for [0, 1] images; continuous-bernoulli for grey levels in [0, 1], "
         "logistic (discretized, 256 levels) for 8-bit images",
@@ -108,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--decoder-bias",
-        choices=["zero", "data"],
+        choices=CHOICES["decoder_bias"],
         help="data: start the output bias at the logit of the training pixel means",
     )
     t.add_argument("--beta", type=float, help="weight of the KL term (default 1)")
@@ -117,18 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--objective",
-        choices=["elbo", "iwae"],
+        choices=CHOICES["objective"],
         help="elbo, or the K-sample importance-weighted bound (default elbo)",
     )
     t.add_argument("--k", type=int, help="samples of z per example in training (default 1)")
     t.add_argument(
         "--iwae-grad",
-        choices=["standard", "dreg"],
+        choices=CHOICES["iwae_grad"],
         help="IWAE encoder gradient: standard, or doubly reparameterized (Tucker et al. 2018)",
     )
     t.add_argument(
         "--inference",
-        choices=["amortized", "local", "semi-amortized"],
+        choices=CHOICES["inference"],
         help="q(z|x): the encoder (default), one Gaussian per training example, or the "
         "encoder's refined by --refine-steps Adam steps",
     )
@@ -141,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float)
     t.add_argument(
         "--lr-schedule",
-        choices=["constant", "cosine"],
+        choices=CHOICES["lr_schedule"],
         help="cosine: decay to 0 over the --minutes budget, or over the epochs",
     )
     t.add_argument("--adam-eps", type=float, help="Adam's epsilon (default 1e-8)")
@@ -152,11 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the weights of the best validation ELBO (default: yes)",
     )
     t.add_argument("--seed", type=int)
-    t.add_argument("--binarize", choices=["auto", "dynamic", "static", "none"])
-    t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+    t.add_argument("--binarize", choices=CHOICES["binarize"])
+    t.add_argument("--device", choices=CHOICES["device"])
     t.add_argument(
         "--compile",
-        choices=["auto", "on", "off"],
+        choices=CHOICES["compile"],
         help="run the training objective through torch.compile; auto (default): on a CUDA "
         "device, for runs of at least 20,000 steps or 10 minutes, in one process",
     )
@@ -180,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--kl-schedule",
-        choices=["linear", "cyclical"],
+        choices=CHOICES["kl_schedule"],
         help="linear: warm-up over --kl-warmup epochs; cyclical: --kl-cycles ramps over "
         "--epochs (Fu et al. 2019)",
     )
@@ -194,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--prior",
-        choices=["normal", "mog", "vamp"],
+        choices=CHOICES["prior"],
         help="p(z): standard normal (default), learned mixture of Gaussians, or VampPrior "
         "(Tomczak & Welling 2018)",
     )
@@ -240,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="STEPS",
         help="also annealed importance sampling with HMC, STEPS intermediate targets (500)",
     )
-    e.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    e.add_argument("--device", choices=CHOICES["device"], default="auto")
 
     g = sub.add_parser("gap", help="approximation and amortization gaps (Cremer et al. 2018)")
     g.add_argument("run")
@@ -252,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ais-steps", type=int, default=500, help="AIS targets; 0: no AIS (500)")
     g.add_argument("--ais-chains", type=int, default=16, help="AIS chains per image (16)")
     g.add_argument("--json", action="store_true", help="print one JSON object")
-    g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    g.add_argument("--device", choices=CHOICES["device"], default="auto")
 
     s = sub.add_parser("sample", help="a PNG grid of samples from the prior")
     s.add_argument("run")
@@ -276,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--out", required=True, help=".npy (N, 2+K, D) or .npz (loc, scale, ...)")
     n.add_argument("--samples", type=int, default=0, help="K draws z ~ q(z|x) per example")
     n.add_argument("--seed", type=int, default=0)
-    n.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    n.add_argument("--device", choices=CHOICES["device"], default="auto")
 
     r = sub.add_parser("report", help="one self-contained HTML page of a run, or runs compared")
     r.add_argument("runs", nargs="+", metavar="RUN")

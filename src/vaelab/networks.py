@@ -98,7 +98,8 @@ class MLPDecoder(nn.Module):
 def _check_conv_shape(x_shape: tuple[int, ...]) -> int:
     if len(x_shape) != 3 or x_shape[1] != x_shape[2] or x_shape[1] not in CONV_SIZES:
         raise VaelabError(
-            f"--arch conv takes square 28x28, 32x32 or 64x64 images; this data has shape "
+            f"--arch conv, gated-conv and broadcast take square 28x28, 32x32 or 64x64 images; "
+            f"this data has shape "
             f"{tuple(x_shape)}: use --arch mlp"
         )
     return CONV_SIZES[x_shape[1]]
@@ -182,6 +183,39 @@ class GatedConvDecoder(ConvDecoder):
         self.deconv = nn.Sequential(*layers, convs[-1])
 
 
+class BroadcastDecoder(nn.Module):
+    """The spatial broadcast decoder (Watters et al. 2019): z is tiled over the image grid,
+    two coordinate channels (x, y in [-1, 1]) are appended, and convolutions of stride 1 draw
+    the image. Where an object is must be computed from the coordinates, which gives position
+    a code along the image's own axes; the usual decoder is free to turn the x-y plane.
+
+    Layers, channels ``hidden``: 1x1 on (z, x, y) -> [ReLU, 3x3] x (len(hidden) - 1) ->
+    ReLU -> 1x1 to the output channels. The first layer is W_z z + W_c (x, y) + b, so it is
+    computed as a ``(B, C, 1, 1)`` term plus a ``(1, C, H, W)`` one, never on the tiled input.
+    """
+
+    def __init__(self, x_shape: tuple[int, ...], hidden: list[int], latent_dim: int):
+        super().__init__()
+        self.x_shape = tuple(x_shape)
+        side = x_shape[1]
+        grid = torch.linspace(-1.0, 1.0, side)
+        y, x = torch.meshgrid(grid, grid, indexing="ij")
+        self.register_buffer("coords", torch.stack([x, y])[None], persistent=False)
+        self.from_z = nn.Linear(latent_dim, hidden[0])
+        self.from_coords = nn.Conv2d(2, hidden[0], 1, bias=False)
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip(hidden[:-1], hidden[1:], strict=True):
+            layers += [nn.ReLU(), nn.Conv2d(c_in, c_out, 3, padding=1)]
+        layers += [nn.ReLU(), nn.Conv2d(hidden[-1], x_shape[0], 1)]
+        self.convs = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        batch = z.shape[:-1]
+        h = self.from_z(z.reshape(-1, z.shape[-1]))[:, :, None, None]
+        h = h + self.from_coords(self.coords)
+        return self.convs(h).view(*batch, *self.x_shape)
+
+
 def make_networks(
     arch: str,
     x_shape: tuple[int, ...],
@@ -190,8 +224,10 @@ def make_networks(
     activation: str = "relu",
     out_shape: tuple[int, ...] | None = None,
 ):
-    """(encoder, decoder) for ``arch`` in {mlp, conv, gated-conv, linear}; ``linear`` ignores
-    ``hidden``; ``gated-conv`` is the conv encoder with :class:`GatedConvDecoder`.
+    """(encoder, decoder) for ``arch`` in {mlp, conv, gated-conv, broadcast, linear};
+    ``linear`` ignores ``hidden``; ``gated-conv`` is the conv encoder with
+    :class:`GatedConvDecoder`, ``broadcast`` the conv encoder (head of width ``hidden[0]``)
+    with :class:`BroadcastDecoder` (channels ``hidden``).
 
     The decoder emits ``out_shape`` (default ``x_shape``): a likelihood with several numbers
     per pixel (the discretized logistic mixture) asks for more channels."""
@@ -199,6 +235,10 @@ def make_networks(
     if arch == "gated-conv":
         _check_conv_shape(x_shape)
         decoder = GatedConvDecoder(out_shape, hidden, latent_dim)
+        return ConvEncoder(x_shape, hidden, latent_dim), decoder
+    if arch == "broadcast":
+        _check_conv_shape(x_shape)
+        decoder = BroadcastDecoder(out_shape, hidden, latent_dim)
         return ConvEncoder(x_shape, hidden, latent_dim), decoder
     if arch == "conv":
         _check_conv_shape(x_shape)

@@ -224,7 +224,7 @@ def _check_data(dataset, config: Config) -> None:
             "(no --minutes), and without --factor-gamma or --tc-beta: each would need state, "
             "clocks or the whole batch's codes shared between processes"
         )
-    if config.arch in ("conv", "gated-conv") and dataset.kind != "images":
+    if config.arch in ("conv", "gated-conv", "broadcast") and dataset.kind != "images":
         raise VaelabError(
             f"--arch {config.arch} needs images, and {config.data!r} holds {dataset.kind} of "
             f"shape {dataset.x_shape}; use --arch mlp"

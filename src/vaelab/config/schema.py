@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import VaelabError
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "arch": ("mlp", "conv", "linear", "hvae2", "gated-conv"),
+    "arch": ("mlp", "conv", "linear", "hvae2", "gated-conv", "broadcast"),
     "activation": ("relu", "tanh", "gated"),
     "likelihood": ("auto", "bernoulli", "gaussian", "continuous-bernoulli", "logistic"),
     "binarize": ("auto", "dynamic", "static", "none"),
@@ -153,7 +153,7 @@ class Config:
             raise VaelabError(f"--inference {self.inference} needs --objective elbo")
         if self.refine_steps < 1:
             raise VaelabError(f"refine_steps must be >= 1 (got {self.refine_steps})")
-        if self.decoder_bias == "data" and self.arch in ("conv", "gated-conv"):
+        if self.decoder_bias == "data" and self.arch in ("conv", "gated-conv", "broadcast"):
             raise VaelabError("--decoder-bias data needs --arch mlp or linear")
         from ..data.dataset import parse_split
 
