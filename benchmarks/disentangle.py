@@ -2,9 +2,11 @@
 32 x 32 shapes, each trained for the same wall-clock budget, then scored by every metric.
 
     python benchmarks/disentangle.py --minutes 4
+    python benchmarks/disentangle.py --arch broadcast --hidden 64,32 --models beta4 --minutes 45
 
 Protocol (docs/benchmarks.md): ``--data shapes --image-size 32`` (20,000 training images of the
-dSprites factors), a 10-D latent space, the default MLP (one hidden layer of 400), batch 128,
+dSprites factors), a 10-D latent space, the default MLP (one hidden layer of 400; ``--arch`` and ``--hidden`` choose
+another, e.g. the spatial broadcast decoder), batch 128,
 Adam 1e-3, the kept weights those of the best validation ELBO; the metrics are
 ``vaelab disentangle``'s (:func:`vaelab.disentangle.score_run`) on the encoder means, with
 ``--n`` points per metric and ``--trees`` boosting stages in DCI. Prints one Markdown table;
@@ -62,6 +64,8 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=500, help="points per metric (500)")
     parser.add_argument("--trees", type=int, default=20, help="DCI boosting stages (20)")
     parser.add_argument("--latent-dim", type=int, default=10)
+    parser.add_argument("--arch", default="mlp", help="mlp (default), conv or broadcast")
+    parser.add_argument("--hidden", default="400", help="layer sizes, e.g. 64,32 (400)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench-disentangle", help="folder of the runs")
     args = parser.parse_args()
@@ -79,6 +83,8 @@ def main() -> int:
             data="shapes",
             image_size=IMAGE_SIZE,
             latent_dim=args.latent_dim,
+            arch=args.arch,
+            hidden=[int(h) for h in args.hidden.split(",")],
             minutes=args.minutes,
             epochs=1000,
             seed=args.seed,
@@ -95,6 +101,8 @@ def main() -> int:
             {
                 "model": name,
                 **MODELS[name],
+                "arch": args.arch,
+                "hidden": args.hidden,
                 "minutes": args.minutes,
                 "epochs": summary["epochs"],
                 "test_elbo": summary["test"]["elbo"],

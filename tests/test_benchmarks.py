@@ -108,6 +108,10 @@ def test_disentangle_trains_one_model_briefly_and_prints_its_metrics(tmp_path):
             "20",
             "--trees",
             "2",
+            "--arch",
+            "broadcast",
+            "--hidden",
+            "8",
             "--out",
             str(out),
         ],
@@ -117,6 +121,7 @@ def test_disentangle_trains_one_model_briefly_and_prints_its_metrics(tmp_path):
     assert row.startswith("| β-TCVAE, TC weight 6 | 1 |")
     record = json.loads((out / "benchmark.json").read_text())["rows"][0]
     assert record["tc_beta"] == 6.0 and record["epochs"] == 1
+    assert (out / "tcvae6" / "config.toml").read_text().count('arch = "broadcast"') == 1
     assert all(0 <= record[k] <= 1 for k in ("mig", "beta_vae", "dci_disentanglement"))
     assert (out / "tcvae6" / "plots" / "traversals.png").is_file()
 
