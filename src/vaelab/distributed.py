@@ -80,7 +80,17 @@ def init(device: torch.device) -> torch.device:
 
 
 def close() -> None:
+    """Leave the process group together: a barrier, then ``destroy_process_group``.
+
+    Without the barrier a rank that finished early (the others do not draw plots) tears down
+    its side of gloo's connections while rank 0 still holds them, and can abort at exit. A
+    barrier that fails (rank 0 stopped, or took longer than the timeout) only means the
+    other side is gone already; this rank's own work is done and it leaves anyway."""
     if dist.is_initialized():
+        try:
+            dist.barrier()
+        except RuntimeError:
+            pass
         dist.destroy_process_group()
 
 
