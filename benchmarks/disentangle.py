@@ -5,13 +5,13 @@
     python benchmarks/disentangle.py --arch broadcast --hidden 64,32 --models beta4 --minutes 45
 
 Protocol (docs/benchmarks.md): ``--data shapes --image-size 32`` (20,000 training images of the
-dSprites factors), a 10-D latent space, the default MLP (one hidden layer of 400; ``--arch`` and ``--hidden`` choose
-another, e.g. the spatial broadcast decoder), batch 128,
-Adam 1e-3, the kept weights those of the best validation ELBO; the metrics are
-``vaelab disentangle``'s (:func:`vaelab.disentangle.score_run`) on the encoder means, with
-``--n`` points per metric and ``--trees`` boosting stages in DCI. Prints one Markdown table;
-each run stays in ``OUT/NAME`` (its traversals in ``OUT/NAME/plots/traversals.png``) and the
-table's numbers in ``OUT/benchmark.json``.
+dSprites factors), a 10-D latent space, the default MLP (one hidden layer of 400; ``--arch``
+and ``--hidden`` choose another, e.g. the spatial broadcast decoder), batch 128, Adam 1e-3, the
+kept weights those of the best validation ELBO; the metrics are ``vaelab disentangle``'s
+(:func:`vaelab.disentangle.score_run`) on the encoder means, with ``--n`` points per metric and
+``--trees`` boosting stages in DCI. Prints one Markdown table; each run stays in ``OUT/NAME``
+(its traversals in ``OUT/NAME/plots/traversals.png``) and the table's numbers in
+``OUT/benchmark.json``.
 """
 
 from __future__ import annotations

@@ -189,3 +189,53 @@ def test_cli_refuses_a_run_not_trained_on_shapes(tmp_path, capsys):
     assert main(["disentangle", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--data shapes" in err
+
+
+# --- benchmarks/traversal_axes.py: which factor each dimension carries ------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _axes_module():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import traversal_axes
+    finally:
+        sys.path.pop(0)
+    return traversal_axes
+
+
+def test_rank_correlation_and_correlation_ratio_have_their_textbook_values():
+    axes = _axes_module()
+    np.testing.assert_allclose(axes.ranks(np.array([3.0, 1.0, 1.0, 7.0])), [2, 0.5, 0.5, 3])
+    x = np.linspace(-2, 2, 50)
+    assert axes.spearman(x, np.exp(x)) == pytest.approx(1.0)  # monotone: ranks agree
+    assert axes.spearman(x, -(x**3)) == pytest.approx(-1.0)
+    groups = np.array([0, 0, 1, 1, 2, 2])
+    assert axes.correlation_ratio(2.0 * groups, groups) == pytest.approx(1.0)
+    assert axes.correlation_ratio(np.array([0.0, 1, 0, 1, 0, 1]), groups) == pytest.approx(0.0)
+
+
+def test_traversal_axes_prints_a_row_per_active_dimension_and_refuses_other_data(
+    shapes_run, tmp_path
+):
+    script = str(ROOT / "benchmarks" / "traversal_axes.py")
+    result = subprocess.run(
+        [sys.executable, script, str(shapes_run), "--n", "200"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("| z | KL | shape η | scale ρ | x ρ | y ρ |")
+    kls = [float(line.split("|")[2]) for line in lines[2:]]
+    assert kls == sorted(kls, reverse=True) and all(kl > 0.05 for kl in kls)
+    for line in lines[2:]:
+        assert all(0 <= float(v) <= 1 for v in line.split("|")[3:7])  # η and |ρ|
+    (tmp_path / "config.toml").write_text(Config(data="digits").to_toml())
+    refused = subprocess.run(
+        [sys.executable, script, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert refused.returncode == 2
+    assert refused.stderr.strip().count("\n") == 0 and "shapes run" in refused.stderr
