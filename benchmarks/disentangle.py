@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from vaelab import evaluate, load
-from vaelab.config import make_config
+from vaelab.cli import _int_list
+from vaelab.config import CHOICES, make_config
 from vaelab.data.shapes import load_shapes
 from vaelab.disentangle import score_run
 from vaelab.train import train
@@ -64,8 +65,10 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=500, help="points per metric (500)")
     parser.add_argument("--trees", type=int, default=20, help="DCI boosting stages (20)")
     parser.add_argument("--latent-dim", type=int, default=10)
-    parser.add_argument("--arch", default="mlp", help="mlp (default), conv or broadcast")
-    parser.add_argument("--hidden", default="400", help="layer sizes, e.g. 64,32 (400)")
+    parser.add_argument("--arch", default="mlp", choices=CHOICES["arch"], help="mlp (default)")
+    parser.add_argument(
+        "--hidden", type=_int_list, default=[400], help="layer sizes, e.g. 64,32 (400)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench-disentangle", help="folder of the runs")
     args = parser.parse_args()
@@ -84,7 +87,7 @@ def main() -> int:
             image_size=IMAGE_SIZE,
             latent_dim=args.latent_dim,
             arch=args.arch,
-            hidden=[int(h) for h in args.hidden.split(",")],
+            hidden=args.hidden,
             minutes=args.minutes,
             epochs=1000,
             seed=args.seed,

@@ -65,6 +65,10 @@ def axes_table(run, n: int, seed: int) -> list[dict]:
     config = load_config(run)
     if config.data != "shapes":
         raise VaelabError(f"{run} was trained on {config.data!r}; this needs a shapes run")
+    if config.inference == "local":
+        raise VaelabError(f"{run} was trained with --inference local: it has no encoder to read")
+    if n < 10:
+        raise VaelabError(f"--n must be at least 10 images (got {n})")
     model = load(run).eval()
     side = model.x_shape[-1]
     shapes = Shapes(side)

@@ -229,6 +229,7 @@ def test_traversal_axes_prints_a_row_per_active_dimension_and_refuses_other_data
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("| z | KL | shape η | scale ρ | x ρ | y ρ |")
+    assert len(lines) >= 3  # an epoch is enough for some dimension to carry information
     kls = [float(line.split("|")[2]) for line in lines[2:]]
     assert kls == sorted(kls, reverse=True) and all(kl > 0.05 for kl in kls)
     for line in lines[2:]:
@@ -239,3 +240,12 @@ def test_traversal_axes_prints_a_row_per_active_dimension_and_refuses_other_data
     )
     assert refused.returncode == 2
     assert refused.stderr.strip().count("\n") == 0 and "shapes run" in refused.stderr
+    for args, words in (
+        ([str(tmp_path / "missing")], "does not exist"),
+        ([str(shapes_run), "--n", "0"], "--n must be"),
+    ):
+        refused = subprocess.run(
+            [sys.executable, script, *args], capture_output=True, text=True, timeout=120
+        )
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.strip().count("\n") == 0 and words in refused.stderr

@@ -16,8 +16,8 @@ def _run(tmp_path, name, **kw):
     return train(config, progress=False, log=lambda _: None)
 
 
-@pytest.mark.parametrize("arch", ["conv", "broadcast"])
-def test_conv_vae_trains_on_28x28_images_from_an_npz_file(tmp_path, arch):
+@pytest.mark.parametrize(("arch", "hidden"), [("conv", [64]), ("broadcast", [16, 16])])
+def test_conv_vae_trains_on_28x28_images_from_an_npz_file(tmp_path, arch, hidden):
     rng = np.random.default_rng(0)
     # two classes of 28x28 images: bright left half or bright right half, with noise
     x = (rng.uniform(size=(300, 28, 28)) < 0.1).astype(np.uint8) * 255
@@ -31,7 +31,7 @@ def test_conv_vae_trains_on_28x28_images_from_an_npz_file(tmp_path, arch):
         arch,
         data=str(tmp_path / "halves.npz"),
         arch=arch,
-        hidden=[64],
+        hidden=hidden,
         latent_dim=2,
         batch_size=32,
     )

@@ -85,7 +85,9 @@ def close() -> None:
     Without the barrier a rank that finished early (the others do not draw plots) tears down
     its side of gloo's connections while rank 0 still holds them, and can abort at exit. A
     barrier that fails (rank 0 stopped, or took longer than the timeout) only means the
-    other side is gone already; this rank's own work is done and it leaves anyway."""
+    other side is gone already; this rank's own work is done and it leaves anyway. (On NCCL a
+    barrier against a dead peer may instead be ended by the watchdog after the timeout; torchrun
+    has stopped the job by then, as one of its processes failed.)"""
     if dist.is_initialized():
         try:
             dist.barrier()
