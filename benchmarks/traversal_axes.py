@@ -29,6 +29,7 @@ from vaelab import VaelabError, load
 from vaelab.checkpoint import load_config
 from vaelab.data.shapes import Shapes
 from vaelab.evaluate import posterior_stats
+from vaelab.plots.sweeps import traversal_codes
 
 ACTIVE_KL = 0.05  # nats: a dimension below this carries (next to) nothing
 MOVES = 0.1  # a sweep moving the centroid less than this (image widths) has no direction
@@ -83,8 +84,7 @@ def axes_table(run, n: int, seed: int) -> list[dict]:
     grid = (torch.arange(side, dtype=torch.float64) + 0.5) / side
     rows = []
     for d in active:
-        z = loc.expand(len(values), -1).clone()
-        z[:, d] = values
+        z = traversal_codes(loc, [d], values)[0]  # (V, D), as plots/traversals.png sweeps
         p = model.decode(z).double().reshape(len(values), side, side)  # E[x | z], in [0, 1]
         mass = p.sum((-1, -2))
         cx = (p.sum(-2) * grid).sum(-1) / mass
