@@ -186,8 +186,9 @@ class GatedConvDecoder(ConvDecoder):
 class BroadcastDecoder(nn.Module):
     """The spatial broadcast decoder (Watters et al. 2019): z is tiled over the image grid,
     two coordinate channels (x, y in [-1, 1]) are appended, and convolutions of stride 1 draw
-    the image. Where an object is must be computed from the coordinates, which gives position
-    a code along the image's own axes; the usual decoder is free to turn the x-y plane.
+    the image. Where an object is must be computed from the coordinates. On shapes this put x
+    and y each on a dimension of its own, within about 20 degrees of the image's axes, where
+    the MLP and deconv decoders turned the x-y plane freely (docs/benchmarks.md).
 
     Layers, channels ``hidden``: 1x1 on (z, x, y) -> [ReLU, 3x3] x (len(hidden) - 1) ->
     ReLU -> 1x1 to the output channels. The first layer is W_z z + W_c (x, y) + b, so it is
