@@ -60,6 +60,15 @@ def test_conv_refuses_images_it_cannot_take():
         VAE.from_config(Config(likelihood="bernoulli", arch="conv"), (1, 8, 8))
 
 
+def test_the_config_knows_every_arch_built_on_the_conv_encoder():
+    """config.CONV_ARCHS (the images-only and --decoder-bias checks) and the networks' table
+    of conv decoders name the same arches."""
+    from vaelab.config import CONV_ARCHS
+    from vaelab.networks import CONV_DECODERS
+
+    assert set(CONV_ARCHS) == set(CONV_DECODERS)
+
+
 def test_learned_sigma_is_a_parameter_with_gradient():
     model = VAE.from_config(
         Config(likelihood="gaussian", learn_sigma=True, latent_dim=2), (1, 8, 8)

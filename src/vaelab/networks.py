@@ -98,9 +98,8 @@ class MLPDecoder(nn.Module):
 def _check_conv_shape(x_shape: tuple[int, ...]) -> int:
     if len(x_shape) != 3 or x_shape[1] != x_shape[2] or x_shape[1] not in CONV_SIZES:
         raise VaelabError(
-            f"--arch conv, gated-conv and broadcast take square 28x28, 32x32 or 64x64 images; "
-            f"this data has shape "
-            f"{tuple(x_shape)}: use --arch mlp"
+            f"--arch {', '.join(CONV_DECODERS)} take square 28x28, 32x32 or 64x64 images; "
+            f"this data has shape {tuple(x_shape)}: use --arch mlp"
         )
     return CONV_SIZES[x_shape[1]]
 
@@ -217,6 +216,14 @@ class BroadcastDecoder(nn.Module):
         return self.convs(h).view(*batch, *self.x_shape)
 
 
+# --arch -> the decoder beside the conv encoder (config.CONV_ARCHS names the same three)
+CONV_DECODERS = {
+    "conv": ConvDecoder,
+    "gated-conv": GatedConvDecoder,
+    "broadcast": BroadcastDecoder,
+}
+
+
 def make_networks(
     arch: str,
     x_shape: tuple[int, ...],
@@ -233,17 +240,10 @@ def make_networks(
     The decoder emits ``out_shape`` (default ``x_shape``): a likelihood with several numbers
     per pixel (the discretized logistic mixture) asks for more channels."""
     out_shape = tuple(out_shape or x_shape)
-    if arch == "gated-conv":
+    if arch in CONV_DECODERS:
         _check_conv_shape(x_shape)
-        decoder = GatedConvDecoder(out_shape, hidden, latent_dim)
+        decoder = CONV_DECODERS[arch](out_shape, hidden, latent_dim)
         return ConvEncoder(x_shape, hidden, latent_dim), decoder
-    if arch == "broadcast":
-        _check_conv_shape(x_shape)
-        decoder = BroadcastDecoder(out_shape, hidden, latent_dim)
-        return ConvEncoder(x_shape, hidden, latent_dim), decoder
-    if arch == "conv":
-        _check_conv_shape(x_shape)
-        return ConvEncoder(x_shape, hidden, latent_dim), ConvDecoder(out_shape, hidden, latent_dim)
     if arch == "linear":
         hidden = []
     return (

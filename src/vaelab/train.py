@@ -27,7 +27,7 @@ import torch
 from . import data as data_mod
 from . import distributed
 from .checkpoint import default_out, partial_of, prepare_out, save_model, write_atomic, write_json
-from .config import Config, make_config, read_toml
+from .config import CONV_ARCHS, Config, make_config, read_toml
 from .device import resolve_device
 from .errors import VaelabError
 from .loop import fit, score
@@ -224,7 +224,7 @@ def _check_data(dataset, config: Config) -> None:
             "(no --minutes), and without --factor-gamma or --tc-beta: each would need state, "
             "clocks or the whole batch's codes shared between processes"
         )
-    if config.arch in ("conv", "gated-conv", "broadcast") and dataset.kind != "images":
+    if config.arch in CONV_ARCHS and dataset.kind != "images":
         raise VaelabError(
             f"--arch {config.arch} needs images, and {config.data!r} holds {dataset.kind} of "
             f"shape {dataset.x_shape}; use --arch mlp"

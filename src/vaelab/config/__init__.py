@@ -10,8 +10,8 @@ importable from ``vaelab.config`` itself.
 """
 
 from .loading import FIELD_TYPES, make_config, read_toml
-from .schema import CHOICES, Config
+from .schema import CHOICES, CONV_ARCHS, Config
 from .schema import _check_type as _check_type
 from .schema import _toml_value as _toml_value
 
-__all__ = ["CHOICES", "FIELD_TYPES", "Config", "make_config", "read_toml"]
+__all__ = ["CHOICES", "CONV_ARCHS", "FIELD_TYPES", "Config", "make_config", "read_toml"]

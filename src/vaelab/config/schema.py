@@ -31,6 +31,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "prior": ("normal", "mog", "vamp"),
     "compile": ("auto", "on", "off"),
 }
+# the arches built on the conv encoder (vaelab.networks.CONV_DECODERS): square images only
+CONV_ARCHS = ("conv", "gated-conv", "broadcast")
 
 
 @dataclass
@@ -153,7 +155,7 @@ class Config:
             raise VaelabError(f"--inference {self.inference} needs --objective elbo")
         if self.refine_steps < 1:
             raise VaelabError(f"refine_steps must be >= 1 (got {self.refine_steps})")
-        if self.decoder_bias == "data" and self.arch in ("conv", "gated-conv", "broadcast"):
+        if self.decoder_bias == "data" and self.arch in CONV_ARCHS:
             raise VaelabError("--decoder-bias data needs --arch mlp or linear")
         from ..data.dataset import parse_split
 
