@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
+from torch.distributions import Bernoulli, Independent
 
 from vaelab.config import Config
 from vaelab.errors import VaelabError
@@ -43,6 +44,26 @@ def _cb_log_density(x, lam):
         closed = 2 * np.arctanh(t) / t
     log_c = np.log(np.where(np.abs(t) < 2e-4, series, closed))
     return log_c + x * np.log(lam) + (1 - x) * np.log1p(-lam)
+
+
+def test_bernoulli_log_density_and_gradient_equal_torchs_over_broadcast_samples():
+    # the fast log-density (two passes) against torch's Independent(Bernoulli).log_prob, in
+    # float64, on logits of K samples x B images x an image's dims broadcast against x of
+    # (B, *dims), with logits far in both tails where softplus switches to its linear branch
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 1, 4, 4, dtype=torch.float64) * 8
+    logits[0, 0, 0, 0, :2] = torch.tensor([60.0, -60.0], dtype=torch.float64)
+    x = (torch.rand(5, 1, 4, 4) < 0.5).double()
+    fast_logits = logits.clone().requires_grad_()
+    ref_logits = logits.clone().requires_grad_()
+    fast = BernoulliLikelihood((1, 4, 4))(fast_logits).log_prob(x)
+    ref = Independent(Bernoulli(logits=ref_logits, validate_args=False), 3).log_prob(x)
+    assert fast.shape == ref.shape == (3, 5)
+    assert torch.allclose(fast, ref, rtol=1e-12, atol=1e-10)
+    weights = torch.randn(3, 5, dtype=torch.float64)
+    (fast * weights).sum().backward()
+    (ref * weights).sum().backward()
+    assert torch.allclose(fast_logits.grad, ref_logits.grad, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

@@ -24,6 +24,27 @@ from torch.nn import functional as F
 from .errors import VaelabError
 
 
+class BernoulliPixels(Independent):
+    """prod_i Bernoulli(x_i ; sigmoid(l_i)) over the event dims: torch's
+    ``Independent(Bernoulli(logits=l))``, with a log-density in two fused passes.
+
+    log p(x | z) = sum_i [x_i l_i - softplus(l_i)], which is minus the binary cross-entropy
+    with logits, summed. torch's ``Bernoulli.log_prob`` makes the same number in six
+    full-size passes (log-sigmoid with its buffer, 1 - x, a product, a difference, a
+    negation, the sum); here there are two: the product with x summed, and softplus summed.
+    For the importance-sampled log-likelihood, where this runs on every (sample, image)
+    pair, that made the whole estimate about 1.4x faster (docs/benchmarks.md).
+    """
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """``value`` ``(*batch, *event)`` (broadcast against the logits) -> ``(*batch,)``."""
+        logits = self.base_dist.logits
+        dims = tuple(range(-self.reinterpreted_batch_ndims, 0))
+        # softplus(l) = l exactly past the threshold: log1p(exp(-40)) = 4e-18 is below float64's
+        # rounding of 40 (torch's default, 20, would be 2e-9 off in float64)
+        return (logits * value).sum(dims) - F.softplus(logits, threshold=40.0).sum(dims)
+
+
 class BernoulliLikelihood(nn.Module):
     """p(x | z) = prod_i Bernoulli(x_i ; sigmoid(logits_i)); the decoder emits logits.
 
@@ -36,7 +57,7 @@ class BernoulliLikelihood(nn.Module):
         self.x_shape = tuple(x_shape)
 
     def forward(self, logits: torch.Tensor) -> Distribution:
-        return Independent(Bernoulli(logits=logits, validate_args=False), len(self.x_shape))
+        return BernoulliPixels(Bernoulli(logits=logits, validate_args=False), len(self.x_shape))
 
     @staticmethod
     def mean(out: torch.Tensor) -> torch.Tensor:
