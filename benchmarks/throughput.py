@@ -1,15 +1,16 @@
 """Training throughput: vaelab's trainer against a plain PyTorch loop and the matmul bound.
 
-    VAELAB_DATA=path/to/mnist python benchmarks/throughput.py [--epochs 4] [--compile both]
+    VAELAB_DATA=path/to/mnist python benchmarks/throughput.py [--rounds 3] [--compile both]
 
 In one process: (a) the single-precision matrix-product rate of this machine for the model's
 own layer shapes, and from it the bound in samples/s given the model's FLOPs (forward plus
-backward = 3x the forward matmul FLOPs); (b) a hand-written reference loop (784-400-20 MLP,
-Bernoulli decoder, Adam 1e-3, a DataLoader over a TensorDataset); (c) vaelab's trainer on the
-same model, data, batch size and optimizer, without and with torch.compile (``--compile
-off`` and ``on``). Each is timed after a
-warm-up epoch, as the median of the remaining epochs. Prints samples/s, and each vaelab
-rate over the reference and over the bound.
+backward = 3x the forward matmul FLOPs), the median of windows measured between the loops;
+(b) a hand-written reference loop (784-400-20 MLP, Bernoulli decoder, Adam 1e-3, a
+DataLoader over a TensorDataset); (c) vaelab's trainer on the same model, data, batch size
+and optimizer, without and with torch.compile (``--compile off`` and ``on``). Each is timed
+after a warm-up epoch, as the median of the remaining epochs of ``--rounds`` runs, taken in
+turn with the other loops so that the machine's slow spells fall on all of them alike.
+Prints samples/s, and each vaelab rate over the reference and over the bound.
 """
 
 from __future__ import annotations
@@ -50,10 +51,19 @@ def forward_rows_per_sec(rows: int, shapes: list[tuple[int, int]], seconds: floa
     return n * rows / (time.perf_counter() - start)
 
 
-def matmul_bound(batch: int, shapes: list[tuple[int, int]], seconds: float = 2.0) -> dict:
-    """Measured GFLOP/s of the forward products at these shapes, and the implied bound on
-    training samples/s (forward + backward = 3 forward-sized products per layer)."""
-    rows_per_sec = forward_rows_per_sec(batch, shapes, seconds)
+def rate_windows(rows: int, shapes: list[tuple[int, int]], windows: int, seconds: float):
+    """:func:`forward_rows_per_sec` over ``windows`` back-to-back windows of ``seconds``.
+
+    This machine's matmul rate moves by 10 to 20 % from one second to the next (a shared
+    virtual machine), so a bound is the median of windows taken before and after the
+    workload it is compared with, never one window."""
+    return [forward_rows_per_sec(rows, shapes, seconds) for _ in range(windows)]
+
+
+def matmul_bound(batch: int, shapes: list[tuple[int, int]], rows_per_sec: float) -> dict:
+    """GFLOP/s of the forward products at these shapes, given their measured rate in rows
+    per second, and the implied bound on training samples/s (forward + backward = 3
+    forward-sized products per layer)."""
     flops_per_row = sum(2 * i * o for i, o in shapes)
     return {
         "gflops": rows_per_sec * flops_per_row / 1e9,
@@ -118,7 +128,7 @@ def vaelab_loop(data_dir: str, batch: int, epochs: int, arch: str, compile: str)
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=4, help="per measurement, 1 is warm-up")
+    parser.add_argument("--epochs", type=int, default=3, help="per run, the first is warm-up")
     parser.add_argument("--data-dir", default=os.environ.get("VAELAB_DATA", ""))
     parser.add_argument(
         "--compile",
@@ -126,7 +136,23 @@ def main() -> int:
         default="both",
         help="vaelab's trainer without torch.compile, with it, or both (default)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds per row: each runs every loop once, so slow spells hit them all alike",
+    )
+    parser.add_argument(
+        "--bound-windows",
+        type=int,
+        default=2,
+        help="matmul-rate windows before each round and after the last (bound: their median)",
+    )
+    parser.add_argument("--bound-seconds", type=float, default=1.0, help="length of one window")
     args = parser.parse_args()
+    if min(args.rounds, args.bound_windows, args.epochs - 1) < 1 or args.bound_seconds <= 0:
+        parser.error("--rounds and --bound-windows must be >= 1, --epochs >= 2, "
+                     "and --bound-seconds > 0")  # fmt: skip
     if not args.data_dir:
         sys.exit("throughput.py: set $VAELAB_DATA (or --data-dir) to the MNIST IDX folder")
     x = data_mod.load("mnist", args.data_dir).train
@@ -137,15 +163,30 @@ def main() -> int:
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     modes = ("off", "on") if args.compile == "both" else (args.compile,)
+    shapes = mlp_shapes(400, 20)
+    windows = args.bound_windows, args.bound_seconds
+    spreads = []
     for arch, batch in (("mlp", 128), ("mlp", 512), ("conv", 128)):
-        rates = {
-            mode: statistics.median(vaelab_loop(args.data_dir, batch, args.epochs, arch, mode)[1:])
-            for mode in modes
-        }
+        # every round runs each loop once, the bound's windows between them: samples/s of
+        # every epoch after each run's warm-up epoch, pooled over the rounds
+        epochs = {mode: [] for mode in (*modes, "reference", "bound")}
+        for _ in range(args.rounds):
+            if arch == "mlp":
+                epochs["bound"] += rate_windows(batch, shapes, *windows)
+            for mode in modes:
+                epochs[mode] += vaelab_loop(args.data_dir, batch, args.epochs, arch, mode)[1:]
+            if arch == "mlp":
+                epochs["reference"] += reference_loop(x, batch, args.epochs)[1:]
+        rates = {mode: statistics.median(epochs[mode]) for mode in modes}
         cells = [f"{rates[m]:,.0f}" if m in rates else "-" for m in ("off", "on")]
         if arch == "mlp":
-            bound = matmul_bound(batch, mlp_shapes(400, 20))["bound_samples_per_sec"]
-            ref = statistics.median(reference_loop(x, batch, args.epochs)[1:])
+            ref = statistics.median(epochs["reference"])
+            epochs["bound"] += rate_windows(batch, shapes, *windows)
+            bounds = [
+                matmul_bound(batch, shapes, r)["bound_samples_per_sec"] for r in epochs["bound"]
+            ]
+            bound = statistics.median(bounds)
+            spreads.append(f"batch {batch}: {min(bounds):,.0f} to {max(bounds):,.0f}")
             for m in ("off", "on"):
                 ratios = (rates[m] / ref, rates[m] / bound) if m in rates else None
                 cells += [f"{r:.2f}" for r in ratios] if ratios else ["-", "-"]
@@ -153,6 +194,9 @@ def main() -> int:
             print(f"| MLP 784-400-20 | {batch} | " + " | ".join(row) + " |")
         else:
             print(f"| conv | {batch} | - | - | {cells[0]} | {cells[1]} | - | - | - | - |")
+    n = (args.rounds + 1) * args.bound_windows
+    print(f"{args.rounds} rounds; bound: the median of {n} windows of {args.bound_seconds:g} s "
+          f"between the loops, which ranged over {'; '.join(spreads)} samples/s")  # fmt: skip
     return 0
 
 

@@ -51,8 +51,8 @@ def test_mnist_nll_trains_a_preset_under_a_budget_and_prints_one_row(tmp_path):
 def test_throughput_prints_all_three_rows_with_their_ratios(tmp_path):
     write_mnist_folder(tmp_path / "mnist", n_train=720, n_test=12, side=28)
     # eager only: the compiled trainer is compared with eager steps in test_fast_path.py
-    args = ["--epochs", "2", "--compile", "off"]
-    result = _run_benchmark("throughput.py", args, data=tmp_path / "mnist")
+    args = ["--epochs", "2", "--rounds", "2", "--bound-windows", "1", "--bound-seconds", "0.1"]
+    result = _run_benchmark("throughput.py", [*args, "--compile", "off"], data=tmp_path / "mnist")
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| MLP")]
     assert [row.split("|")[2].strip() for row in rows] == ["128", "512"]
@@ -64,15 +64,23 @@ def test_throughput_prints_all_three_rows_with_their_ratios(tmp_path):
         assert abs(ratio - ours / reference) < 0.01 and abs(fraction - ours / bound) < 0.01
         assert cells[3] == cells[6] == cells[7] == "-"  # not compiled: no figures made up
     assert any(line.startswith("| conv | 128 |") for line in result.stdout.splitlines())
+    # 2 rounds: a window before each and after the last, per MLP row; their range is shown
+    spread = result.stdout.strip().splitlines()[-1]
+    assert spread.startswith("2 rounds; bound: the median of 3 windows of 0.1 s")
+    assert "batch 128: " in spread and "batch 512: " in spread
 
 
 def test_eval_speed_prints_its_rate_against_the_bound_and_its_memory(tmp_path):
     write_mnist_folder(tmp_path / "mnist", n_train=60, n_test=30, side=28)
     result = _run_benchmark(
-        "eval_speed.py", ["--n", "20", "--k", "50"], data=tmp_path / "mnist", timeout=300
+        "eval_speed.py",
+        ["--n", "20", "--k", "50", "--bound-windows", "2", "--bound-seconds", "0.1"],
+        data=tmp_path / "mnist",
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    row = result.stdout.strip().splitlines()[-1]
+    row, spread = result.stdout.strip().splitlines()[-2:]
+    assert spread.startswith("bound: the median of 4 windows of 0.1 s before and after")
     cells = [cell.strip() for cell in row.split("|")[1:-1]]
     assert cells[:2] == ["20", "50"]
     rate, bound, ratio = (float(c.replace(",", "")) for c in cells[4:7])
