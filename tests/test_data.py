@@ -28,6 +28,7 @@ from vaelab.data import (
     binarize,
     cache_dir,
     download_mnist,
+    epoch_batches,
     eval_split,
     load,
     load_digits,
@@ -540,6 +541,22 @@ def test_binarize_draws_bernoulli_pixels():
     draws = binarize(half, generator)
     assert abs(draws[:200_000].mean().item() - 0.1) < 5e-3
     assert abs(draws[200_000:].mean().item() - 0.9) < 5e-3
+
+
+def test_binarize_into_a_kept_buffer_draws_what_a_fresh_one_would():
+    x = torch.rand(300, 1, 5, 5, generator=torch.Generator().manual_seed(1))
+    fresh = binarize(x, torch.Generator().manual_seed(2))
+    buffer = torch.full_like(x, 7.0)
+    kept = binarize(x, torch.Generator().manual_seed(2), buffer)
+    assert kept.data_ptr() == buffer.data_ptr() and torch.equal(kept, fresh)
+    assert 0 < fresh.sum() < fresh.numel()
+    # a training epoch through the kept buffer: the batches a fresh one gives
+    batches = [
+        list(epoch_batches(x, 64, torch.Generator().manual_seed(3), True, "cpu", buffer=buf))
+        for buf in (None, buffer)
+    ]
+    for (index, xb), (index_kept, xb_kept) in zip(*batches, strict=True):
+        assert torch.equal(index, index_kept) and torch.equal(xb, xb_kept)
 
 
 def test_eval_split_is_one_fixed_draw_and_none_is_the_data():

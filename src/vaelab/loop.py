@@ -80,6 +80,9 @@ def fit(model, dataset, config, binarization, device, run_dir: Path, progress, l
         x_train = x_train.binarized(config.seed + 1)
     elif binarization == "static":
         x_train = data_mod.binarize(x_train, torch.Generator().manual_seed(config.seed + 1))
+    # memory for each epoch's binarization, taken once (a fresh one costs page faults)
+    in_memory = binarization == "dynamic" and not dataset.streamed
+    buffer = torch.empty_like(x_train) if in_memory else None
     x_valid = data_mod.eval_split(dataset, "valid", binarization)
     if dataset.streamed:  # each epoch's score on a fixed slice; the test score uses all
         x_valid = x_valid[:STREAM_VALID_ROWS]
@@ -133,7 +136,7 @@ def fit(model, dataset, config, binarization, device, run_dir: Path, progress, l
             model.train()
             # a fresh draw x ~ Bernoulli(pixels) every epoch with dynamic binarization
             batches = data_mod.epoch_batches(
-                x_train, batch_size, generator, binarization == "dynamic", device
+                x_train, batch_size, generator, binarization == "dynamic", device, buffer
             )
             # running sums of (loss, elbo, reconstruction, kl, examples), on the device;
             # non-finite steps (skipped) are counted when the host next looks (`_check_bad`)

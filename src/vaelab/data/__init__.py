@@ -35,6 +35,7 @@ import torch
 
 from ..errors import VaelabError
 from .arrays import check_dtype, example_shape, is_npy, read_array, should_stream
+from .binarization import binarize
 from .dataset import Dataset, parse_split, split_arrays
 from .digits import load_digits
 from .idx import MNIST_FILES, _find_idx, _load_idx_folder, read_idx
@@ -235,19 +236,22 @@ def _streamed(file: NpyFile, fractions) -> Dataset:
     return Dataset(path.stem, *splits, kind=kind)
 
 
-def epoch_batches(x_train, batch_size: int, generator: torch.Generator, dynamic: bool, device):
+def epoch_batches(
+    x_train, batch_size: int, generator: torch.Generator, dynamic: bool, device, buffer=None
+):
     """One epoch of shuffled training batches on ``device``: ``(index, x)`` pairs, ``x`` of
     shape ``(<= batch_size, *x_shape)`` and ``index`` its rows of the training split.
 
-    In memory: the whole split is binarized at once (with ``dynamic``), then indexed by one
-    random permutation. Streamed: blocks and windows (:meth:`StreamSplit.batches`), and
+    In memory: the whole split is binarized at once (with ``dynamic``; into ``buffer``, a
+    tensor like ``x_train`` the caller keeps from epoch to epoch, when given), then indexed by
+    one random permutation. Streamed: blocks and windows (:meth:`StreamSplit.batches`), and
     ``index`` is None.
     """
     if isinstance(x_train, StreamSplit):
         for x in x_train.batches(batch_size, generator, dynamic):
             yield None, x.to(device)
         return
-    epoch_x = binarize(x_train, generator) if dynamic else x_train
+    epoch_x = binarize(x_train, generator, buffer) if dynamic else x_train
     epoch_x = epoch_x.to(device)
     order = torch.randperm(len(x_train), generator=generator).to(device)
     for start in range(0, len(x_train), batch_size):
@@ -295,11 +299,6 @@ def choose_likelihood(dataset: Dataset, likelihood: str, binarize: str) -> tuple
 
 
 # --- binarization -----------------------------------------------------------------------------
-
-
-def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One draw x_b ~ Bernoulli(x) per pixel, same shape and dtype as ``x``."""
-    return torch.bernoulli(x, generator=generator)
 
 
 def is_binary(x: torch.Tensor) -> bool:

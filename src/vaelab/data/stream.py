@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import VaelabError
+from .binarization import binarize
 
 BLOCK_ROWS = 1024
 WINDOW_BYTES = 64 << 20  # float32 bytes read and shuffled together: 20 blocks of MNIST rows
@@ -117,7 +118,7 @@ class StreamSplit:
             x = self._read_block(j)
             if self.binarize_seed is not None:
                 seed = self.binarize_seed * 1_000_003 + j
-                x = torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
+                x = binarize(x, torch.Generator().manual_seed(seed))
             self._cache[j] = x
             if len(self._cache) > 2:
                 self._cache.popitem(last=False)
@@ -159,7 +160,7 @@ class StreamSplit:
         for w in range(0, len(order), per_window):
             x = torch.cat([carry, *(self._read_block(int(j)) for j in order[w : w + per_window])])
             if binarize:
-                x = torch.bernoulli(x, generator=generator)
+                x = binarize(x, generator)
             x = x[torch.randperm(len(x), generator=generator)]
             full = len(x) // batch_size * batch_size
             yield from x[:full].split(batch_size)
