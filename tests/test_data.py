@@ -11,6 +11,8 @@ import gzip
 import hashlib
 import http.server
 import struct
+import subprocess
+import sys
 import threading
 import urllib.request
 from pathlib import Path
@@ -541,6 +543,25 @@ def test_binarize_draws_bernoulli_pixels():
     draws = binarize(half, generator)
     assert abs(draws[:200_000].mean().item() - 0.1) < 5e-3
     assert abs(draws[200_000:].mean().item() - 0.9) < 5e-3
+
+
+def test_binarize_draws_the_same_pixels_whatever_the_number_of_threads():
+    # blocks of rows are drawn on parallel threads, each from its own generator: a seed
+    # must give the same epoch on 1 thread as on 2, and several blocks must be involved
+    script = (
+        "import sys, torch; torch.set_num_threads(int(sys.argv[1]));"
+        "from vaelab.data import binarize; from vaelab.data.binarization import BLOCK_ROWS;"
+        "x = torch.rand(3 * BLOCK_ROWS + 5, 7, generator=torch.Generator().manual_seed(0));"
+        "b = binarize(x, torch.Generator().manual_seed(1));"
+        "print(b.sum().item(), (b * torch.arange(7)).sum().item(), b[-5:].sum().item())"
+    )
+    outputs = [
+        subprocess.run(
+            [sys.executable, "-c", script, threads], capture_output=True, text=True, check=True
+        ).stdout
+        for threads in ("1", "2")
+    ]
+    assert outputs[0] == outputs[1] and outputs[0].strip()
 
 
 def test_binarize_into_a_kept_buffer_draws_what_a_fresh_one_would():

@@ -3,7 +3,19 @@ in [0, 1], the standard protocol for a Bernoulli likelihood on MNIST."""
 
 from __future__ import annotations
 
+import functools
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
+
+# rows drawn from one generator of their own; fixed, so that the draws depend on the seed
+# and never on how many threads draw them
+BLOCK_ROWS = 4096
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max(1, torch.get_num_threads()), thread_name_prefix="binarize")
 
 
 def binarize(
@@ -12,12 +24,26 @@ def binarize(
     """x_b = 1[u < x] with u ~ U[0, 1) per pixel, so P(x_b = 1) = x: same shape and dtype.
 
     The same law as ``torch.bernoulli(x)``, which compares one uniform draw per pixel too,
-    but it draws them with torch's vectorised ``uniform_`` into the output's own memory and
-    compares in place: on the CPU that is 0.15 s for the 39 million pixels of an MNIST
-    training epoch, against 0.27 s for ``torch.bernoulli`` and its freshly allocated output
-    (docs/benchmarks.md). ``out``, a tensor of ``x``'s shape, dtype and device, is reused
-    (a training loop passes the same one every epoch), else one is allocated.
+    drawn faster. torch draws random numbers on the CPU one generator at a time, on one
+    core; here each block of :data:`BLOCK_ROWS` rows has a generator of its own, seeded
+    from ``generator``, and the blocks are drawn on as many threads as torch uses. The
+    draws go into the output's own memory and are compared in place. For the 39 million
+    pixels of an MNIST training epoch on 2 cores, this takes 0.08 s against 0.27 s for
+    ``torch.bernoulli`` and its freshly allocated output (docs/benchmarks.md).
+
+    ``out``, a tensor of ``x``'s shape, dtype and device, is written and returned (a
+    training loop passes the same one every epoch); else one is allocated.
     """
     u = torch.empty_like(x) if out is None else out
-    u.uniform_(generator=generator)
+    blocks = u.split(BLOCK_ROWS) if u.dim() else (u,)
+    if len(blocks) == 1 or u.device.type != "cpu":
+        u.uniform_(generator=generator)
+    else:
+        seeds = torch.randint(1 << 62, (len(blocks),), generator=generator).tolist()
+
+        def draw(block: torch.Tensor, seed: int) -> None:
+            block.uniform_(generator=torch.Generator().manual_seed(seed))
+
+        for future in [_pool().submit(draw, b, s) for b, s in zip(blocks, seeds, strict=True)]:
+            future.result()
     return torch.lt(u, x, out=u)
