@@ -51,15 +51,28 @@ def test_one_streamed_epoch_visits_every_training_row_once_shuffled(tmp_path):
     file = NpyFile.open(tmp_path / "x.npy")
     train = StreamSplit(file, split_blocks(n, (0.8, 0.1, 0.1))[0], (1, 2, 2))
     generator = torch.Generator().manual_seed(0)
-    batches = list(train.batches(1000, generator, binarize=False))
+    batches = list(train.batches(1000, generator, dynamic=False))
     assert len(batches) == -(-len(train) // 1000)
     assert all(len(b) == 1000 for b in batches[:-1])
     seen = np.concatenate([_row_ids(b) for b in batches])
     assert sorted(seen.tolist()) == sorted(_row_ids(train[0 : len(train)]).tolist())
     # shuffled: consecutive rows of a batch come from far apart in the file
     assert np.median(np.abs(np.diff(_row_ids(batches[0])))) > 10 * BLOCK_ROWS
-    again = list(train.batches(1000, generator, binarize=False))
+    again = list(train.batches(1000, generator, dynamic=False))
     assert not torch.equal(again[0], batches[0])  # a new order each epoch
+
+
+def test_a_dynamically_binarized_streamed_epoch_draws_every_row_afresh(tmp_path):
+    # grey levels: each epoch a new Bernoulli draw of every pixel, with its mean
+    rng = np.random.default_rng(2)
+    np.save(tmp_path / "g.npy", rng.integers(0, 256, (3 * BLOCK_ROWS, 4, 4), dtype=np.uint8))
+    train = data_mod.load(str(tmp_path / "g.npy"), stream="on").train
+    generator = torch.Generator().manual_seed(0)
+    epochs = [torch.cat(list(train.batches(500, generator, dynamic=True))) for _ in range(2)]
+    for x in epochs:
+        assert len(x) == len(train) and set(x.unique().tolist()) == {0.0, 1.0}
+        assert abs(x.mean().item() - train[0 : len(train)].mean().item()) < 0.01
+    assert not torch.equal(epochs[0], epochs[1])
 
 
 def test_binarized_streamed_split_does_not_depend_on_how_it_is_sliced(tmp_path):

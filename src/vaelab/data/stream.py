@@ -148,18 +148,18 @@ class StreamSplit:
             yield self[start : start + rows]
 
     def batches(
-        self, batch_size: int, generator: torch.Generator, binarize: bool
+        self, batch_size: int, generator: torch.Generator, dynamic: bool
     ) -> Iterator[torch.Tensor]:
         """One epoch of shuffled batches (see the module's note on shuffle quality): blocks
         in random order, rows shuffled within windows of :data:`WINDOW_BYTES`; with
-        ``binarize`` a fresh Bernoulli draw. ``ceil(len / batch_size)`` batches; all but the
+        ``dynamic`` a fresh Bernoulli draw. ``ceil(len / batch_size)`` batches; all but the
         last hold ``batch_size`` rows."""
         order = torch.randperm(len(self.blocks), generator=generator).numpy()
         per_window = self.window_blocks
         carry = torch.empty(0, *self.x_shape)
         for w in range(0, len(order), per_window):
             x = torch.cat([carry, *(self._read_block(int(j)) for j in order[w : w + per_window])])
-            if binarize:
+            if dynamic:
                 x = binarize(x, generator)
             x = x[torch.randperm(len(x), generator=generator)]
             full = len(x) // batch_size * batch_size
