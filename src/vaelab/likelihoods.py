@@ -26,15 +26,17 @@ from .errors import VaelabError
 
 class BernoulliPixels(Independent):
     """prod_i Bernoulli(x_i ; sigmoid(l_i)) over the event dims: torch's
-    ``Independent(Bernoulli(logits=l))``, with a log-density in two fused passes.
+    ``Independent(Bernoulli(logits=l))``, with a log-density in fewer passes over memory.
 
     log p(x | z) = sum_i [x_i l_i - softplus(l_i)], which is minus the binary cross-entropy
-    with logits, summed. torch's ``Bernoulli.log_prob`` makes the same number in six
+    with logits, summed. torch's ``Bernoulli.log_prob`` makes each pixel's term in five
     full-size passes (log-sigmoid with its buffer, 1 - x, a product, a difference, a
-    negation, the sum); here there are two: the product with x summed, and softplus summed.
-    On 2,000 (sample, image) pairs of MNIST logits, a chunk of the importance-sampled
-    log-likelihood, that is 1.9 ms against 2.7 ms (2 CPU threads); the softplus, an exp
-    and a log1p per pixel, is most of what is left.
+    negation); here softplus writes them once and two passes in place turn them into the
+    terms, which are then summed. Per-pixel terms, not sum(x l) - sum(softplus(l)): those
+    two sums run to thousands for confident logits, and their difference in float32 would
+    lose what the small terms keep. It speeds up the importance-sampled log-likelihood,
+    which runs this on every (sample, image) pair (docs/benchmarks.md, evaluation speed);
+    most of what is left is the softplus itself, an exp and a log1p per pixel.
     """
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
@@ -42,8 +44,10 @@ class BernoulliPixels(Independent):
         logits = self.base_dist.logits
         dims = tuple(range(-self.reinterpreted_batch_ndims, 0))
         # softplus(l) = l exactly past the threshold: log1p(exp(-40)) = 4e-18 is below float64's
-        # rounding of 40 (torch's default, 20, would be 2e-9 off in float64)
-        return (logits * value).sum(dims) - F.softplus(logits, threshold=40.0).sum(dims)
+        # rounding of 40 (torch's default, 20, would be 2e-9 off in float64). Its backward
+        # reads l, not its output, so the output may be overwritten in place
+        terms = F.softplus(logits, threshold=40.0).neg_().addcmul_(logits, value)
+        return terms.sum(dims) if dims else terms
 
 
 class BernoulliLikelihood(nn.Module):
