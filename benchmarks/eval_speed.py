@@ -26,7 +26,7 @@ from vaelab import data as data_mod
 from vaelab.evaluate import EVAL_ROWS, log_likelihood
 
 sys.path.insert(0, os.path.dirname(__file__))
-from throughput import rate_windows  # noqa: E402
+from throughput import add_bound_options, rate_windows  # noqa: E402
 
 
 def main() -> int:
@@ -35,13 +35,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=10_000, help="test images (default all)")
     parser.add_argument("--k", type=int, default=5000, help="importance samples per image")
     parser.add_argument("--data-dir", default=os.environ.get("VAELAB_DATA", ""))
-    parser.add_argument(
-        "--bound-windows",
-        type=int,
-        default=3,
-        help="matmul-rate windows before and after; the bound is their median",
-    )
-    parser.add_argument("--bound-seconds", type=float, default=1.0, help="length of one window")
+    add_bound_options(parser, 3, "before the estimate and as many after")
     args = parser.parse_args()
     if args.bound_windows < 1 or args.bound_seconds <= 0:
         parser.error("--bound-windows must be >= 1 and --bound-seconds > 0")

@@ -60,6 +60,18 @@ def rate_windows(rows: int, shapes: list[tuple[int, int]], windows: int, seconds
     return [forward_rows_per_sec(rows, shapes, seconds) for _ in range(windows)]
 
 
+def add_bound_options(parser: argparse.ArgumentParser, windows: int, when: str) -> None:
+    """``--bound-windows`` (``windows`` by default, taken ``when``) and ``--bound-seconds``:
+    the windows of :func:`rate_windows` whose median is a benchmark's bound."""
+    parser.add_argument(
+        "--bound-windows",
+        type=int,
+        default=windows,
+        help=f"matmul-rate windows {when} (bound: their median)",
+    )
+    parser.add_argument("--bound-seconds", type=float, default=1.0, help="length of one window")
+
+
 def matmul_bound(batch: int, shapes: list[tuple[int, int]], rows_per_sec: float) -> dict:
     """GFLOP/s of the forward products at these shapes, given their measured rate in rows
     per second, and the implied bound on training samples/s (forward + backward = 3
@@ -142,13 +154,7 @@ def main() -> int:
         default=3,
         help="rounds per row: each runs every loop once, so slow spells hit them all alike",
     )
-    parser.add_argument(
-        "--bound-windows",
-        type=int,
-        default=2,
-        help="matmul-rate windows before each round and after the last (bound: their median)",
-    )
-    parser.add_argument("--bound-seconds", type=float, default=1.0, help="length of one window")
+    add_bound_options(parser, 2, "before each round and after the last")
     args = parser.parse_args()
     if min(args.rounds, args.bound_windows, args.epochs - 1) < 1 or args.bound_seconds <= 0:
         parser.error("--rounds and --bound-windows must be >= 1, --epochs >= 2, "
