@@ -54,7 +54,7 @@ def forward_rows_per_sec(rows: int, shapes: list[tuple[int, int]], seconds: floa
 def rate_windows(rows: int, shapes: list[tuple[int, int]], windows: int, seconds: float):
     """:func:`forward_rows_per_sec` over ``windows`` back-to-back windows of ``seconds``.
 
-    This machine's matmul rate moves by 10 to 20 % from one second to the next (a shared
+    This machine's matmul rate moves by 10 to 25 % from one second to the next (a shared
     virtual machine), so a bound is the median of windows taken before and after the
     workload it is compared with, never one window."""
     return [forward_rows_per_sec(rows, shapes, seconds) for _ in range(windows)]
