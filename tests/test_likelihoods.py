@@ -47,7 +47,7 @@ def _cb_log_density(x, lam):
 
 
 def test_bernoulli_log_density_and_gradient_equal_torchs_over_broadcast_samples():
-    # the fast log-density (two passes) against torch's Independent(Bernoulli).log_prob, in
+    # BernoulliPixels' log-density (three passes) against torch's Independent(Bernoulli), in
     # float64, on logits of K samples x B images x an image's dims broadcast against x of
     # (B, *dims), with logits far in both tails where softplus switches to its linear branch
     torch.manual_seed(0)
