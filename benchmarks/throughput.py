@@ -7,9 +7,10 @@ own layer shapes, and from it the bound in samples/s given the model's FLOPs (fo
 backward = 3x the forward matmul FLOPs), the median of windows measured between the loops;
 (b) a hand-written reference loop (784-400-20 MLP, Bernoulli decoder, Adam 1e-3, a
 DataLoader over a TensorDataset); (c) vaelab's trainer on the same model, data, batch size
-and optimizer, without and with torch.compile (``--compile off`` and ``on``). Each is timed
-after a warm-up epoch, as the median of the remaining epochs of ``--rounds`` runs, taken in
-turn with the other loops so that the machine's slow spells fall on all of them alike.
+and optimizer, without and with torch.compile (``--compile off`` and ``on``; a line says
+which of the two ``--compile auto`` picks for a long run). Each is timed after a warm-up
+epoch, as the median of the remaining epochs of ``--rounds`` runs, taken in turn with the
+other loops so that the machine's slow spells fall on all of them alike.
 Prints samples/s, and each vaelab rate over the reference and over the bound.
 """
 
@@ -28,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from vaelab import Config, train
+from vaelab import Config, compiled, train
 from vaelab import data as data_mod
 
 
@@ -200,6 +201,13 @@ def main() -> int:
             print(f"| MLP 784-400-20 | {batch} | " + " | ".join(row) + " |")
         else:
             print(f"| conv | {batch} | - | - | {cells[0]} | {cells[1]} | - | - | - | - |")
+    # which column a user's default run takes: --compile auto on a run long enough to repay it
+    device, long = torch.device("cpu"), compiled.MIN_STEPS
+    picks = {
+        arch: compiled.wanted(Config(arch=arch), device, 1, long)[0] for arch in ("mlp", "conv")
+    }
+    auto = [f"{arch} {'compiled' if on else 'eager'}" for arch, on in picks.items()]
+    print(f"--compile auto (the default) on a run of {long:,}+ steps here: {', '.join(auto)}")
     n = (args.rounds + 1) * args.bound_windows
     print(f"{args.rounds} rounds; bound: the median of {n} windows of {args.bound_seconds:g} s "
           f"between the loops, which ranged over {'; '.join(spreads)} samples/s")  # fmt: skip
