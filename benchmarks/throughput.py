@@ -118,6 +118,40 @@ def reference_loop(x: torch.Tensor, batch: int, epochs: int) -> list[float]:
     return rates
 
 
+def floor_loop(x: torch.Tensor, batch: int, epochs: int, compile: bool) -> list[float]:
+    """The step alone: the reference's network and loss, through ``torch.compile`` when
+    ``compile``, with fused Adam, on batches gathered by index from an epoch binarized at
+    once, and nothing else: no finite check, no metrics, no schedules, no validation. Not a
+    trainer (one NaN would ruin its weights): the ceiling of this machine for what any
+    trainer can reach, to see how much of the gap to the bound is the trainer's own work.
+    Samples/s of each epoch."""
+    torch.manual_seed(0)
+    model = ReferenceVAE()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    x = x.flatten(1)
+    generator, buffer = torch.Generator().manual_seed(0), torch.empty_like(x)
+
+    def loss_of(xb):
+        logits, mu, log_var = model(xb)
+        rec = F.binary_cross_entropy_with_logits(logits, xb, reduction="sum")
+        kl = -0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp())
+        return (rec + kl) / len(xb)
+
+    step = torch.compile(loss_of, dynamic=False) if compile else loss_of
+    rates = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        epoch_x = data_mod.binarize(x, generator, buffer)
+        order = torch.randperm(len(x), generator=generator)
+        for first in range(0, len(x), batch):
+            loss = step(epoch_x.index_select(0, order[first : first + batch]))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        rates.append(len(x) / (time.perf_counter() - start))
+    return rates
+
+
 def vaelab_loop(data_dir: str, batch: int, epochs: int, arch: str, compile: str) -> list[float]:
     """vaelab's own trainer; samples/s of the training steps of each epoch (metrics.jsonl).
 
@@ -155,6 +189,12 @@ def main() -> int:
         default=3,
         help="rounds per row: each runs every loop once, so slow spells hit them all alike",
     )
+    parser.add_argument(
+        "--floor",
+        choices=["compiled", "eager", "off"],
+        default="compiled",
+        help="also time the step alone (floor_loop), compiled (default) or eager, or not",
+    )
     add_bound_options(parser, 2, "before each round and after the last")
     args = parser.parse_args()
     if min(args.rounds, args.bound_windows, args.epochs - 1) < 1 or args.bound_seconds <= 0:
@@ -166,9 +206,10 @@ def main() -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(
         "| model | batch | bound | reference | vaelab eager | vaelab compiled "
-        "| eager/reference | eager/bound | compiled/reference | compiled/bound |"
+        "| eager/reference | eager/bound | compiled/reference | compiled/bound | floor "
+        "| floor/bound |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     modes = ("off", "on") if args.compile == "both" else (args.compile,)
     shapes = mlp_shapes(400, 20)
     windows = args.bound_windows, args.bound_seconds
@@ -184,6 +225,10 @@ def main() -> int:
                 epochs[mode] += vaelab_loop(args.data_dir, batch, args.epochs, arch, mode)[1:]
             if arch == "mlp":
                 epochs["reference"] += reference_loop(x, batch, args.epochs)[1:]
+            if arch == "mlp" and args.floor != "off":
+                compile = args.floor == "compiled"
+                epochs.setdefault("floor", [])
+                epochs["floor"] += floor_loop(x, batch, args.epochs, compile)[1:]
         rates = {mode: statistics.median(epochs[mode]) for mode in modes}
         cells = [f"{rates[m]:,.0f}" if m in rates else "-" for m in ("off", "on")]
         if arch == "mlp":
@@ -197,10 +242,14 @@ def main() -> int:
             for m in ("off", "on"):
                 ratios = (rates[m] / ref, rates[m] / bound) if m in rates else None
                 cells += [f"{r:.2f}" for r in ratios] if ratios else ["-", "-"]
+            floor = statistics.median(epochs["floor"]) if "floor" in epochs else None
+            cells += [f"{floor:,.0f}", f"{floor / bound:.2f}"] if floor else ["-", "-"]
             row = [f"{bound:,.0f}", f"{ref:,.0f}", *cells]
             print(f"| MLP 784-400-20 | {batch} | " + " | ".join(row) + " |")
         else:
-            print(f"| conv | {batch} | - | - | {cells[0]} | {cells[1]} | - | - | - | - |")
+            print(f"| conv | {batch} | - | - | {cells[0]} | {cells[1]} |" + " - |" * 6)
+    if args.floor != "off":
+        print(f"floor: the step alone ({args.floor}), no checks, metrics or schedules")
     # which column a user's default run takes: --compile auto on a run long enough to repay it
     device, long = torch.device("cpu"), compiled.MIN_STEPS
     picks = {

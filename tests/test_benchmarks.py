@@ -51,7 +51,8 @@ def test_mnist_nll_trains_a_preset_under_a_budget_and_prints_one_row(tmp_path):
 def test_throughput_prints_all_three_rows_with_their_ratios(tmp_path):
     write_mnist_folder(tmp_path / "mnist", n_train=720, n_test=12, side=28)
     # eager only: the compiled trainer is compared with eager steps in test_fast_path.py
-    args = ["--epochs", "2", "--rounds", "2", "--bound-windows", "1", "--bound-seconds", "0.1"]
+    args = ["--epochs", "2", "--rounds", "2", "--bound-windows", "1", "--bound-seconds", "0.1",
+            "--floor", "eager"]  # fmt: skip
     result = _run_benchmark("throughput.py", [*args, "--compile", "off"], data=tmp_path / "mnist")
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| MLP")]
@@ -63,9 +64,12 @@ def test_throughput_prints_all_three_rows_with_their_ratios(tmp_path):
         assert bound > 0 and reference > 0 and ours > 0
         assert abs(ratio - ours / reference) < 0.01 and abs(fraction - ours / bound) < 0.01
         assert cells[3] == cells[6] == cells[7] == "-"  # not compiled: no figures made up
+        floor = float(cells[8].replace(",", ""))
+        assert floor > 0 and abs(float(cells[9]) - floor / bound) < 0.01
     assert any(line.startswith("| conv | 128 |") for line in result.stdout.splitlines())
     # 2 rounds: a window before each and after the last, per MLP row; their range is shown
-    *_, auto, spread = result.stdout.strip().splitlines()
+    *_, floor, auto, spread = result.stdout.strip().splitlines()
+    assert floor == "floor: the step alone (eager), no checks, metrics or schedules"
     assert (
         auto
         == "--compile auto (the default) on a run of 20,000+ steps here: mlp compiled, conv eager"
