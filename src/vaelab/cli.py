@@ -159,8 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--compile",
         choices=CHOICES["compile"],
-        help="run the training objective through torch.compile; auto (default): runs of at "
-        "least 20,000 steps or 10 minutes, in one process, on CUDA or (MLP only) the CPU",
+        help="run the training objective through torch.compile; auto (default): on a CUDA "
+        "device, for runs of at least 20,000 steps or 10 minutes, in one process",
     )
     t.add_argument(
         "--checkpoint-every",
