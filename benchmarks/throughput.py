@@ -8,10 +8,12 @@ backward = 3x the forward matmul FLOPs), the median of windows measured between 
 (b) a hand-written reference loop (784-400-20 MLP, Bernoulli decoder, Adam 1e-3, a
 DataLoader over a TensorDataset); (c) vaelab's trainer on the same model, data, batch size
 and optimizer, without and with torch.compile (``--compile off`` and ``on``; a line says
-which of the two ``--compile auto`` picks for a long run). Each is timed after a warm-up
-epoch, as the median of the remaining epochs of ``--rounds`` runs, taken in turn with the
-other loops so that the machine's slow spells fall on all of them alike.
-Prints samples/s, and each vaelab rate over the reference and over the bound.
+which of the two ``--compile auto`` picks for a long run); (d) the floor: the step alone,
+compiled, without any of a trainer's own work (:func:`floor_loop`). Each is timed after a
+warm-up epoch, as the median of the remaining epochs of ``--rounds`` runs, taken in turn
+with the other loops so that the machine's slow spells fall on all of them alike. Prints
+samples/s, each vaelab rate over the reference and over the bound, and the floor's over
+the bound.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from vaelab import Config, compiled, train
 from vaelab import data as data_mod
+from vaelab.device import resolve_device
 
 
 def mlp_shapes(hidden: int, latent: int) -> list[tuple[int, int]]:
@@ -118,6 +121,10 @@ def reference_loop(x: torch.Tensor, batch: int, epochs: int) -> list[float]:
     return rates
 
 
+class FloorFailed(Exception):
+    """torch.compile could not build the floor's step."""
+
+
 def floor_loop(x: torch.Tensor, batch: int, epochs: int, compile: bool) -> list[float]:
     """The step alone: the reference's network and loss, through ``torch.compile`` when
     ``compile``, with fused Adam, on batches gathered by index from an epoch binarized at
@@ -137,14 +144,23 @@ def floor_loop(x: torch.Tensor, batch: int, epochs: int, compile: bool) -> list[
         kl = -0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp())
         return (rec + kl) / len(xb)
 
-    step = torch.compile(loss_of, dynamic=False) if compile else loss_of
+    step = loss_of
+    if compile:  # torch's generator for the noise, as vaelab's compiled step (vaelab.compiled)
+        import torch._inductor.config as inductor_config
+
+        inductor_config.fallback_random = True
+        step = torch.compile(loss_of, dynamic=False)
     rates = []
     for _ in range(epochs):
         start = time.perf_counter()
         epoch_x = data_mod.binarize(x, generator, buffer)
         order = torch.randperm(len(x), generator=generator)
         for first in range(0, len(x), batch):
-            loss = step(epoch_x.index_select(0, order[first : first + batch]))
+            xb = epoch_x.index_select(0, order[first : first + batch])
+            try:
+                loss = step(xb)
+            except Exception as error:  # inductor's failures (no C++ compiler) have many types
+                raise FloorFailed(f"{type(error).__name__}: {error}".splitlines()[0]) from None
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -217,7 +233,7 @@ def main() -> int:
     for arch, batch in (("mlp", 128), ("mlp", 512), ("conv", 128)):
         # every round runs each loop once, the bound's windows between them: samples/s of
         # every epoch after each run's warm-up epoch, pooled over the rounds
-        epochs = {mode: [] for mode in (*modes, "reference", "bound")}
+        epochs = {mode: [] for mode in (*modes, "reference", "bound", "floor")}
         for _ in range(args.rounds):
             if arch == "mlp":
                 epochs["bound"] += rate_windows(batch, shapes, *windows)
@@ -226,9 +242,12 @@ def main() -> int:
             if arch == "mlp":
                 epochs["reference"] += reference_loop(x, batch, args.epochs)[1:]
             if arch == "mlp" and args.floor != "off":
-                compile = args.floor == "compiled"
-                epochs.setdefault("floor", [])
-                epochs["floor"] += floor_loop(x, batch, args.epochs, compile)[1:]
+                try:
+                    compile = args.floor == "compiled"
+                    epochs["floor"] += floor_loop(x, batch, args.epochs, compile)[1:]
+                except FloorFailed as error:
+                    print(f"floor: torch.compile failed ({error}); timed eager from here on")
+                    args.floor = "eager"
         rates = {mode: statistics.median(epochs[mode]) for mode in modes}
         cells = [f"{rates[m]:,.0f}" if m in rates else "-" for m in ("off", "on")]
         if arch == "mlp":
@@ -242,7 +261,7 @@ def main() -> int:
             for m in ("off", "on"):
                 ratios = (rates[m] / ref, rates[m] / bound) if m in rates else None
                 cells += [f"{r:.2f}" for r in ratios] if ratios else ["-", "-"]
-            floor = statistics.median(epochs["floor"]) if "floor" in epochs else None
+            floor = statistics.median(epochs["floor"]) if epochs["floor"] else None
             cells += [f"{floor:,.0f}", f"{floor / bound:.2f}"] if floor else ["-", "-"]
             row = [f"{bound:,.0f}", f"{ref:,.0f}", *cells]
             print(f"| MLP 784-400-20 | {batch} | " + " | ".join(row) + " |")
@@ -251,7 +270,7 @@ def main() -> int:
     if args.floor != "off":
         print(f"floor: the step alone ({args.floor}), no checks, metrics or schedules")
     # which column a user's default run takes: --compile auto on a run long enough to repay it
-    device, long = torch.device("cpu"), compiled.MIN_STEPS
+    device, long = resolve_device("auto"), compiled.MIN_STEPS  # vaelab_loop's device
     picks = {
         arch: compiled.wanted(Config(arch=arch), device, 1, long)[0] for arch in ("mlp", "conv")
     }

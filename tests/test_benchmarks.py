@@ -57,6 +57,8 @@ def test_throughput_prints_all_three_rows_with_their_ratios(tmp_path):
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| MLP")]
     assert [row.split("|")[2].strip() for row in rows] == ["128", "512"]
+    table = [line for line in result.stdout.splitlines() if line.startswith("|")]
+    assert len(table) == 5 and {line.count("|") for line in table} == {13}  # 12 columns each
     for row in rows:
         cells = [cell.strip() for cell in row.split("|")[3:-1]]
         bound, reference, ours = (float(cell.replace(",", "")) for cell in cells[:3])
@@ -72,7 +74,7 @@ def test_throughput_prints_all_three_rows_with_their_ratios(tmp_path):
     assert floor == "floor: the step alone (eager), no checks, metrics or schedules"
     assert (
         auto
-        == "--compile auto (the default) on a run of 20,000+ steps here: mlp compiled, conv eager"
+        == "--compile auto (the default) on a run of 20,000+ steps here: mlp eager, conv eager"
     )
     assert spread.startswith("2 rounds; bound: the median of 3 windows of 0.1 s")
     assert "batch 128: " in spread and "batch 512: " in spread
