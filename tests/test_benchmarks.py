@@ -80,6 +80,25 @@ def test_throughput_prints_all_three_rows_with_their_ratios(tmp_path):
     assert "batch 128: " in spread and "batch 512: " in spread
 
 
+def test_step_parts_times_four_steps_and_their_differences(tmp_path):
+    write_mnist_folder(tmp_path / "mnist", n_train=40, n_test=12, side=28)
+    args = ["--batch", "8", "--batches", "3", "--rounds", "2"]
+    result = _run_benchmark("step_parts.py", args, data=tmp_path / "mnist")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| ")]
+    table = {name.strip(): cells for name, *cells in rows[2:]}  # after the header
+    assert list(table) == ["trainer", "objective", "networks", "floor"]
+    ms = [float(cells[0]) for cells in table.values()]
+    assert all(m > 0 for m in ms)
+    for i, cells in enumerate(list(table.values())[:-1]):
+        assert abs(float(cells[1]) - (ms[i] - ms[i + 1])) < 2e-3  # the difference from the next
+    assert table["floor"][1].strip() == "-"
+    # too few images for the batches asked: one line naming both, no traceback
+    short = _run_benchmark("step_parts.py", ["--batch", "64"], data=tmp_path / "mnist")
+    assert short.returncode != 0 and "Traceback" not in short.stderr
+    assert "20 batches of 64 need 1280 training images" in short.stderr
+
+
 def test_eval_speed_prints_its_rate_against_the_bound_and_its_memory(tmp_path):
     write_mnist_folder(tmp_path / "mnist", n_train=60, n_test=30, side=28)
     result = _run_benchmark(
