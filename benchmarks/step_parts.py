@@ -100,12 +100,12 @@ def main() -> int:
     if min(args.batch, args.batches, args.rounds) < 1:
         parser.error("--batch, --batches and --rounds must be >= 1")
     if not args.data_dir:
-        sys.exit("step_parts.py: set $VAELAB_DATA (or --data-dir) to the MNIST IDX folder")
+        parser.error("set $VAELAB_DATA (or --data-dir) to the MNIST IDX folder")
     x_train = data_mod.load("mnist", args.data_dir).train
     rows = args.batch * args.batches
     if len(x_train) < rows:
-        sys.exit(f"step_parts.py: {args.batches} batches of {args.batch} need {rows} training "
-                 f"images; the data has {len(x_train)}: lower --batch or --batches")  # fmt: skip
+        parser.error(f"{args.batches} batches of {args.batch} need {rows} training images; "
+                     f"the data has {len(x_train)}: lower --batch or --batches")  # fmt: skip
     generator = torch.Generator().manual_seed(0)
     batches = data_mod.binarize(x_train[:rows], generator).split(args.batch)
     torch.manual_seed(0)

@@ -95,7 +95,7 @@ def test_step_parts_times_four_steps_and_their_differences(tmp_path):
     assert table["floor"][1].strip() == "-"
     # too few images for the batches asked: one line naming both, no traceback
     short = _run_benchmark("step_parts.py", ["--batch", "64"], data=tmp_path / "mnist")
-    assert short.returncode != 0 and "Traceback" not in short.stderr
+    assert short.returncode == 2 and "Traceback" not in short.stderr
     assert "20 batches of 64 need 1280 training images" in short.stderr
 
 
