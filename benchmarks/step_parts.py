@@ -35,7 +35,7 @@ from throughput import ReferenceVAE
 from vaelab import VAE, Config
 from vaelab import data as data_mod
 from vaelab.objectives import elbo
-from vaelab.steps import all_finite, guarded_step
+from vaelab.steps import all_finite, guarded_step, step_sums
 
 
 def inline_loss(logits: torch.Tensor, x: torch.Tensor, mu, log_var) -> torch.Tensor:
@@ -58,12 +58,7 @@ def steps(model: VAE, reference: ReferenceVAE) -> dict:
         terms.loss.backward()
         finite = all_finite(terms.loss, [p.grad for p in params])
         guarded_step(adam["model"], finite, fused=True)
-        rec, kl = terms.reconstruction.detach(), terms.kl.detach()
-        values = torch.stack(
-            [terms.loss.detach() * len(x), (rec - kl).sum(), rec.sum(), kl.sum(),
-             torch.tensor(float(len(x)))]
-        ).double()  # fmt: skip
-        sums.add_(torch.where(finite, values, torch.zeros_like(values)))
+        sums.add_(step_sums(terms.loss, terms, len(x), finite))
 
     def objective(x):
         loss = elbo(model, x).loss

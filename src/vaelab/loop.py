@@ -35,7 +35,7 @@ from .evaluate import evaluate_elbo
 from .factor import Critic
 from .inference import evaluate_local
 from .schedules import kl_weight, lr_factor
-from .steps import all_finite, guarded_step
+from .steps import all_finite, guarded_step, step_sums
 
 PROGRESS_EVERY = 20  # steps between progress-bar updates: each costs one host sync
 STREAM_VALID_ROWS = 10_000  # streamed data: validation examples scored after each epoch
@@ -175,20 +175,9 @@ def fit(model, dataset, config, binarization, device, run_dir: Path, progress, l
                 if critic is not None:  # FactorVAE: then the discriminator's own step
                     critic.step(model, x)
                 pending.append((step, finite))
-                b = len(x) if weight > 0 else 0
-                values = torch.stack(
-                    [
-                        loss.detach() * b,
-                        # the ELBO itself, also under the IWAE objective (whose loss is -L_K)
-                        (terms.reconstruction - terms.kl).detach().sum(),
-                        terms.reconstruction.detach().sum(),
-                        terms.kl.detach().sum(),
-                        torch.tensor(float(b), device=device),
-                    ]
-                ).double()
-                if weight == 0:  # a stand-in row (more ranks than rows): counts for nothing
-                    values = torch.zeros_like(values)
-                sums += torch.where(finite, values, torch.zeros_like(values))
+                # a stand-in row (more ranks than rows) counts for nothing
+                counted = finite if weight > 0 else torch.zeros_like(finite)
+                sums += step_sums(loss, terms, len(x), counted)
                 if not config.minutes:
                     bar.update()
                 if (step + 1) % PROGRESS_EVERY == 0 or step + 1 == steps_per_epoch:

@@ -1,5 +1,5 @@
 """The guarded optimizer step: the weights move only when the loss and every gradient are
-finite.
+finite; and each step's share of the epoch's metric sums (:func:`step_sums`).
 
 One non-finite batch (an overflow, a corrupt example) would otherwise write NaN into every
 weight and Adam's moments for good. The check is one fused pass over all gradients, and the
@@ -41,3 +41,21 @@ def guarded_step(optimizer: torch.optim.Optimizer, finite: torch.Tensor, fused: 
         optimizer.step()
     elif finite.item():
         optimizer.step()
+
+
+def step_sums(loss: torch.Tensor, terms, b: int, counted: torch.Tensor) -> torch.Tensor:
+    """One step's share of the epoch's running sums, float64 on the loss's device: (loss * b,
+    sum of the ELBO, of the reconstruction, of the KL over the ``b`` rows, b); all zero
+    unless ``counted`` (0-dim bool: the step was finite and its rows are real). No host
+    synchronisation."""
+    values = torch.stack(
+        [
+            loss.detach() * b,
+            # the ELBO itself, also under the IWAE objective (whose loss is -L_K)
+            (terms.reconstruction - terms.kl).detach().sum(),
+            terms.reconstruction.detach().sum(),
+            terms.kl.detach().sum(),
+            torch.tensor(float(b), device=loss.device),
+        ]
+    ).double()
+    return torch.where(counted, values, torch.zeros_like(values))
