@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from vaelab import evaluate, load
-from vaelab.cli import _int_list
+from vaelab.cli import int_list
 from vaelab.config import CHOICES, make_config
 from vaelab.data.shapes import load_shapes
 from vaelab.disentangle import score_run
@@ -67,7 +67,7 @@ def main() -> int:
     parser.add_argument("--latent-dim", type=int, default=10)
     parser.add_argument("--arch", default="mlp", choices=CHOICES["arch"], help="mlp (default)")
     parser.add_argument(
-        "--hidden", type=_int_list, default=[400], help="layer sizes, e.g. 64,32 (400)"
+        "--hidden", type=int_list, default=[400], help="layer sizes, e.g. 64,32 (400)"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench-disentangle", help="folder of the runs")

@@ -22,7 +22,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _int_list(text: str) -> list[int]:
+def int_list(text: str) -> list[int]:
+    """argparse type of `--hidden`: "512,256" -> [512, 256] (benchmarks take it too)."""
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--image-size", type=int, help="image folders: resize to N x N; shapes: draw at N x N (64)"
     )
     t.add_argument("--latent-dim", type=int, help="dimensions of z (default 10)")
-    t.add_argument("--hidden", type=_int_list, help="hidden layer sizes, e.g. 512,256")
+    t.add_argument("--hidden", type=int_list, help="hidden layer sizes, e.g. 512,256")
     t.add_argument(
         "--arch",
         choices=CHOICES["arch"],
@@ -216,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--latent-dim-2", type=int, help="--arch hvae2: units of z2 (default latent-dim / 2)"
     )
     t.add_argument(
-        "--hidden-2", type=_int_list, help="--arch hvae2: layers between z1 and z2 (--hidden)"
+        "--hidden-2", type=int_list, help="--arch hvae2: layers between z1 and z2 (--hidden)"
     )
 
     e = sub.add_parser("eval", help="score a run on its test split")
