@@ -32,6 +32,9 @@ from vaelab.inference import fit_local
 from vaelab.presets import preset
 from vaelab.train import train
 
+sys.path.insert(0, os.path.dirname(__file__))
+from mnist_folder import add_data_option, load_mnist  # noqa: E402
+
 
 def _subset_file(dataset, n: int, folder: Path) -> str:
     """An .npy of the first n / 0.8 training images: vaelab's 80/10/10 split of an array file
@@ -48,12 +51,10 @@ def main() -> int:
     parser.add_argument("--n-test", type=int, default=500)
     parser.add_argument("--k", type=int, default=1000)
     parser.add_argument("--fit-steps", type=int, default=300)
-    parser.add_argument("--data-dir", default=os.environ.get("VAELAB_DATA", ""))
+    add_data_option(parser)
     parser.add_argument("--out", default="runs/bench-amortization")
     args = parser.parse_args()
-    if not args.data_dir:
-        sys.exit("amortization.py: set $VAELAB_DATA (or --data-dir) to the MNIST IDX folder")
-    mnist = data_mod.load("mnist", args.data_dir)
+    mnist = load_mnist(parser, args)
     x_test = data_mod.eval_split(mnist, "test", "dynamic")[: args.n_test]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -26,6 +26,7 @@ from vaelab import data as data_mod
 from vaelab.evaluate import EVAL_ROWS, log_likelihood
 
 sys.path.insert(0, os.path.dirname(__file__))
+from mnist_folder import add_data_option, load_mnist  # noqa: E402
 from throughput import add_bound_options, rate_windows  # noqa: E402
 
 
@@ -34,14 +35,12 @@ def main() -> int:
     parser.add_argument("--run", help="a trained run (default: a fresh 784-400-20 MLP VAE)")
     parser.add_argument("--n", type=int, default=10_000, help="test images (default all)")
     parser.add_argument("--k", type=int, default=5000, help="importance samples per image")
-    parser.add_argument("--data-dir", default=os.environ.get("VAELAB_DATA", ""))
+    add_data_option(parser)
     add_bound_options(parser, 3, "before the estimate and as many after")
     args = parser.parse_args()
     if args.bound_windows < 1 or args.bound_seconds <= 0:
         parser.error("--bound-windows must be >= 1 and --bound-seconds > 0")
-    if not args.data_dir:
-        sys.exit("eval_speed.py: set $VAELAB_DATA (or --data-dir) to the MNIST IDX folder")
-    x = data_mod.eval_split(data_mod.load("mnist", args.data_dir), "test", "dynamic")[: args.n]
+    x = data_mod.eval_split(load_mnist(parser, args), "test", "dynamic")[: args.n]
     if args.run:
         model = load(args.run)
     else:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from vaelab import VaelabError, load
 from vaelab import data as data_mod
-from vaelab import load
 from vaelab.checkpoint import load_config
 from vaelab.gap import measure_gap
 
@@ -30,9 +30,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--ais-chains", type=int, default=8)
     args = parser.parse_args()
-    config = load_config(args.run)
-    model = load(args.run, "cpu")
-    x = data_mod.eval_split(data_mod.from_config(config), "test", config.resolved_binarize)
+    try:  # a wrong run folder, or data moved since training: one line, exit status 2
+        config = load_config(args.run)
+        model = load(args.run, "cpu")
+        x = data_mod.eval_split(data_mod.from_config(config), "test", config.resolved_binarize)
+    except VaelabError as error:
+        parser.error(str(error))
     result = measure_gap(model, x[: args.n], steps=None, ais_chains=args.ais_chains)
     trace = result.pop("trace")
     window = {

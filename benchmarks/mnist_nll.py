@@ -27,6 +27,9 @@ from vaelab.config import make_config
 from vaelab.presets import PRESETS, preset
 from vaelab.train import train
 
+sys.path.insert(0, os.path.dirname(__file__))
+from mnist_folder import add_data_option, load_mnist  # noqa: E402
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -37,10 +40,9 @@ def main() -> int:
     parser.add_argument("--k", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="run folder (default runs/bench-PRESET)")
-    parser.add_argument("--data-dir", default=os.environ.get("VAELAB_DATA", ""))
+    add_data_option(parser)
     args = parser.parse_args()
-    if not args.data_dir:
-        sys.exit("mnist_nll.py: set $VAELAB_DATA (or --data-dir) to the MNIST IDX folder")
+    dataset = load_mnist(parser, args)  # before training: a wrong folder is a usage error
 
     if args.minutes is None:
         args.minutes = preset(args.preset).get("minutes") or 30.0
@@ -56,7 +58,6 @@ def main() -> int:
     summary = json.loads((run / "summary.json").read_text())
 
     model = load(run)
-    dataset = data_mod.load("mnist", args.data_dir)
     x_test = data_mod.eval_split(dataset, "test", "dynamic")
     start = time.perf_counter()
     ll = evaluate.log_likelihood(model, x_test, k=args.k, seed=config.seed)

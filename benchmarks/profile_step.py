@@ -19,6 +19,9 @@ from torch.profiler import ProfilerActivity, profile
 
 from vaelab import Config, train
 
+sys.path.insert(0, os.path.dirname(__file__))
+from mnist_folder import add_data_option, load_mnist  # noqa: E402
+
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 
 
@@ -28,10 +31,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--compile", choices=["off", "on"], default="off")
     parser.add_argument("--rows", type=int, default=15, help="operations to list")
-    parser.add_argument("--data-dir", default=os.environ.get("VAELAB_DATA", ""))
+    add_data_option(parser)
     args = parser.parse_args()
-    if not args.data_dir:
-        sys.exit("profile_step.py: set $VAELAB_DATA (or --data-dir) to the MNIST IDX folder")
+    load_mnist(parser, args)  # a wrong folder is a usage error, before the profile starts
     with tempfile.TemporaryDirectory() as tmp:
         config = Config(data="mnist", data_dir=args.data_dir, hidden=[400], latent_dim=20,
                         batch_size=args.batch, epochs=args.epochs, compile=args.compile,

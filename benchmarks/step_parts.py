@@ -23,7 +23,6 @@ the difference from the next. Eager (uncompiled) steps, on this machine's CPU th
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -31,6 +30,7 @@ import time
 import torch
 from torch.nn import functional as F
 
+from mnist_folder import add_data_option, load_mnist
 from throughput import ReferenceVAE
 from vaelab import VAE, Config
 from vaelab import data as data_mod
@@ -90,13 +90,11 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--batches", type=int, default=20, help="distinct batches per round")
     parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--data-dir", default=os.environ.get("VAELAB_DATA", ""))
+    add_data_option(parser)
     args = parser.parse_args()
     if min(args.batch, args.batches, args.rounds) < 1:
         parser.error("--batch, --batches and --rounds must be >= 1")
-    if not args.data_dir:
-        parser.error("set $VAELAB_DATA (or --data-dir) to the MNIST IDX folder")
-    x_train = data_mod.load("mnist", args.data_dir).train
+    x_train = load_mnist(parser, args).train
     rows = args.batch * args.batches
     if len(x_train) < rows:
         parser.error(f"{args.batches} batches of {args.batch} need {rows} training images; "

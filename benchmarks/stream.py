@@ -23,15 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
-from vaelab import data as data_mod
 from vaelab import peak as vaelab_peak
+
+sys.path.insert(0, os.path.dirname(__file__))
+from mnist_folder import add_data_option, load_mnist  # noqa: E402
 
 MODEL = ["--hidden", "200", "--latent-dim", "20", "--batch-size", "1024", "--epochs", "1"]
 
 
-def build(path: Path, gigabytes: float, mnist_dir: str | None) -> int:
-    """Write the big file by appending shuffled copies of MNIST's training images."""
-    images = (data_mod.load("mnist", mnist_dir).train.numpy()[:, 0] * 255).round()
+def build(path: Path, gigabytes: float, mnist) -> int:
+    """Write the big file by appending shuffled copies of ``mnist``'s training images."""
+    images = (mnist.train.numpy()[:, 0] * 255).round()
     images = images.astype(np.uint8)
     n = int(gigabytes * 1e9) // images[0].size
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, 28, 28))
@@ -48,8 +50,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gb", type=float, default=5.0)
     parser.add_argument("--work", default=tempfile.gettempdir())
+    add_data_option(parser)
     args = parser.parse_args()
-    mnist = os.environ.get("VAELAB_DATA")
+    mnist = load_mnist(parser, args)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     big = work / f"mnist-{args.gb:g}gb.npy"
@@ -62,7 +65,7 @@ def main() -> None:
     for label, data in (("streamed", ["--data", str(big), "--stream", "on"]),
                         ("in memory", ["--data", "mnist"])):  # fmt: skip
         out = work / f"stream-bench-{label.replace(' ', '-')}"
-        extra = ["--data-dir", mnist] if mnist and label == "in memory" else []
+        extra = ["--data-dir", args.data_dir] if label == "in memory" else []
         record, rss, seconds = measure([*data, *extra, *MODEL, "--out", str(out), "--overwrite"])
         rows.append((label, record["train_samples_per_sec"], rss, seconds))
         print(f"{label}: {record['train_samples_per_sec']:,.0f} samples/s, peak RSS "

@@ -19,15 +19,17 @@ import time
 
 from vaelab import peak
 
+sys.path.insert(0, os.path.dirname(__file__))
+from mnist_folder import add_data_option, load_mnist  # noqa: E402
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--data-dir", default=os.environ.get("VAELAB_DATA", ""))
+    add_data_option(parser)
     parser.add_argument("flags", nargs="*", help="more `vaelab train` flags, after --")
     args = parser.parse_args()
-    if not args.data_dir:
-        sys.exit("train_memory.py: set $VAELAB_DATA (or --data-dir) to the MNIST IDX folder")
+    load_mnist(parser, args)  # a wrong folder is a usage error, not a failed training run
     with tempfile.TemporaryDirectory() as tmp:
         run = os.path.join(tmp, "run")
         command = ["train", "--data", "mnist", "--data-dir", args.data_dir,

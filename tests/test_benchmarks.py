@@ -48,15 +48,15 @@ def test_mnist_nll_trains_a_preset_under_a_budget_and_prints_one_row(tmp_path):
     assert f"{record['test_nll']:.2f}" in row
 
 
-def test_throughput_prints_all_three_rows_with_their_ratios(tmp_path):
+def test_throughput_prints_the_rows_asked_with_their_ratios(tmp_path):
     write_mnist_folder(tmp_path / "mnist", n_train=720, n_test=12, side=28)
     # eager only: the compiled trainer is compared with eager steps in test_fast_path.py
     args = ["--epochs", "2", "--rounds", "2", "--bound-windows", "1", "--bound-seconds", "0.1",
-            "--floor", "eager"]  # fmt: skip
+            "--floor", "eager", "--rows", "mlp-512", "conv-128", "mlp-128"]  # fmt: skip
     result = _run_benchmark("throughput.py", [*args, "--compile", "off"], data=tmp_path / "mnist")
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| MLP")]
-    assert [row.split("|")[2].strip() for row in rows] == ["128", "512"]
+    assert [row.split("|")[2].strip() for row in rows] == ["512", "128"]  # in the order asked
     table = [line for line in result.stdout.splitlines() if line.startswith("|")]
     assert len(table) == 5 and {line.count("|") for line in table} == {13}  # 12 columns each
     for row in rows:
@@ -78,6 +78,10 @@ def test_throughput_prints_all_three_rows_with_their_ratios(tmp_path):
     )
     assert spread.startswith("2 rounds; bound: the median of 3 windows of 0.1 s")
     assert "batch 128: " in spread and "batch 512: " in spread
+    # a row that is not in the table: argparse's one line, status 2
+    wrong = _run_benchmark("throughput.py", ["--rows", "mlp-256"], data=tmp_path / "mnist")
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+    assert "argument --rows: invalid choice: 'mlp-256'" in wrong.stderr
 
 
 def test_step_parts_times_four_steps_and_their_differences(tmp_path):
@@ -199,3 +203,57 @@ def test_kl_per_dim_prints_old_and_new_rows_that_agree(tmp_path):
         seconds, cpu, before, after = (float(c) for c in row[3:7])
         assert seconds >= 0 and cpu >= 0 and 0 < before <= after
     assert float(lines[-1].split(": ")[1].split()[0]) < 1e-4  # the same KLs, old and new
+
+
+def test_a_wrong_or_unset_data_folder_is_one_line_and_status_2_in_every_benchmark(tmp_path):
+    """Every benchmark that reads MNIST names the folder's problem and the fix on one line,
+    exits with status 2 before writing anything, and shows no traceback; a run-reading one
+    does the same for a missing run folder."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    work = tmp_path / "work"
+    calls = {
+        "throughput.py": [],
+        "eval_speed.py": [],
+        "mnist_nll.py": ["--out", str(work / "nll")],
+        "profile_step.py": [],
+        "step_parts.py": [],
+        "amortization.py": ["--out", str(work / "amortization")],
+        "train_memory.py": [],
+        "stream.py": ["--work", str(work / "stream")],
+    }
+    env = {**os.environ, "VAELAB_DATA": str(empty)}
+    unset = {k: v for k, v in os.environ.items() if k != "VAELAB_DATA"}
+    launched = {
+        (script, "wrong"): subprocess.Popen(
+            [sys.executable, str(ROOT / "benchmarks" / script), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )  # fmt: skip
+        for script, args in calls.items()
+    }
+    for script, args, environment in (
+        ("throughput.py", [], unset),
+        ("gap_convergence.py", [str(tmp_path / "no-run")], env),
+    ):
+        launched[(script, "other")] = subprocess.Popen(
+            [sys.executable, str(ROOT / "benchmarks" / script), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+        )  # fmt: skip
+    last = {}
+    for (script, case), process in launched.items():
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 2, (script, stderr)
+        assert "Traceback" not in stderr, stderr
+        last[script, case] = stderr.strip().splitlines()[-1]
+        assert last[script, case].startswith(f"{script}: error: "), stderr
+        if case == "wrong":
+            assert f"{empty} lacks the IDX files" in last[script, case], stderr
+            assert "point --data-dir at the folder" in last[script, case], stderr
+    assert last["throughput.py", "other"].endswith(
+        "set $VAELAB_DATA (or --data-dir) to the MNIST IDX folder"
+    )
+    assert "no-run does not exist" in last["gap_convergence.py", "other"]
+    assert not work.exists()  # nothing written: no run folder, no big file
