@@ -1,5 +1,5 @@
 """The training loop itself: epochs of shuffled batches -> objective -> guarded step ->
-per-epoch metrics, checkpoints and the best weights (:func:`fit`), and the scores it logs.
+per-epoch metrics, checkpoints and the best weights (:func:`fit`).
 
 :mod:`vaelab.train` sets a run up around it (data, model, run folder) and finishes it (test
 score, plots, report). Each step: this rank's share of the batch, the learning rate and KL
@@ -31,18 +31,16 @@ from .checkpoint import (
     write_atomic,
 )
 from .errors import VaelabError
-from .evaluate import evaluate_elbo
 from .factor import Critic
-from .inference import evaluate_local
 from .schedules import kl_weight, lr_factor
 from .steps import all_finite, guarded_step, step_sums
+from .validation import kl_per_dim_record, score
 
 PROGRESS_EVERY = 20  # steps between progress-bar updates: each costs one host sync
 STREAM_VALID_ROWS = 10_000  # streamed data: validation examples scored after each epoch
 # q_i moves once per epoch, when example i is in a batch: it needs larger steps than the
 # weights (follows the weights' schedule, scaled)
 LOCAL_LR = 0.05
-LOCAL_SCORE_N = 500  # examples scored with fitted q per epoch, without an encoder
 MAX_BAD_STEPS = 10  # batches with a non-finite loss or gradient a run may skip before it stops
 
 
@@ -213,7 +211,7 @@ def fit(model, dataset, config, binarization, device, run_dir: Path, progress, l
                 "valid_kl": valid["kl"],
                 "lr": lr,
                 "beta": beta,
-                **_kl_per_dim_record(model, x_valid, config),
+                **kl_per_dim_record(model, x_valid, config),
             }
             record["seconds"] = time.perf_counter() - start  # all of the epoch's work
             record["train_samples_per_sec"] = seen / train_seconds
@@ -279,35 +277,3 @@ def _check_bad(pending, epoch: int, counters: dict, checkpoints: Path, log) -> N
                 f"{counters['bad']} batches gave a non-finite loss or gradient. "
                 f"The last checkpoint in {checkpoints} is intact; lower --lr, or check the data"
             )
-
-
-def score(model, x, config) -> dict:
-    """ELBO, reconstruction and KL of ``x``: under the encoder's q, or, for a model trained
-    without one (``--inference local``), under per-datapoint q fitted to at most
-    ``LOCAL_SCORE_N`` of the examples (see :func:`vaelab.inference.evaluate_local`)."""
-    if config.inference == "local":
-        return evaluate_local(model, x[:LOCAL_SCORE_N], seed=config.seed)
-    return evaluate_elbo(model, x, seed=config.seed, distributed=True)
-
-
-# validation examples whose KL per dimension is logged each epoch: fewer under a mixture
-# prior, whose per-dimension KL is Monte Carlo over K components (a VampPrior's 1,000 rows
-# cost a fifth of an mnist-vamp epoch)
-KL_PER_DIM_ROWS = 1000
-KL_PER_DIM_ROWS_MIXTURE = 200
-
-
-def _kl_per_dim_record(model, x, config) -> dict:
-    """``valid_kl_per_dim``: the mean over (up to 1,000; 200 under a mixture prior) validation
-    examples of each latent dimension's KL, so a collapsing dimension (KL -> 0) shows in
-    metrics.jsonl epoch by epoch. Nothing for ``--inference local``, which has no encoder to
-    ask."""
-    if config.inference == "local":
-        return {}
-    from .evaluate import posterior_stats
-
-    rows = KL_PER_DIM_ROWS if config.prior == "normal" else KL_PER_DIM_ROWS_MIXTURE
-    with torch.random.fork_rng():  # a mixture prior's per-dimension KL is Monte Carlo
-        torch.manual_seed(config.seed)
-        _, _, kls = posterior_stats(model, x[:rows])
-    return {"valid_kl_per_dim": kls.double().mean(0).tolist()}

@@ -30,8 +30,9 @@ from .checkpoint import default_out, partial_of, prepare_out, save_model, write_
 from .config import CONV_ARCHS, Config, make_config, read_toml
 from .device import resolve_device
 from .errors import VaelabError
-from .loop import fit, score
+from .loop import fit
 from .model import VAE
+from .validation import score
 
 
 def train(
