@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 
 from vaelab import evaluate, load
-from vaelab.cli import int_list
 from vaelab.config import CHOICES, make_config
 from vaelab.data.shapes import load_shapes
 from vaelab.disentangle import score_run
 from vaelab.train import train
+from vaelab.train_flags import int_list
 
 IMAGE_SIZE = 32
 # name -> the config keys that make the objective
