@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from vaelab import VAE, Config, load
+from vaelab import VAE, Config, VaelabError, load
 from vaelab import data as data_mod
 from vaelab.evaluate import EVAL_ROWS, log_likelihood
 
@@ -42,7 +42,10 @@ def main() -> int:
         parser.error("--bound-windows must be >= 1 and --bound-seconds > 0")
     x = data_mod.eval_split(load_mnist(parser, args), "test", "dynamic")[: args.n]
     if args.run:
-        model = load(args.run)
+        try:
+            model = load(args.run)
+        except VaelabError as error:  # not a run folder: one line, status 2
+            parser.error(str(error))
     else:
         torch.manual_seed(0)
         config = Config(likelihood="bernoulli", hidden=[400], latent_dim=20)

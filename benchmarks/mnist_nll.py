@@ -42,7 +42,7 @@ def main() -> int:
     parser.add_argument("--out", help="run folder (default runs/bench-PRESET)")
     add_data_option(parser)
     args = parser.parse_args()
-    dataset = load_mnist(parser, args)  # before training: a wrong folder is a usage error
+    load_mnist(parser, args)  # before training: a wrong folder is a usage error
 
     if args.minutes is None:
         args.minutes = preset(args.preset).get("minutes") or 30.0
@@ -58,7 +58,7 @@ def main() -> int:
     summary = json.loads((run / "summary.json").read_text())
 
     model = load(run)
-    x_test = data_mod.eval_split(dataset, "test", "dynamic")
+    x_test = data_mod.eval_split(data_mod.load("mnist", args.data_dir), "test", "dynamic")
     start = time.perf_counter()
     ll = evaluate.log_likelihood(model, x_test, k=args.k, seed=config.seed)
     eval_seconds = time.perf_counter() - start

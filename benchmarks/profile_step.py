@@ -34,6 +34,7 @@ def main() -> int:
     add_data_option(parser)
     args = parser.parse_args()
     load_mnist(parser, args)  # a wrong folder is a usage error, before the profile starts
+    # (a second or two to read the files, freed at once: train() loads its own copy)
     with tempfile.TemporaryDirectory() as tmp:
         config = Config(data="mnist", data_dir=args.data_dir, hidden=[400], latent_dim=20,
                         batch_size=args.batch, epochs=args.epochs, compile=args.compile,

@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--work", default=tempfile.gettempdir())
     add_data_option(parser)
     args = parser.parse_args()
-    mnist = load_mnist(parser, args)
+    mnist = load_mnist(parser, args)  # the in-memory run's data too: a wrong folder stops here
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     big = work / f"mnist-{args.gb:g}gb.npy"
@@ -61,6 +61,7 @@ def main() -> None:
         n = build(big, args.gb, mnist)
         print(f"built {big}: {n:,} images, {big.stat().st_size / 1e9:.2f} GB "
               f"in {time.perf_counter() - t:.0f} s", flush=True)  # fmt: skip
+    del mnist  # each training run is a child process that loads its own
     rows = []
     for label, data in (("streamed", ["--data", str(big), "--stream", "on"]),
                         ("in memory", ["--data", "mnist"])):  # fmt: skip

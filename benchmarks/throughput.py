@@ -246,7 +246,7 @@ def main() -> int:
     shapes = mlp_shapes(400, 20)
     windows = args.bound_windows, args.bound_seconds
     spreads = []
-    for arch, batch in (ROWS[row] for row in args.rows):
+    for arch, batch in (ROWS[row] for row in dict.fromkeys(args.rows)):  # each row once
         # every round runs each loop once, the bound's windows between them: samples/s of
         # every epoch after each run's warm-up epoch, pooled over the rounds
         epochs = {mode: [] for mode in (*modes, "reference", "bound", "floor")}

@@ -207,53 +207,54 @@ def test_kl_per_dim_prints_old_and_new_rows_that_agree(tmp_path):
 
 def test_a_wrong_or_unset_data_folder_is_one_line_and_status_2_in_every_benchmark(tmp_path):
     """Every benchmark that reads MNIST names the folder's problem and the fix on one line,
-    exits with status 2 before writing anything, and shows no traceback; a run-reading one
-    does the same for a missing run folder."""
-    empty = tmp_path / "empty"
+    exits with status 2 before writing anything, and shows no traceback; those that read a
+    run do the same for a missing run folder."""
+    empty, work, no_run = tmp_path / "empty", tmp_path / "work", str(tmp_path / "no-run")
     empty.mkdir()
-    work = tmp_path / "work"
-    calls = {
-        "throughput.py": [],
-        "eval_speed.py": [],
-        "mnist_nll.py": ["--out", str(work / "nll")],
-        "profile_step.py": [],
-        "step_parts.py": [],
-        "amortization.py": ["--out", str(work / "amortization")],
-        "train_memory.py": [],
-        "stream.py": ["--work", str(work / "stream")],
-    }
-    env = {**os.environ, "VAELAB_DATA": str(empty)}
+    write_mnist_folder(tmp_path / "mnist", n_train=40, n_test=12, side=28)
+    wrong = {**os.environ, "VAELAB_DATA": str(empty)}
+    good = {**os.environ, "VAELAB_DATA": str(tmp_path / "mnist")}
     unset = {k: v for k, v in os.environ.items() if k != "VAELAB_DATA"}
+    calls = {  # (script, case): (arguments, environment)
+        ("throughput.py", "wrong"): ([], wrong),
+        ("eval_speed.py", "wrong"): ([], wrong),
+        ("mnist_nll.py", "wrong"): (["--out", str(work / "nll")], wrong),
+        ("profile_step.py", "wrong"): ([], wrong),
+        ("step_parts.py", "wrong"): ([], wrong),
+        ("amortization.py", "wrong"): (["--out", str(work / "amortization")], wrong),
+        ("train_memory.py", "wrong"): ([], wrong),
+        ("stream.py", "wrong"): (["--work", str(work / "stream")], wrong),
+        ("throughput.py", "unset"): ([], unset),
+        ("gap_convergence.py", "run"): ([no_run], good),
+        ("eval_speed.py", "run"): (["--run", no_run], good),
+    }
     launched = {
-        (script, "wrong"): subprocess.Popen(
-            [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        key: subprocess.Popen(
+            [sys.executable, str(ROOT / "benchmarks" / key[0]), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=env,
+            env=environment,
         )  # fmt: skip
-        for script, args in calls.items()
+        for key, (args, environment) in calls.items()
     }
-    for script, args, environment in (
-        ("throughput.py", [], unset),
-        ("gap_convergence.py", [str(tmp_path / "no-run")], env),
-    ):
-        launched[(script, "other")] = subprocess.Popen(
-            [sys.executable, str(ROOT / "benchmarks" / script), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
-        )  # fmt: skip
     last = {}
-    for (script, case), process in launched.items():
-        _, stderr = process.communicate(timeout=120)
-        assert process.returncode == 2, (script, stderr)
-        assert "Traceback" not in stderr, stderr
-        last[script, case] = stderr.strip().splitlines()[-1]
-        assert last[script, case].startswith(f"{script}: error: "), stderr
-        if case == "wrong":
-            assert f"{empty} lacks the IDX files" in last[script, case], stderr
-            assert "point --data-dir at the folder" in last[script, case], stderr
-    assert last["throughput.py", "other"].endswith(
+    try:
+        for (script, case), process in launched.items():
+            _, stderr = process.communicate(timeout=120)
+            assert process.returncode == 2, (script, stderr)
+            assert "Traceback" not in stderr, stderr
+            last[script, case] = stderr.strip().splitlines()[-1]
+            assert last[script, case].startswith(f"{script}: error: "), stderr
+            if case == "wrong":
+                assert f"{empty} lacks the IDX files" in last[script, case], stderr
+                assert "point --data-dir at the folder" in last[script, case], stderr
+            if case == "run":
+                assert "no-run does not exist" in last[script, case], stderr
+    finally:  # a regression must not leave a benchmark running on
+        for process in launched.values():
+            process.kill()
+    assert last["throughput.py", "unset"].endswith(
         "set $VAELAB_DATA (or --data-dir) to the MNIST IDX folder"
     )
-    assert "no-run does not exist" in last["gap_convergence.py", "other"]
     assert not work.exists()  # nothing written: no run folder, no big file

@@ -15,7 +15,8 @@ from .config import CHOICES
 
 
 def int_list(text: str) -> list[int]:
-    """argparse type of `--hidden`: "512,256" -> [512, 256] (benchmarks take it too)."""
+    """The argparse type of ``--hidden`` and ``--hidden-2`` (and of benchmarks' ``--hidden``):
+    ``"512,256"`` -> ``[512, 256]``."""
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
