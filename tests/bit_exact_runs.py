@@ -24,7 +24,8 @@ from vaelab.cli import main
 SMALL = ["--data", "digits", "--hidden", "32", "--epochs", "2", "--batch-size", "64"]
 RUNS = {
     "default": ["--latent-dim", "2"],
-    "vamp-iwae": ["--prior", "vamp", "--prior-components", "20", "--objective", "iwae", "--k", "3"],
+    "vamp-iwae": ["--prior", "vamp", "--prior-components", "20", "--objective", "iwae",
+                  "--k", "3"],
     "dreg": ["--objective", "iwae", "--k", "4", "--iwae-grad", "dreg"],
     "hvae2": ["--arch", "hvae2", "--latent-dim", "4"],
     "local": ["--inference", "local"],

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from .bit_exact_runs import weights_hash
 from vaelab import load
 from vaelab.cli import main
+
+from .bit_exact_runs import weights_hash
 
 HERE = Path(__file__).parent
 RECORDED = json.loads((HERE / "data" / "bit_exact.json").read_text())
