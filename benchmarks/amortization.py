@@ -28,9 +28,9 @@ import numpy as np
 from vaelab import data as data_mod
 from vaelab import evaluate, load
 from vaelab.config import make_config
-from vaelab.inference import fit_local
-from vaelab.presets import preset
-from vaelab.train import train
+from vaelab.config.presets import preset
+from vaelab.core.inference import fit_local
+from vaelab.runs import train
 
 sys.path.insert(0, os.path.dirname(__file__))
 from mnist_folder import add_data_option, load_mnist  # noqa: E402

@@ -1,5 +1,5 @@
-"""The disentanglement benchmark: beta-VAE (beta = 1, 4, 16), beta-TCVAE and FactorVAE on
-32 x 32 shapes, each trained for the same wall-clock budget, then scored by every metric.
+"""The disentanglement benchmark: beta-VAE (beta = 1, 4, 16), beta-TCVAE and FactorVAE on 32 x 32
+shapes, each trained for the same wall-clock budget, then scored by every metric.
 
     python benchmarks/disentangle.py --minutes 4
     python benchmarks/disentangle.py --arch broadcast --hidden 64,32 --models beta4 --minutes 45
@@ -8,9 +8,9 @@ Protocol (docs/benchmarks.md): ``--data shapes --image-size 32`` (20,000 trainin
 dSprites factors), a 10-D latent space, the default MLP (one hidden layer of 400; ``--arch``
 and ``--hidden`` choose another, e.g. the spatial broadcast decoder), batch 128, Adam 1e-3, the
 kept weights those of the best validation ELBO; the metrics are ``vaelab disentangle``'s
-(:func:`vaelab.disentangle.score_run`) on the encoder means, with ``--n`` points per metric and
-``--trees`` boosting stages in DCI. Prints one Markdown table; each run stays in ``OUT/NAME``
-(its traversals in ``OUT/NAME/plots/traversals.png``) and the table's numbers in
+(:func:`vaelab.evaluate.disentangle.score_run`) on the encoder means, with ``--n`` points per
+metric and ``--trees`` boosting stages in DCI. Prints one Markdown table; each run stays in
+``OUT/NAME`` (its traversals in ``OUT/NAME/plots/traversals.png``) and the table's numbers in
 ``OUT/benchmark.json``.
 """
 
@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 
 from vaelab import evaluate, load
+from vaelab.cli.train_flags import int_list
 from vaelab.config import CHOICES, make_config
 from vaelab.data.shapes import load_shapes
-from vaelab.disentangle import score_run
-from vaelab.train import train
-from vaelab.train_flags import int_list
+from vaelab.evaluate.disentangle import score_run
+from vaelab.runs import train
 
 IMAGE_SIZE = 32
 # name -> the config keys that make the objective

@@ -21,8 +21,9 @@ import time
 
 import torch
 
-from vaelab import VAE, Config, VaelabError, load
+from vaelab import Config, VaelabError, load
 from vaelab import data as data_mod
+from vaelab.build import build_model
 from vaelab.evaluate import EVAL_ROWS, log_likelihood
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -49,7 +50,7 @@ def main() -> int:
     else:
         torch.manual_seed(0)
         config = Config(likelihood="bernoulli", hidden=[400], latent_dim=20)
-        model = VAE.from_config(config, (1, 28, 28)).eval()
+        model = build_model(config, (1, 28, 28)).eval()
     # per (image, z) pair the decoder runs all its layers, on chunk x 100 rows at a time (the
     # default chunk: EVAL_ROWS // 100 samples); the encoder's cost (once per image) is K times
     # smaller and left out of the bound. The bound is the faster of the matmul rates at those

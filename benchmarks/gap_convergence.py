@@ -19,7 +19,7 @@ import json
 from vaelab import VaelabError, load
 from vaelab import data as data_mod
 from vaelab.checkpoint import load_config
-from vaelab.gap import measure_gap
+from vaelab.evaluate.gap import measure_gap
 
 CHECKPOINTS = (500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000)
 

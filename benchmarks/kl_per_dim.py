@@ -5,7 +5,7 @@
 Builds a VampPrior model of the mnist-vamp shape (784-300-300-40 tanh MLP, K = 500
 pseudo-inputs; random weights, since the cost does not depend on them) and scores ``--n``
 random binary 28 x 28 images with :func:`vaelab.evaluate.posterior_stats`, once with the
-library's :func:`vaelab.kl.kl_per_dim` ("new") and once with the implementation it
+library's :func:`vaelab.core.kl.kl_per_dim` ("new") and once with the implementation it
 replaced, kept here only ("old": torch's ``MixtureSameFamily.log_prob`` on the per-dimension
 marginals, 2^22 (row, dimension, component) elements at a time). Each runs in a child process
 of its own, so each peak resident memory (``VmHWM``) is its own. Both draw z from the same
@@ -26,8 +26,10 @@ import numpy as np
 import torch
 from torch.distributions import Categorical, MixtureSameFamily, Normal
 
-from vaelab import VAE, Config, evaluate, objectives
-from vaelab.peak import peak_kib
+from peak import peak_kib
+from vaelab import VAE, Config, evaluate
+from vaelab.build import build_model
+from vaelab.core import kl as kl_mod
 
 OLD_ELEMENTS = 1 << 22  # the old chunk: (rows, D, K) elements per MixtureSameFamily.log_prob
 
@@ -58,15 +60,15 @@ def vamp_model() -> VAE:
         prior_components=500,
         likelihood="bernoulli",
     )
-    return VAE.from_config(config, (1, 28, 28)).eval()
+    return build_model(config, (1, 28, 28)).eval()
 
 
 def child(which: str, n: int, samples: int, out: str) -> None:
     """Time ``posterior_stats`` with the ``which`` KL; print seconds and peak RSS; save the KLs."""
     model = vamp_model()
     x = (torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(1)) < 0.5).float()
-    kl = old_kl_per_dim if which == "old" else objectives.kl_per_dim
-    objectives.kl_per_dim = lambda qz, pz: kl(qz, pz, samples=samples)
+    kl = old_kl_per_dim if which == "old" else kl_mod.kl_per_dim
+    kl_mod.kl_per_dim = lambda qz, pz: kl(qz, pz, samples=samples)
     before = peak_kib()
     torch.manual_seed(2)
     start, cpu = time.perf_counter(), time.process_time()

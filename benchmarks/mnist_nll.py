@@ -24,8 +24,8 @@ import torch
 from vaelab import data as data_mod
 from vaelab import evaluate, load
 from vaelab.config import make_config
-from vaelab.presets import PRESETS, preset
-from vaelab.train import train
+from vaelab.config.presets import PRESETS, preset
+from vaelab.runs import train
 
 sys.path.insert(0, os.path.dirname(__file__))
 from mnist_folder import add_data_option, load_mnist  # noqa: E402

@@ -5,7 +5,7 @@
 The same binarized MNIST batches go through four steps of the 784-400-20 Bernoulli VAE,
 each missing a part of the one before it:
 
-- ``trainer``: the training loop's step (:mod:`vaelab.loop`): the objective
+- ``trainer``: the training loop's step (:mod:`vaelab.training.loop`): the objective
   (:func:`vaelab.objectives.elbo` on the model's distributions), backward, the fused
   finite check of the loss and every gradient, fused Adam told to skip a non-finite step,
   and the per-step metric sums kept on the device;
@@ -34,8 +34,9 @@ from mnist_folder import add_data_option, load_mnist
 from throughput import ReferenceVAE
 from vaelab import VAE, Config
 from vaelab import data as data_mod
+from vaelab.build import build_model
 from vaelab.objectives import elbo
-from vaelab.steps import all_finite, guarded_step, step_sums
+from vaelab.training.guard import all_finite, guarded_step, step_sums
 
 
 def inline_loss(logits: torch.Tensor, x: torch.Tensor, mu, log_var) -> torch.Tensor:
@@ -103,7 +104,7 @@ def main() -> int:
     batches = data_mod.binarize(x_train[:rows], generator).split(args.batch)
     torch.manual_seed(0)
     config = Config(likelihood="bernoulli", hidden=[400], latent_dim=20)
-    model = VAE.from_config(config, tuple(x_train.shape[1:]))
+    model = build_model(config, tuple(x_train.shape[1:]))
     model.init_output_bias(x_train[:rows])
     named = steps(model, ReferenceVAE())
     for step in named.values():  # warm-up: first-call allocations, Adam's state

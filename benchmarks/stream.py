@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaelab import peak as vaelab_peak
+import peak as vaelab_peak
 
 sys.path.insert(0, os.path.dirname(__file__))
 from mnist_folder import add_data_option, load_mnist  # noqa: E402

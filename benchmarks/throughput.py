@@ -32,9 +32,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from vaelab import Config, compiled, train
+from vaelab import Config, train
 from vaelab import data as data_mod
 from vaelab.device import resolve_device
+from vaelab.training import compiled
 
 sys.path.insert(0, os.path.dirname(__file__))
 from mnist_folder import add_data_option, load_mnist  # noqa: E402
@@ -155,11 +156,8 @@ def floor_loop(x: torch.Tensor, batch: int, epochs: int, compile: bool) -> list[
         return reference_loss(model, xb)
 
     step = loss_of
-    if compile:  # torch's generator for the noise, as vaelab's compiled step (vaelab.compiled)
-        import torch._inductor.config as inductor_config
-
-        inductor_config.fallback_random = True
-        step = torch.compile(loss_of, dynamic=False)
+    if compile:  # torch's generator for the noise, as vaelab's compiled step draws it
+        step = torch.compile(loss_of, dynamic=False, options={"fallback_random": True})
     rates = []
     for _ in range(epochs):
         start = time.perf_counter()

@@ -6,7 +6,7 @@ Runs ``vaelab train --data mnist`` (784-400-20 MLP by default; FLAGS after ``--`
 on, e.g. ``-- --preset mnist-vae``) in a child process from start to finish: loading the
 60,000 training images, every epoch with its validation score and checkpoint, the test
 score, the plots and the report. Prints the wall time and the child's own peak resident
-memory (:mod:`vaelab.peak`).
+memory (``benchmarks/peak.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from vaelab import peak
+import peak
 
 sys.path.insert(0, os.path.dirname(__file__))
 from mnist_folder import add_data_option, load_mnist  # noqa: E402

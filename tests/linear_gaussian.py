@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vaelab import VAE, Config
+from vaelab import Config
+from vaelab.build import build_model
 
 P, D, SIGMA = 6, 2, 0.5
 
@@ -14,7 +15,7 @@ def linear_gaussian_model(n: int = 40, seed: int = 0, sigma: float = SIGMA):
     """(model, x): x = W z + b + noise, float64, with orthogonal columns of W (scaled 3 and 2)
     so the exact posterior p(z | x) is a diagonal Gaussian, inside the mean-field family."""
     gen = torch.Generator().manual_seed(seed)
-    model = VAE.from_config(
+    model = build_model(
         Config(arch="linear", likelihood="gaussian", latent_dim=D, sigma=sigma), (1, 1, P)
     ).double()
     q, _ = torch.linalg.qr(torch.randn(P, D, generator=gen, dtype=torch.float64))
@@ -29,7 +30,7 @@ def linear_gaussian_model(n: int = 40, seed: int = 0, sigma: float = SIGMA):
 
 
 def decoder_params(model):
-    """(W, b, sigma) of the model's decoder, for :mod:`vaelab.baselines`."""
+    """(W, b, sigma) of the model's decoder, for :mod:`vaelab.core.baselines`."""
     out = model.decoder.output
     return out.weight.detach(), out.bias.detach(), model.likelihood.log_scale.exp().flatten()
 

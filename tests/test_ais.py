@@ -8,12 +8,13 @@ import math
 import pytest
 import torch
 
-from vaelab import VAE, Config
-from vaelab.ais import _anneal, ais_log_px, sigmoid_schedule
-from vaelab.baselines import linear_gaussian_log_px
+from vaelab import Config
+from vaelab.build import build_model
 from vaelab.cli import main
+from vaelab.core.baselines import linear_gaussian_log_px
 from vaelab.errors import VaelabError
 from vaelab.evaluate import importance_sampled_log_px
+from vaelab.evaluate.ais import _anneal, ais_log_px, sigmoid_schedule
 
 from .linear_gaussian import decoder_params, linear_gaussian_model, one_thread  # noqa: F401
 
@@ -82,7 +83,7 @@ def mixture_prior_model(n: int = 30):
         arch="linear", likelihood="gaussian", latent_dim=2, sigma=1.0, prior="mog",
         prior_components=3,
     )  # fmt: skip
-    model = VAE.from_config(config, (1, 1, len(bias))).double().eval()
+    model = build_model(config, (1, 1, len(bias))).double().eval()
     gen = torch.Generator().manual_seed(1)
     means = torch.tensor(MEANS, dtype=torch.float64)
     log_var = torch.tensor([[0.0, -0.5], [-1.0, 0.0], [-0.3, -0.3]], dtype=torch.float64)

@@ -138,7 +138,7 @@ def test_python_api_matches_the_cli(digits_run):
     from vaelab import data
 
     model = load(digits_run)
-    x = data.eval_split(data.load_digits(), "test", "dynamic")[:5]
+    x = data.eval_split(data.load("digits"), "test", "dynamic")[:5]
     q = model.encode(x)
     assert q.mean.shape == (5, 2) and q.stddev.shape == (5, 2)
     assert q.rsample((10,)).shape == (10, 5, 2)

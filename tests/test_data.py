@@ -23,21 +23,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vaelab.data import (
-    MNIST_FILES,
-    MNIST_SHA256,
-    Dataset,
-    binarize,
-    cache_dir,
-    download_mnist,
-    epoch_batches,
-    eval_split,
-    load,
-    load_digits,
-    load_mnist,
-    read_idx,
-)
+from vaelab.data import Dataset, binarize, epoch_batches, eval_split, load
 from vaelab.data.binarization import BLOCK_ROWS
+from vaelab.data.digits import load_digits
+from vaelab.data.idx import MNIST_FILES, read_idx
+from vaelab.data.mnist import MNIST_SHA256, cache_dir, download_mnist, load_mnist
 from vaelab.errors import VaelabError
 
 REAL_MNIST = Path("/work/shared/data/mnist")

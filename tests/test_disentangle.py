@@ -19,8 +19,8 @@ import pytest
 
 from vaelab import Config, train
 from vaelab.cli import main
-from vaelab.disentangle import beta_vae_score, dci, discretize, factor_vae_score, mig, sap
 from vaelab.errors import VaelabError
+from vaelab.evaluate.disentangle import beta_vae_score, dci, discretize, factor_vae_score, mig, sap
 
 SIZES = (4, 4, 4)
 FAST = ("--n", "60", "--trees", "5")  # a handful of points and trees: minutes become seconds

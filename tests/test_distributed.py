@@ -1,4 +1,4 @@
-"""Data-parallel training (vaelab.distributed): 2 CPU processes over gloo against 1 process.
+"""Data-parallel training (vaelab.training.distributed): 2 CPU processes over gloo against one.
 
 Each test starts real processes: ``torchrun`` (``python -m torch.distributed.run``) for
 the runs, or two ranks with torchrun's environment set by hand where a test needs to watch
@@ -142,7 +142,7 @@ def test_evaluation_split_over_two_processes_is_the_one_process_result(one_proce
 
 
 def test_shards_cover_a_batch_once_with_weights_that_average_to_one(monkeypatch):
-    from vaelab import distributed
+    from vaelab.training import distributed
 
     for n in (1, 2, 7, 29, 128):
         for world in (1, 2, 3, 8):

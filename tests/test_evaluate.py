@@ -2,7 +2,7 @@
 
 The model under test is a linear-Gaussian VAE built by hand (P = 5 data dimensions, D = 2
 latents, float64): decoder x = W z + b, p(x | z) = N(W z + b, sigma^2 I), p(z) = N(0, I).
-Its log p(x), posterior and ELBO are exact (vaelab.baselines). W has orthogonal columns, so
+Its log p(x), posterior and ELBO are exact (vaelab.core.baselines). W has orthogonal columns, so
 the exact posterior is diagonal and a linear encoder can represent it: with that encoder
 every importance weight equals p(x), and with a deliberately wrong one the estimators are
 bounds whose gaps are checked against their standard errors.
@@ -19,7 +19,10 @@ from scipy.stats import multivariate_normal
 from sklearn.decomposition import PCA
 from torch import nn
 
-from vaelab import baselines, evaluate, objectives
+from vaelab import baselines, objectives
+from vaelab.core.likelihoods import GaussianLikelihood
+from vaelab.core.model import VAE
+from vaelab.core.priors import StandardNormal
 from vaelab.errors import VaelabError
 from vaelab.evaluate import (
     active_units,
@@ -27,9 +30,7 @@ from vaelab.evaluate import (
     importance_sampled_log_px,
     log_likelihood,
 )
-from vaelab.likelihoods import GaussianLikelihood
-from vaelab.model import VAE
-from vaelab.priors import StandardNormal
+from vaelab.evaluate.sampling import samples_from_q
 
 P, D, SIGMA = 5, 2, 0.5
 
@@ -251,9 +252,9 @@ def test_samples_are_nested_in_k():
     qz = make_vae(exact=False).q_z(sample_data(3, seed=17))
     cpu = torch.device("cpu")
     with torch.random.fork_rng(devices=[]):
-        long = torch.cat(list(evaluate._samples_from_q(qz, 300, 7, 0, 0, cpu)))
-        short = torch.cat(list(evaluate._samples_from_q(qz, 130, 1000, 0, 0, cpu)))
-        other_batch = torch.cat(list(evaluate._samples_from_q(qz, 130, 1000, 0, 1, cpu)))
+        long = torch.cat(list(samples_from_q(qz, 300, 7, 0, 0, cpu)))
+        short = torch.cat(list(samples_from_q(qz, 130, 1000, 0, 0, cpu)))
+        other_batch = torch.cat(list(samples_from_q(qz, 130, 1000, 0, 1, cpu)))
     assert long.shape == (300, 3, D) and short.shape == (130, 3, D)
     assert torch.equal(long[:130], short)
     assert not torch.equal(other_batch, short)
@@ -362,8 +363,9 @@ def test_k_50000_on_mnist_sized_images_stays_in_bounded_memory():
 import resource, torch
 from vaelab import VAE, Config
 from vaelab.evaluate import log_likelihood
+from vaelab.build import build_model
 config = Config(likelihood="bernoulli", hidden=[64], latent_dim=8)
-model = VAE.from_config(config, (1, 28, 28)).eval()
+model = build_model(config, (1, 28, 28)).eval()
 x = (torch.rand(10, 1, 28, 28) < 0.2).float()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 result = log_likelihood(model, x, k=50_000)

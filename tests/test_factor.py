@@ -12,7 +12,13 @@ from torch.distributions import Independent, Normal
 from vaelab.checkpoint import load
 from vaelab.cli import main
 from vaelab.data.shapes import Shapes
-from vaelab.factor import Critic, Discriminator, discriminator_loss, permute_dims, tc_estimate
+from vaelab.objectives.factor_vae import (
+    Discriminator,
+    discriminator_loss,
+    permute_dims,
+    tc_estimate,
+)
+from vaelab.training.critic import Critic
 
 from .test_resume import finish, kill_once_under_way, metrics_without_timing, same_weights, vaelab
 

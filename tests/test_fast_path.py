@@ -11,9 +11,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from vaelab import VAE, Config, compiled, objectives, train
+from vaelab import VAE, Config, objectives, train
+from vaelab.build import batch_terms, build_model
 from vaelab.checkpoint import load_weights
-from vaelab.steps import all_finite
+from vaelab.training import compiled
+from vaelab.training.guard import all_finite
 
 
 def _plain_loss(model: VAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -32,7 +34,7 @@ def _plain_loss(model: VAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
 def test_elbo_loss_and_gradients_equal_a_plain_step_on_the_same_noise():
     torch.manual_seed(0)
     config = Config(likelihood="bernoulli", hidden=[64], latent_dim=5)
-    model = VAE.from_config(config, (1, 8, 8)).double()
+    model = build_model(config, (1, 8, 8)).double()
     x = torch.rand(32, 1, 8, 8, dtype=torch.float64).bernoulli()
     state = torch.get_rng_state()
     terms = objectives.elbo(model, x)
@@ -80,14 +82,14 @@ def test_a_fused_adam_step_equals_the_plain_adam_update():
 
 
 def test_compiled_objective_loss_and_gradients_equal_a_plain_step_on_the_same_noise():
-    """torch.compile's version of the trainer's objective (vaelab.compiled), on a full batch,
-    against the textbook step with the noise the compiled step drew (inductor draws from
+    """torch.compile's version of the trainer's objective (vaelab.training.compiled), on a full
+    batch, against the textbook step with the noise the compiled step drew (inductor draws from
     torch's own generator), float32 as trained."""
     torch.manual_seed(0)
     config = Config(likelihood="bernoulli", hidden=[64], latent_dim=5, compile="on")
-    model = VAE.from_config(config, (1, 8, 8))
+    model = build_model(config, (1, 8, 8))
     x = torch.rand(32, 1, 8, 8).bernoulli()
-    eager = lambda xb, index, beta, step, **_: objectives.batch_terms(  # noqa: E731
+    eager = lambda xb, index, beta, step, **_: batch_terms(  # noqa: E731
         model, xb, index, config, beta, step
     )
     fast = compiled.CompiledObjective(eager, batch_size=32, n_data=32)

@@ -15,9 +15,16 @@ from PIL import Image
 
 from vaelab import Config, load, train
 from vaelab import data as data_mod
-from vaelab.baselines import linear_gaussian_log_px, linear_gaussian_posterior
 from vaelab.cli import main
-from vaelab.gap import KEYS, decompose, grid_bounds, grid_mean, grid_posterior, measure_gap
+from vaelab.core.baselines import linear_gaussian_log_px, linear_gaussian_posterior
+from vaelab.evaluate.gap import (
+    KEYS,
+    decompose,
+    grid_bounds,
+    grid_mean,
+    grid_posterior,
+    measure_gap,
+)
 from vaelab.objectives import elbo
 
 from .conftest import GAP_PLOTS

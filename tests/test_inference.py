@@ -9,14 +9,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vaelab import VAE, Config, load, train
+from vaelab import Config, load, train
 from vaelab import data as data_mod
-from vaelab.baselines import linear_gaussian_posterior
+from vaelab.build import build_model
 from vaelab.checkpoint import load_config
 from vaelab.cli import main
+from vaelab.core.baselines import linear_gaussian_posterior
+from vaelab.core.inference import LocalPosteriors, fit_local
 from vaelab.errors import VaelabError
-from vaelab.inference import LocalPosteriors, fit_local
-from vaelab.train import resume
+from vaelab.runs import resume
 
 from .linear_gaussian import decoder_params, linear_gaussian_model, one_thread  # noqa: F401
 
@@ -109,7 +110,7 @@ def test_semi_amortized_run_trains_the_encoder_towards_refined_posteriors(tmp_pa
     run = train(_config(tmp_path, "semi", "semi-amortized", epochs=2), progress=False)
     summary = json.loads((run / "summary.json").read_text())
     assert math.isfinite(summary["test"]["elbo"]) and summary["test"]["elbo"] > -60
-    model, fresh = load(run), VAE.from_config(load_config(run), (1, 8, 8))
+    model, fresh = load(run), build_model(load_config(run), (1, 8, 8))
     moved = [
         not torch.equal(a, b)
         for a, b in zip(model.encoder.parameters(), fresh.encoder.parameters(), strict=True)

@@ -10,16 +10,16 @@ import torch
 from scipy import stats
 from torch.distributions import Bernoulli, Independent
 
+from vaelab.build import build_model
 from vaelab.config import Config
-from vaelab.errors import VaelabError
-from vaelab.likelihoods import (
+from vaelab.core.likelihoods import (
     BernoulliLikelihood,
     ContinuousBernoulliLikelihood,
     DiscretizedLogisticLikelihood,
     DiscretizedLogisticMixture,
     GaussianLikelihood,
 )
-from vaelab.model import VAE
+from vaelab.errors import VaelabError
 
 
 def test_bernoulli_and_gaussian_match_scipy():
@@ -157,7 +157,7 @@ def test_logistic_likelihood_shapes_samples_and_model():
     assert torch.equal(x, torch.round(x * 255) / 255) and x.min() >= 0 and x.max() <= 1
     assert lik.mean(out).shape == (4, 2, 1, 28, 28)
     config = Config(likelihood="logistic", logistic_components=2, arch="conv", hidden=[32])
-    model = VAE.from_config(config, (1, 28, 28))
+    model = build_model(config, (1, 28, 28))
     assert model.p_x(torch.randn(3, 10)).log_prob(torch.rand(3, 1, 28, 28)).shape == (3,)
 
 
@@ -169,7 +169,7 @@ def test_grey_level_likelihoods_refuse_binarization():
 def test_a_logistic_far_wider_than_a_bin_keeps_its_density_and_gradient():
     """log P(x) -> log(bin width) + log density at the centre, d/d log s -> -1: the
     difference of two CDFs that float32 cannot tell apart must not freeze at a floor."""
-    from vaelab.likelihoods import BINS, DiscretizedLogisticMixture
+    from vaelab.core.likelihoods import BINS, DiscretizedLogisticMixture
 
     for log_s in (8.0, 12.0, 16.0):
         log_scale = torch.tensor([[log_s]], requires_grad=True)

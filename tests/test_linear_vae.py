@@ -12,8 +12,8 @@ import torch
 
 from vaelab import Config, load, train
 from vaelab import data as data_mod
-from vaelab.baselines import fit_ppca, linear_gaussian_log_px
 from vaelab.cli import main
+from vaelab.core.baselines import fit_ppca, linear_gaussian_log_px
 
 P = 20
 

@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from vaelab import VAE, Config, VaelabError, load, reparameterize
+from vaelab import Config, VaelabError, load, reparameterize
+from vaelab.build import build_model
 from vaelab.checkpoint import save_model
 
 
@@ -40,7 +41,7 @@ def test_gradients_reach_loc_and_log_var():
 @pytest.mark.parametrize("x_shape", [(1, 28, 28), (3, 32, 32), (1, 64, 64)])
 def test_many_z_for_one_x_has_shape_k_batch_latent(arch, x_shape):
     torch.manual_seed(0)
-    model = VAE.from_config(
+    model = build_model(
         Config(likelihood="bernoulli", arch=arch, latent_dim=3, hidden=[32]), x_shape
     )
     x = torch.rand(5, *x_shape).bernoulli()
@@ -57,22 +58,20 @@ def test_many_z_for_one_x_has_shape_k_batch_latent(arch, x_shape):
 
 def test_conv_refuses_images_it_cannot_take():
     with pytest.raises(VaelabError, match="--arch mlp"):
-        VAE.from_config(Config(likelihood="bernoulli", arch="conv"), (1, 8, 8))
+        build_model(Config(likelihood="bernoulli", arch="conv"), (1, 8, 8))
 
 
 def test_the_config_knows_every_arch_built_on_the_conv_encoder():
     """config.CONV_ARCHS (the images-only and --decoder-bias checks) and the networks' table
     of conv decoders name the same arches."""
     from vaelab.config import CONV_ARCHS
-    from vaelab.networks import CONV_DECODERS
+    from vaelab.core.networks import CONV_DECODERS
 
     assert set(CONV_ARCHS) == set(CONV_DECODERS)
 
 
 def test_learned_sigma_is_a_parameter_with_gradient():
-    model = VAE.from_config(
-        Config(likelihood="gaussian", learn_sigma=True, latent_dim=2), (1, 8, 8)
-    )
+    model = build_model(Config(likelihood="gaussian", learn_sigma=True, latent_dim=2), (1, 8, 8))
     x = torch.rand(16, 1, 8, 8)
     (-model.elbo(x).mean()).backward()
     assert model.likelihood.log_scale.grad is not None
@@ -82,7 +81,7 @@ def test_learned_sigma_is_a_parameter_with_gradient():
 def _trained_like(tmp_path, **kw):
     torch.manual_seed(1)
     config = Config(**{"likelihood": "bernoulli", "latent_dim": 3, "hidden": [16], **kw})
-    model = VAE.from_config(config, (1, 8, 8))
+    model = build_model(config, (1, 8, 8))
     for p in model.parameters():  # move away from the initialisation
         torch.nn.init.normal_(p, std=0.3)
     save_model(tmp_path, model, config)
@@ -131,7 +130,7 @@ def test_load_refuses_truncated_and_foreign_files(tmp_path):
 
 
 def test_sampling_in_chunks_gives_what_one_pass_gives():
-    model = VAE.from_config(
+    model = build_model(
         Config(likelihood="bernoulli", hidden=[16], latent_dim=3), (1, 8, 8)
     ).eval()
     torch.manual_seed(5)
@@ -142,7 +141,7 @@ def test_sampling_in_chunks_gives_what_one_pass_gives():
 
 
 def test_log_variance_is_bounded_by_construction_and_unchanged_in_its_working_range():
-    from vaelab.model import LOG_VAR_BOUND, bounded_log_var
+    from vaelab.core.gaussian import LOG_VAR_BOUND, bounded_log_var
 
     working = torch.linspace(-10, 10, 2001, dtype=torch.float64)
     assert torch.equal(bounded_log_var(working), working)
@@ -155,7 +154,7 @@ def test_log_variance_is_bounded_by_construction_and_unchanged_in_its_working_ra
     assert torch.isfinite(extreme.grad).all()
 
     # an encoder whose log-variance has run away still gives finite densities and gradients
-    model = VAE.from_config(Config(likelihood="bernoulli", hidden=[16], latent_dim=3), (1, 8, 8))
+    model = build_model(Config(likelihood="bernoulli", hidden=[16], latent_dim=3), (1, 8, 8))
     with torch.no_grad():
         model.encoder.net[-1].bias[3:] = torch.tensor([1e4, -1e4, 0.0])
     from vaelab import objectives
@@ -168,10 +167,10 @@ def test_log_variance_is_bounded_by_construction_and_unchanged_in_its_working_ra
 
 
 def test_gated_conv_decoder_gates_its_hidden_layers_and_keeps_the_shapes():
-    from vaelab.networks import GatedConvTranspose2d
+    from vaelab.core.networks import GatedConvTranspose2d
 
     config = Config(arch="gated-conv", likelihood="bernoulli", hidden=[32], latent_dim=4)
-    model = VAE.from_config(config, (1, 28, 28))
+    model = build_model(config, (1, 28, 28))
     assert any(isinstance(m, GatedConvTranspose2d) for m in model.decoder.modules())
     z = torch.randn(3, 2, 4)
     assert model.decoder(z).shape == (3, 2, 1, 28, 28)
@@ -187,7 +186,7 @@ def test_broadcast_decoder_is_convolutions_over_z_tiled_beside_the_pixel_coordin
     of x (left to right) and one of y (top to bottom), both in [-1, 1]."""
     torch.manual_seed(0)
     config = Config(arch="broadcast", likelihood="bernoulli", hidden=[6, 5], latent_dim=3)
-    decoder = VAE.from_config(config, (2, 28, 28)).decoder
+    decoder = build_model(config, (2, 28, 28)).decoder
     z = torch.randn(4, 3)
     lin = torch.linspace(-1, 1, 28)
     x_channel = lin.expand(28, 28)  # varies along the width
@@ -213,10 +212,10 @@ def test_broadcast_decoder_is_convolutions_over_z_tiled_beside_the_pixel_coordin
 def test_gated_mlp_units_are_value_times_sigmoid_gate():
     """--activation gated: each hidden layer is h = (W_a x + b_a) * sigmoid(W_g x + b_g),
     computed here from the layer's own weights; the output layers stay linear."""
-    from vaelab.networks import GatedLinear
+    from vaelab.core.networks import GatedLinear
 
     config = Config(likelihood="bernoulli", hidden=[12, 10], latent_dim=3, activation="gated")
-    model = VAE.from_config(config, (1, 8, 8))
+    model = build_model(config, (1, 8, 8))
     gates = [m for m in model.modules() if isinstance(m, GatedLinear)]
     assert len(gates) == 4  # two hidden layers in the encoder, two in the decoder
     assert not any(isinstance(m, (torch.nn.Tanh, torch.nn.ReLU)) for m in model.modules())

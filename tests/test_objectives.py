@@ -21,8 +21,9 @@ from torch.distributions import (
 
 from vaelab import VAE
 from vaelab import objectives as obj
-from vaelab.likelihoods import GaussianLikelihood
-from vaelab.priors import StandardNormal
+from vaelab.core import kl as kl_mod
+from vaelab.core.likelihoods import GaussianLikelihood
+from vaelab.core.priors import StandardNormal
 
 
 def test_analytic_kl_equals_monte_carlo_within_its_standard_error():
@@ -32,9 +33,9 @@ def test_analytic_kl_equals_monte_carlo_within_its_standard_error():
     z = qz.sample((200_000,))
     log_ratio = qz.log_prob(z) - pz.log_prob(z)  # (K, B)
     mc, se = log_ratio.mean(0), log_ratio.std(0) / math.sqrt(len(z))
-    analytic = obj.kl_term(qz, pz, z)
+    analytic = kl_mod.kl_term(qz, pz, z)
     assert ((analytic - mc).abs() < 4 * se).all(), (analytic, mc, se)
-    assert torch.allclose(obj.kl_per_dim(qz, pz).sum(-1), analytic, atol=1e-5)
+    assert torch.allclose(kl_mod.kl_per_dim(qz, pz).sum(-1), analytic, atol=1e-5)
 
 
 def _mixture(k: int, d: int) -> MixtureSameFamily:
@@ -69,12 +70,12 @@ def _direct_marginal_log_prob(pz: MixtureSameFamily, z: torch.Tensor) -> torch.T
 # 1: one row at a time; 63 = 3 rows of (D, K) = (3, 7), which does not divide the 80 rows
 @pytest.mark.parametrize("elements", [1, 63, 1 << 18])
 def test_mixture_kl_per_dim_is_the_mean_log_ratio_to_each_direct_marginal(monkeypatch, elements):
-    monkeypatch.setattr("vaelab.kl.MIXTURE_KL_ELEMENTS", elements)  # where it is read
+    monkeypatch.setattr("vaelab.core.kl.MIXTURE_KL_ELEMENTS", elements)  # where it is read
     pz = _mixture(k=7, d=3)
     torch.manual_seed(0)
     qz = Independent(Normal(2 * torch.randn(5, 3), torch.rand(5, 3) + 0.1), 1)
     torch.manual_seed(1)
-    kl = obj.kl_per_dim(qz, pz)  # 16 samples: (16 x 5) rows
+    kl = kl_mod.kl_per_dim(qz, pz)  # 16 samples: (16 x 5) rows
     torch.manual_seed(1)
     z = qz.base_dist.sample((16,))  # the same draws
     base = Normal(qz.base_dist.loc.double(), qz.base_dist.scale.double())
@@ -88,7 +89,7 @@ def test_mixture_marginal_log_prob_is_the_direct_formula_also_far_from_every_com
     # up to 200 units out, where every exp(log N) underflows in float32: only a
     # logsumexp shifted by its maximum stays finite
     z = torch.tensor([[0.0, 1.0, -1.0], [5.0, -7.0, 3.0], [40.0, -60.0, 200.0]])
-    got = obj.mixture_marginal_log_prob(pz, z[:, None, :])
+    got = kl_mod.mixture_marginal_log_prob(pz, z[:, None, :])
     assert got.shape == (3, 1, 3) and torch.isfinite(got).all()
     direct = _direct_marginal_log_prob(pz, z[:, None, :])
     assert torch.allclose(got.double(), direct, rtol=1e-6, atol=1e-5), (got, direct)
@@ -97,16 +98,16 @@ def test_mixture_marginal_log_prob_is_the_direct_formula_also_far_from_every_com
 _KL_MEMORY = """
 import torch
 from torch.distributions import Independent, Normal
-from vaelab import objectives as obj
-from vaelab.peak import peak_kib
-from vaelab.priors import MixtureOfGaussians
+from vaelab.core import kl as kl_mod
+from peak import peak_kib
+from vaelab.core.priors import MixtureOfGaussians
 
 torch.manual_seed(3)
 pz = MixtureOfGaussians(40, 500)()
 qz = Independent(Normal(torch.randn(1000, 40), torch.rand(1000, 40) + 0.1), 1)
 before = peak_kib()
 with torch.no_grad():
-    kl = obj.kl_per_dim(qz, pz)
+    kl = kl_mod.kl_per_dim(qz, pz)
 assert kl.shape == (1000, 40) and torch.isfinite(kl).all()
 print(peak_kib() - before)
 """
@@ -118,8 +119,11 @@ def test_mixture_kl_per_dim_memory_does_not_grow_with_the_rows():
     fresh process, whose heap is not pytest's: a version that kept each chunk's small result
     in a list raised the peak by up to 1.2 GiB there (in some runs only: it depends on where
     the heap places them), by 16 MiB under pytest."""
-    src = str(Path(obj.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": src}
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root / "benchmarks")]),
+    }
     result = subprocess.run(
         [sys.executable, "-c", _KL_MEMORY], capture_output=True, text=True, env=env, timeout=300
     )
@@ -203,7 +207,7 @@ def test_beta_weights_only_the_kl_and_beta_zero_is_a_reconstruction_loss():
 
 def _learnable_linear_vae(seed=0, p=5, d=2):
     """A linear VAE in float64 whose encoder is a learnable (imperfect) linear map."""
-    from vaelab.networks import MLPEncoder
+    from vaelab.core.networks import MLPEncoder
 
     decoder, likelihood, prior, _, _, marginal, _ = _linear_gaussian(p=p, d=d, seed=seed)
     torch.manual_seed(seed + 100)
@@ -347,7 +351,7 @@ def test_beta_tc_at_tc_beta_one_is_the_negative_elbo_with_a_monte_carlo_kl():
     log_ratio = (qz.log_prob(z) - model.p_z().log_prob(z)).mean(0)
     assert torch.allclose(terms.loss, -(reconstruction - log_ratio).mean(), atol=1e-5)
     # elbo and kl are the ordinary ones (closed-form KL): the logged numbers stay bounds
-    kl = obj.kl_term(qz, model.p_z(), z)
+    kl = kl_mod.kl_term(qz, model.p_z(), z)
     assert torch.allclose(terms.reconstruction, reconstruction)
     assert torch.allclose(terms.kl, kl) and torch.allclose(terms.elbo, reconstruction - kl)
 
@@ -368,7 +372,7 @@ def test_beta_tc_loss_grows_by_the_extra_weight_on_tc():
 
 
 def _tiny_mlp_vae(seed=0, d=3, p=6):
-    from vaelab.networks import MLPDecoder, MLPEncoder
+    from vaelab.core.networks import MLPDecoder, MLPEncoder
 
     torch.manual_seed(seed)
     encoder = MLPEncoder((p,), [8], d)
@@ -395,7 +399,7 @@ def test_free_bits_value_is_the_floor_formula_and_elbo_is_unfloored():
     terms = obj.free_bits_elbo(model, x, lam, beta=beta)
     torch.manual_seed(2)
     plain = obj.elbo(model, x)
-    per_dim = obj.kl_per_dim(model.q_z(x), model.p_z())
+    per_dim = kl_mod.kl_per_dim(model.q_z(x), model.p_z())
     floor = torch.clamp(per_dim.mean(0), min=lam).sum()
     assert torch.allclose(terms.loss, -plain.reconstruction.mean() + beta * floor)
     assert torch.allclose(terms.elbo, plain.elbo) and torch.allclose(terms.kl, plain.kl)
@@ -408,7 +412,7 @@ def test_free_bits_give_no_kl_gradient_to_dimensions_below_the_floor():
         out = model.encoder.net[-1]
         out.weight.zero_()
         out.bias.copy_(torch.tensor([3.0, 0.01, 0.0, 0.0, -0.01, 0.0]))
-    per_dim = obj.kl_per_dim(model.q_z(x), model.p_z()).mean(0)
+    per_dim = kl_mod.kl_per_dim(model.q_z(x), model.p_z()).mean(0)
     lam = 0.5
     below = per_dim < lam
     assert below.tolist() == [False, True, True]

@@ -9,8 +9,9 @@ import torch
 from matplotlib.patches import Ellipse
 from PIL import Image
 
-from vaelab import VAE, Config, plots
-from vaelab import data as data_mod
+from vaelab import Config, plots
+from vaelab.build import build_model
+from vaelab.data.digits import load_digits
 
 from .conftest import PLOTS
 
@@ -46,10 +47,8 @@ def test_posterior_figure_draws_two_ellipses_and_k_samples_per_image():
 
 def test_draw_run_writes_every_plot_for_a_latent_space_above_two(tmp_path):
     torch.manual_seed(0)
-    dataset = data_mod.load_digits()
-    model = VAE.from_config(
-        Config(likelihood="bernoulli", latent_dim=5, hidden=[32]), dataset.x_shape
-    )
+    dataset = load_digits()
+    model = build_model(Config(likelihood="bernoulli", latent_dim=5, hidden=[32]), dataset.x_shape)
     metrics = [
         {
             "epoch": e,
@@ -95,7 +94,7 @@ def test_traversal_figure_labels_each_row_with_its_dimension_and_kl():
 
 
 def test_the_manifold_of_a_normal_prior_sweeps_its_gaussian_quantiles():
-    model = VAE.from_config(Config(likelihood="bernoulli", latent_dim=2, hidden=[8]), (1, 4, 4))
+    model = build_model(Config(likelihood="bernoulli", latent_dim=2, hidden=[8]), (1, 4, 4))
     values = plots.manifold_grid(model, (0, 1))
     normal = torch.distributions.Normal(0.0, 1.0).icdf(plots.MANIFOLD_LEVELS)
     assert torch.equal(values, torch.stack([normal, normal]))
@@ -104,10 +103,10 @@ def test_the_manifold_of_a_normal_prior_sweeps_its_gaussian_quantiles():
 def test_the_manifold_of_a_far_mixture_prior_sweeps_where_its_mass_is(tmp_path):
     """Two components at (-8, 8) and (8, -8), sd 0.5: N(0, 1)'s quantiles, inside [-2, 2],
     would decode only the empty middle."""
-    dataset = data_mod.load_digits()
+    dataset = load_digits()
     config = Config(likelihood="bernoulli", latent_dim=2, hidden=[8], prior="mog",
                     prior_components=2)  # fmt: skip
-    model = VAE.from_config(config, dataset.x_shape)
+    model = build_model(config, dataset.x_shape)
     with torch.no_grad():
         model.prior.loc.copy_(torch.tensor([[-8.0, 8.0], [8.0, -8.0]]))
         model.prior.log_var.fill_(math.log(0.25))

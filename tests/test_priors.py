@@ -8,13 +8,15 @@ import math
 
 import torch
 
+from peak import peak_kib
+from vaelab.build import build_model
 from vaelab.config import Config
-from vaelab.model import VAE, bounded_log_var
-from vaelab.priors import MixtureOfGaussians, StandardNormal, VampPrior
+from vaelab.core.gaussian import bounded_log_var
+from vaelab.core.priors import MixtureOfGaussians, StandardNormal, VampPrior
 
 
 def _vamp(k=7, d=3, shape=(1, 4, 4)):
-    from vaelab.networks import MLPEncoder
+    from vaelab.core.networks import MLPEncoder
 
     torch.manual_seed(0)
     encoder = MLPEncoder(shape, [16], d)
@@ -37,7 +39,7 @@ def test_vamp_log_prob_is_the_log_mean_exp_over_its_components():
 def test_vamp_holds_the_encoder_by_reference_so_its_weights_are_saved_once():
     encoder, prior = _vamp()
     assert list(dict(prior.named_parameters())) == ["pseudo_inputs"]
-    model = VAE.from_config(
+    model = build_model(
         Config(prior="vamp", prior_components=5, hidden=[8], likelihood="bernoulli"), (1, 4, 4)
     )
     assert model.prior.encoder is model.encoder
@@ -81,8 +83,6 @@ def test_samples_of_each_prior_have_its_mean_and_covariance():
 def test_a_mixture_draws_one_component_per_sample_not_all_k():
     """5,000 draws of a VampPrior-sized mixture (K = 500, D = 40): torch's MixtureSameFamily
     draws (5000, 500, 40) numbers, 400 MB, where (5000, 40) are needed."""
-    from vaelab.peak import peak_kib
-
     torch.manual_seed(2)
     pz = MixtureOfGaussians(40, 500)()
     before = peak_kib()
@@ -108,10 +108,10 @@ def test_a_vamp_run_trains_samples_and_evaluates(tmp_path):
 
 
 def test_a_mixture_prior_run_plots_and_estimates_log_px_with_ais(tmp_path):
-    from vaelab.ais import ais_log_px
     from vaelab.checkpoint import load
     from vaelab.cli import main
     from vaelab.evaluate import importance_sampled_log_px
+    from vaelab.evaluate.ais import ais_log_px
 
     run = tmp_path / "mog"
     args = ["train", "--data", "digits", "--prior", "mog", "--prior-components", "3"]

@@ -101,7 +101,7 @@ def test_a_report_that_fails_costs_a_warning_not_the_run(tmp_path, monkeypatch):
     def broken(run, out=None):
         raise OSError("disk full")
 
-    monkeypatch.setattr(report_mod, "write_report", broken)
+    monkeypatch.setattr("vaelab.runs.write_report", broken)  # where the run reads it
     lines = []
     out = tmp_path / "run"
     config = Config(data="digits", latent_dim=2, epochs=1, out=str(out), hidden=[16])

@@ -19,9 +19,9 @@ import torch
 from safetensors.torch import load_file
 
 from vaelab import Config
+from vaelab.build import build_model
 from vaelab.checkpoint import load_training_state
 from vaelab.cli import main
-from vaelab.model import VAE
 
 TIMING = {"seconds", "train_samples_per_sec"}
 ARGS = ["--data", "digits", "--hidden", "64", "--latent-dim", "4", "--batch-size", "32"]
@@ -133,7 +133,7 @@ def test_persistent_nan_stops_the_run_with_its_checkpoint_intact_and_resumable(t
     assert "training diverged at epoch 3, step 10" in last_line
     assert "Traceback" not in err
     # the checkpoint of epoch 2 is whole, and its weights are finite
-    model = VAE.from_config(Config(likelihood="bernoulli", hidden=[64], latent_dim=4), (1, 8, 8))
+    model = build_model(Config(likelihood="bernoulli", hidden=[64], latent_dim=4), (1, 8, 8))
     optimizer = torch.optim.Adam(model.parameters())
     counters = load_training_state(
         partial / "checkpoints" / "last.safetensors", model, optimizer, torch.Generator()

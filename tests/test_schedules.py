@@ -6,7 +6,7 @@ import pytest
 
 from vaelab.config import Config
 from vaelab.errors import VaelabError
-from vaelab.schedules import cyclical, kl_weight
+from vaelab.training.schedules import cyclical, kl_weight
 
 
 def test_cyclical_ramps_over_the_first_half_of_each_cycle():

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+import peak
 from vaelab import data as data_mod
-from vaelab import peak
 from vaelab.data.stream import BLOCK_ROWS, NpyFile, StreamSplit, split_blocks
 
 from .test_cli import run_cli

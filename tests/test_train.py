@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from vaelab import VAE, Config, VaelabError, load, train
+from vaelab import Config, VaelabError, load, train
+from vaelab.build import build_model
 
 
 def _run(tmp_path, name, **kw):
@@ -118,7 +119,7 @@ def test_minutes_budget_stops_training_before_the_epoch_limit(tmp_path):
 
 
 def test_cosine_schedule_over_epochs_and_kl_warmup_are_logged_per_epoch(tmp_path):
-    from vaelab.schedules import kl_weight, lr_factor
+    from vaelab.training.schedules import kl_weight, lr_factor
 
     config = Config(
         likelihood="bernoulli", epochs=4, lr_schedule="cosine", kl_warmup=2, beta=2.0, hidden=[32]
@@ -181,7 +182,7 @@ def test_decoder_bias_from_data_starts_p_x_at_the_pixel_means():
     from vaelab import data as data_mod
 
     x = data_mod.load("digits").train
-    model = VAE.from_config(
+    model = build_model(
         Config(likelihood="bernoulli", decoder_bias="data", hidden=[16]), x.shape[1:]
     )
     model.init_output_bias(x)
@@ -191,6 +192,6 @@ def test_decoder_bias_from_data_starts_p_x_at_the_pixel_means():
                 p.zero_()  # only the bias speaks: the decoder's output for any z
         mean = model.decode(torch.zeros(1, model.latent_dim))[0]
     assert torch.allclose(mean, x.mean(0).clamp(1e-3, 1 - 1e-3), atol=1e-5)
-    conv = VAE.from_config(Config(likelihood="bernoulli", arch="conv", hidden=[16]), (1, 28, 28))
+    conv = build_model(Config(likelihood="bernoulli", arch="conv", hidden=[16]), (1, 28, 28))
     with pytest.raises(VaelabError, match="--arch mlp or linear"):
         conv.init_output_bias(torch.rand(4, 1, 28, 28))

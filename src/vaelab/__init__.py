@@ -5,13 +5,33 @@
 >>> model = load(run)
 >>> q = model.encode(x)            # q(z|x): .mean, .stddev, .rsample((K,)) -> (K, B, D)
 >>> model.elbo(x), model.sample(16)
+
+The package is a house of floors, each importing only from those below it (docs/architecture.md):
+config -> data -> core -> objectives -> build, checkpoint -> training -> evaluate -> plots,
+report, encode, explore -> runs -> cli.
 """
 
-from .checkpoint import load
+from . import evaluate
+from .checkpoint import Run, load, open_run
 from .config import Config
+from .core import baselines, inference
+from .core.gaussian import reparameterize
+from .core.model import VAE
 from .errors import VaelabError
-from .model import VAE, reparameterize
-from .train import train
+from .runs import resume, train
 
-__all__ = ["VAE", "Config", "VaelabError", "load", "reparameterize", "train"]
+__all__ = [
+    "VAE",
+    "Config",
+    "Run",
+    "VaelabError",
+    "baselines",
+    "evaluate",
+    "inference",
+    "load",
+    "open_run",
+    "reparameterize",
+    "resume",
+    "train",
+]
 __version__ = "0.1.0"

@@ -1,16 +1,14 @@
-"""Runs on disk: weights as safetensors, configuration as TOML, summaries as JSON.
+"""Runs on disk: weights as safetensors, configuration as TOML; opening a finished run.
 
-Nothing here unpickles: a run handed to us by a stranger can at worst fail to load.
-Every file is written atomically: a temporary file in the same folder, fsync, rename.
+Nothing here unpickles: a run handed to us by a stranger can at worst fail to load. Every
+file is written atomically (:mod:`vaelab.files`). :func:`open_run` is how every command
+opens a run: its config, its model and, when asked, its data.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,74 +16,15 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
+from . import data as data_mod
+from .build import build_model
 from .config import Config, make_config, read_toml
+from .core.model import VAE
 from .errors import VaelabError
-from .model import VAE
+from .files import write_atomic
 
 FORMAT = "vaelab-run"
 FORMAT_VERSION = "1"
-
-
-def write_atomic(path: str | Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the old file or the new, never half."""
-    path = Path(path)
-    if isinstance(data, str):
-        data = data.encode()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def default_out(config: Config) -> Path:
-    name = Path(config.data).stem if config.data not in ("digits", "mnist") else config.data
-    return Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
-
-
-def partial_of(out: str | Path) -> Path:
-    """Where the run ``out`` is built until it is complete: ``OUT.partial``."""
-    out = Path(out)
-    return out.with_name(out.name + ".partial")
-
-
-def prepare_out(out: Path, overwrite: bool) -> Path:
-    """Check ``out`` may be written; return the fresh ``.partial`` folder to build the run in.
-
-    An unfinished run that has a checkpoint is not thrown away without ``overwrite``."""
-    if out.exists():
-        if not overwrite:
-            raise VaelabError(
-                f"output folder {out} exists; choose another --out or pass --overwrite"
-            )
-        if not out.is_dir() or (any(out.iterdir()) and not (out / "config.toml").is_file()):
-            raise VaelabError(
-                f"{out} exists and is not a vaelab run; --overwrite only replaces runs"
-            )
-    partial = partial_of(out)
-    if (partial / "checkpoints" / "last.safetensors").is_file() and not overwrite:
-        raise VaelabError(
-            f"{partial} holds an unfinished run; continue it with --resume {out}, "
-            "or start over with --overwrite"
-        )
-    try:
-        if partial.exists():
-            shutil.rmtree(partial)
-        (partial / "plots").mkdir(parents=True)
-        (partial / "checkpoints").mkdir()
-    except OSError as exc:
-        raise VaelabError(f"cannot create the run folder {partial}: {exc}") from None
-    return partial
-
-
-def write_json(path: str | Path, value: Any) -> None:
-    write_atomic(path, json.dumps(value, indent=2) + "\n")
 
 
 def save_model(run_dir: str | Path, model: VAE, config: Config) -> None:
@@ -121,8 +60,11 @@ def load_transform(run_dir: str | Path) -> dict | None:
 
 def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
     """The trained model of a run, in eval mode, on ``device``."""
-    run_dir = Path(run_dir)
-    config = load_config(run_dir)
+    return open_run(run_dir, device).model
+
+
+def _load_model(run_dir: Path, config: Config, device: str | torch.device) -> VAE:
+    """The weights of ``run_dir/model.safetensors`` in the model ``config`` describes."""
     path = run_dir / "model.safetensors"
     if not path.is_file():
         raise VaelabError(f"{run_dir} has no model.safetensors; the run did not finish")
@@ -134,7 +76,7 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
     except (KeyError, ValueError, TypeError):
         raise VaelabError(f"{path} has no valid x_shape in its metadata") from None
     n_local = len(tensors["local.loc"]) if "local.loc" in tensors else 0  # --inference local
-    model = VAE.from_config(config, x_shape, n_local)
+    model = build_model(config, x_shape, n_local)
     problems = _mismatches(tensors, model)
     if problems:
         raise VaelabError(
@@ -143,6 +85,33 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
         )
     model.load_state_dict(tensors)
     return model.to(device).eval()
+
+
+@dataclass
+class Run:
+    """A finished run opened for use: its folder, its :class:`Config` and its trained model
+    (eval mode). :meth:`data` and :meth:`split` read its data the way training did."""
+
+    path: Path
+    config: Config
+    model: VAE
+
+    def data(self) -> data_mod.Dataset:
+        """The run's data set, a table standardized with the run's stored statistics."""
+        return data_mod.from_config(self.config, load_transform(self.path))
+
+    def split(self, name: str = "test", dataset: data_mod.Dataset | None = None) -> torch.Tensor:
+        """The split ``name`` as the model was scored on it (binarized as in training, with
+        the evaluation seed); from ``dataset`` when the caller has it loaded already."""
+        dataset = self.data() if dataset is None else dataset
+        return data_mod.eval_split(dataset, name, self.config.resolved_binarize)
+
+
+def open_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
+    """The finished run at ``run_dir``: config and model on ``device``; data on request."""
+    run_dir = Path(run_dir)
+    config = load_config(run_dir)
+    return Run(run_dir, config, _load_model(run_dir, config, device))
 
 
 def _read_safetensors(
@@ -187,7 +156,7 @@ def save_training_state(
     """One safetensors file with the weights, the optimizer's moments, the random-number
     generators' states (the global one that draws z, and ``generator``, which orders and
     binarizes the data) and the loop's ``counters`` (JSON in the header). Written atomically.
-    A FactorVAE run's ``critic`` (:class:`vaelab.factor.Critic`) adds its discriminator's
+    A FactorVAE run's ``critic`` (:class:`vaelab.training.critic.Critic`) adds its discriminator's
     weights and Adam's moments, under ``critic.``.
     """
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

@@ -28,7 +28,11 @@ import numpy as np
 import torch
 
 from . import data as data_mod
-from .checkpoint import load, load_config, load_transform
+from .checkpoint import load_transform, open_run
+from .data.arrays import check_dtype, example_shape, is_npy
+from .data.stream import NpyFile, to_unit_float
+from .data.tables import apply_transform
+from .device import fork_rng
 from .errors import VaelabError
 
 CHUNK = 4096  # examples read and encoded at a time
@@ -50,11 +54,11 @@ def encode(
         raise VaelabError(f"folder {out.parent} does not exist; create it or choose --out")
     if samples < 0:
         raise VaelabError(f"--samples must be >= 0 (got {samples})")
-    config = load_config(run)
-    model = load(run, device)
-    source, n, labels = _source(Path(run), config, data)
+    opened = open_run(run, device)
+    model = opened.model
+    source, n, labels = _source(opened.path, opened.config, data)
     with (
-        torch.random.fork_rng(devices=[]),
+        fork_rng(torch.device(device)),
         tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp,
     ):
         tmp = Path(tmp)
@@ -123,15 +127,15 @@ def _source(run: Path, config, data: str) -> tuple[Iterator[torch.Tensor], int, 
         y = None if ys[0] is None else torch.cat(ys).numpy()
         return iter(x.split(CHUNK)), len(x), y
     path = data_mod.existing_path(data)
-    if path.suffix in (".npy", ".npz") and data_mod.is_npy(path):
-        file = data_mod.NpyFile.open(path)
-        data_mod.check_dtype(path, file.dtype)
-        x_shape, _ = data_mod.example_shape(path, file.shape)
+    if path.suffix in (".npy", ".npz") and is_npy(path):
+        file = NpyFile.open(path)
+        check_dtype(path, file.dtype)
+        x_shape, _ = example_shape(path, file.shape)
 
         def chunks():
             for start in range(0, file.shape[0], CHUNK):
                 rows = file.read(start, min(start + CHUNK, file.shape[0]))
-                x = torch.from_numpy(data_mod.to_unit_float(rows)).reshape(-1, *x_shape)
+                x = torch.from_numpy(to_unit_float(rows)).reshape(-1, *x_shape)
                 if not torch.isfinite(x).all():
                     raise VaelabError(f"{path} contains NaN or Inf values; clean it first")
                 yield x
@@ -161,4 +165,4 @@ def _table_rows(run: Path, path: Path, x: np.ndarray, info: dict) -> np.ndarray:
             f"{path} has column(s) the run was not trained on: {', '.join(extra[:5])}"
         )
     x = x[:, [have.index(c) for c in columns]]
-    return data_mod.apply_transform(x, transform)
+    return apply_transform(x, transform)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from pathlib import Path
 
-from .checkpoint import write_atomic
+from .checkpoint import open_run
 from .errors import VaelabError
+from .evaluate import active_units, posterior_means
+from .files import write_atomic
+from .plots import PLOT_EXAMPLES, figure_png, valid_elbo_curves
 
 # what each plot of a run shows, and how to read it (one line each)
 CAPTIONS = {
@@ -76,20 +78,13 @@ def check_run(run: str | Path) -> Path:
 
 def _posterior_figures(run: Path) -> dict:
     """Active units and their count from the test set's posterior means; {} if the data is gone."""
-    from . import data as data_mod
-    from .checkpoint import load, load_config, load_transform
-    from .evaluate import active_units, posterior_means
-    from .plots import PLOT_EXAMPLES
-
     try:
-        config = load_config(run)
-        model = load(run)
-        dataset = data_mod.from_config(config, load_transform(run))
-        x = data_mod.eval_split(dataset, "test", config.resolved_binarize)[:PLOT_EXAMPLES]
+        opened = open_run(run)
+        x = opened.split("test")[:PLOT_EXAMPLES]
     except (VaelabError, OSError):
         return {}
-    means = posterior_means(model, x)
-    return {"active_units": active_units(means), "latent_dim": model.latent_dim}
+    means = posterior_means(opened.model, x)
+    return {"active_units": active_units(means), "latent_dim": opened.model.latent_dim}
 
 
 def headline(run: Path) -> dict:
@@ -199,28 +194,14 @@ def _check_parent(out: Path) -> None:
 
 
 def _curves_png(runs: list[Path], names: list[str]) -> bytes | None:
-    """Validation ELBO per epoch of every run on one axis."""
-    from matplotlib import pyplot as plt
-
-    from . import plots  # noqa: F401  (selects the Agg backend before pyplot draws)
-
-    fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
-    drawn = False
+    """Validation ELBO per epoch of every run on one axis, as PNG bytes (None: no metrics)."""
+    curves = {}
     for run, name in zip(runs, names, strict=True):
         path = run / "metrics.jsonl"
-        if not path.is_file():
-            continue
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        ax.plot([r["epoch"] for r in rows], [r["valid_elbo"] for r in rows], label=name)
-        drawn = True
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation ELBO (nats)")
-    ax.set_title("Validation ELBO per epoch (higher is better)")
-    ax.legend()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue() if drawn else None
+        if path.is_file():
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            curves[name] = ([r["epoch"] for r in rows], [r["valid_elbo"] for r in rows])
+    return figure_png(valid_elbo_curves(curves)) if curves else None
 
 
 def render_comparison(runs: list[str | Path]) -> str:

@@ -1,17 +1,35 @@
-"""Run configuration: one flat dataclass <- TOML file <- command-line overrides.
+"""Run configuration: one flat dataclass <- preset <- TOML file <- command-line flags.
 
-The resolved configuration is written to ``RUN/config.toml``; passing that file back with
-``vaelab train --config RUN/config.toml`` re-runs the same experiment.
-
-The modules, in the order a configuration is made: ``schema`` (the :class:`Config` dataclass:
-its fields, the choice tables, the checks and its own TOML form) and ``loading`` (a TOML file
-read into a dict, then the ``Config`` built from it and the overrides). Every name is
-importable from ``vaelab.config`` itself.
+``schema`` holds :class:`Config` (its fields, the choice tables, the checks, its TOML form);
+``presets`` the named set-ups; ``loading`` reads a TOML file and assembles a ``Config`` from
+a preset, a file and flags, in that order of precedence. The resolved configuration is
+written to ``RUN/config.toml``; ``vaelab train --config RUN/config.toml`` re-runs it.
 """
 
-from .loading import FIELD_TYPES, make_config, read_toml
-from .schema import CHOICES, CONV_ARCHS, Config
-from .schema import _check_type as _check_type
-from .schema import _toml_value as _toml_value
+from .loading import FIELD_TYPES, assemble, make_config, read_toml
+from .presets import PRESETS, preset
+from .schema import (
+    CHOICES,
+    CONV_ARCHS,
+    DEFAULT_SPLIT,
+    Config,
+    binarization_for,
+    default,
+    parse_split,
+)
 
-__all__ = ["CHOICES", "CONV_ARCHS", "FIELD_TYPES", "Config", "make_config", "read_toml"]
+__all__ = [
+    "CHOICES",
+    "CONV_ARCHS",
+    "DEFAULT_SPLIT",
+    "FIELD_TYPES",
+    "PRESETS",
+    "Config",
+    "assemble",
+    "binarization_for",
+    "default",
+    "make_config",
+    "parse_split",
+    "preset",
+    "read_toml",
+]

@@ -2,7 +2,8 @@
 
 ``read_toml`` reads the file (an unknown key is an error, not ignored); ``make_config`` lays
 keyword overrides (``None``: not given) over those values and builds the :class:`Config`,
-which validates itself. ``FIELD_TYPES`` maps each field's name to its type's name.
+which validates itself; ``assemble`` does both for a preset, a file and flags.
+``FIELD_TYPES`` maps each field's name to its type's name.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import VaelabError
+from .presets import preset
 from .schema import Config
 
 if sys.version_info >= (3, 11):
@@ -58,3 +60,16 @@ def make_config(base: dict[str, Any] | None = None, **overrides: Any) -> Config:
         if isinstance(values.get(key), int) and not isinstance(values.get(key), bool):
             values[key] = float(values[key])
     return Config(**values)
+
+
+def assemble(
+    preset_name: str | None = None,
+    toml_path: str | Path | None = None,
+    flags: dict[str, Any] | None = None,
+) -> Config:
+    """The run's :class:`Config`: the preset's values, overridden by the TOML file's, overridden
+    by ``flags`` (field name -> value, ``None`` for a flag not given)."""
+    values = preset(preset_name) if preset_name else {}
+    if toml_path:
+        values.update(read_toml(toml_path))
+    return make_config(values, **(flags or {}))

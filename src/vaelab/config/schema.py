@@ -1,9 +1,9 @@
 """The run configuration's schema: :class:`Config`, one flat dataclass of plain values.
 
-``CHOICES`` lists the values each string option takes; ``Config.validate`` checks every field's
-type (``_check_type``), range and combination with the others, raising :class:`VaelabError`
-with the fix; ``Config.to_toml`` writes the flat TOML (``_toml_value``, one value's literal)
-that :mod:`vaelab.config.loading` reads back.
+``CHOICES`` lists the values each string option takes (the CLI's choices read it);
+``Config.validate`` checks every field's type (``_check_type``), range and combination with the
+others, raising :class:`VaelabError` with the fix; ``Config.to_toml`` writes the flat TOML
+(``_toml_value``, one value's literal) that :mod:`vaelab.config.loading` reads back.
 """
 
 from __future__ import annotations
@@ -31,79 +31,97 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "prior": ("normal", "mog", "vamp"),
     "compile": ("auto", "on", "off"),
 }
-# the arches built on the conv encoder (vaelab.networks.CONV_DECODERS): square images only
+# the arches built on the conv encoder (vaelab.core.networks.CONV_DECODERS): square images only
 CONV_ARCHS = ("conv", "gated-conv", "broadcast")
+DEFAULT_SPLIT = "0.8,0.1,0.1"
+
+
+def parse_split(text: str) -> tuple[float, float, float]:
+    """``"0.8,0.1,0.1"`` -> the train, valid and test fractions (each >= 0, valid and test
+    > 0, summing to 1)."""
+    try:
+        parts = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        parts = ()
+    if (
+        len(parts) != 3
+        or not all(math.isfinite(p) and p >= 0 for p in parts)
+        or min(parts) <= 0
+        or abs(sum(parts) - 1) > 1e-6
+    ):
+        raise VaelabError(
+            f"split {text!r} must be three positive fractions that sum to 1, "
+            "e.g. --split 0.8,0.1,0.1"
+        )
+    return parts  # type: ignore[return-value]
+
+
+def binarization_for(likelihood: str, binarize: str) -> str:
+    """The one auto-binarization rule: ``binarize = "auto"`` means a fresh draw each epoch
+    (dynamic) for a Bernoulli likelihood (or one still to be chosen), none otherwise."""
+    if binarize != "auto":
+        return binarize
+    return "dynamic" if likelihood in ("bernoulli", "auto") else "none"
 
 
 @dataclass
 class Config:
-    """Everything that defines a training run, as plain values.
+    """Everything that defines a training run, as plain values: one comment per field says
+    what it sets. ``validate`` (run on construction) checks types, ranges and combinations."""
 
-    The less obvious ones: ``decoder_bias = "data"`` starts the decoder's output bias at the
-    training data's mean (Bernoulli: its logit), as Burda et al. do; ``kl_warmup`` ramps the
-    KL weight linearly from 0 to ``beta`` over that many epochs (``kl_schedule = "linear"``);
-    ``minutes`` > 0 is a wall-clock budget for training (``epochs`` is then an upper limit),
-    and a ``cosine`` ``lr_schedule`` decays over the budget when there is one, else over
-    ``epochs``; ``keep_best`` keeps the weights of the epoch with the best validation ELBO
-    (early stopping); ``iwae_grad = "dreg"`` uses the doubly reparameterized encoder gradient
-    (Tucker et al. 2018) under the IWAE objective; ``inference = "local"`` trains the decoder
-    with one Gaussian q_i per training example instead of an encoder, ``"semi-amortized"``
-    refines the encoder's q by ``refine_steps`` Adam steps on each batch's ELBO;
-    ``tc_beta`` > 0 trains a beta-TCVAE (Chen et al. 2018) with that weight on the total
-    correlation, ``factor_gamma`` > 0 a FactorVAE (Kim & Mnih 2018) with that weight on the
-    discriminator's total correlation estimate (0: off, both); ``compile`` runs the
-    training objective through ``torch.compile`` (``auto``: where it works and the run is long
-    enough to repay it, :mod:`vaelab.compiled`).
-    """
-
-    data: str = "digits"
-    data_dir: str = ""
-    channels: int = 0
-    image_size: int = 0
-    split: str = "0.8,0.1,0.1"
-    valid_data: str = ""
-    test_data: str = ""
-    label_column: str = ""
-    stream: str = "auto"
-    latent_dim: int = 10
-    hidden: list[int] = field(default_factory=lambda: [400])
-    arch: str = "mlp"
-    activation: str = "relu"
-    likelihood: str = "auto"
-    sigma: float = 0.1
-    learn_sigma: bool = False
-    shared_sigma: bool = False
-    decoder_bias: str = "zero"
-    beta: float = 1.0
-    kl_warmup: int = 0
-    objective: str = "elbo"
-    k: int = 1
-    iwae_grad: str = "standard"
-    inference: str = "amortized"
-    refine_steps: int = 5
-    epochs: int = 20
-    minutes: float = 0.0
-    batch_size: int = 128
-    lr: float = 1e-3
-    lr_schedule: str = "constant"
-    adam_eps: float = 1e-8
-    keep_best: bool = True
-    checkpoint_every: int = 1
-    seed: int = 0
-    binarize: str = "auto"
-    device: str = "auto"
-    out: str = ""
-    tc_beta: float = 0.0
-    factor_gamma: float = 0.0
-    kl_schedule: str = "linear"
-    kl_cycles: int = 4
-    free_bits: float = 0.0
-    prior: str = "normal"
-    prior_components: int = 0
-    logistic_components: int = 1
-    latent_dim_2: int = 0
-    hidden_2: list[int] = field(default_factory=list)
-    compile: str = "auto"
+    # --- the data -----------------------------------------------------------------------
+    data: str = "digits"  # digits | mnist | shapes | a path: image/IDX folder, .npy/.npz, table
+    data_dir: str = ""  # folder of the MNIST IDX files ("": $VAELAB_DATA, then the cache)
+    channels: int = 0  # image folders: 1 grey, 3 RGB (0: as the files are)
+    image_size: int = 0  # image folders: resize to N x N; shapes: draw at N x N (0: 64)
+    split: str = DEFAULT_SPLIT  # train,valid,test fractions of the user's own data
+    valid_data: str = ""  # the validation split as its own file or folder
+    test_data: str = ""  # the test split as its own file or folder
+    label_column: str = ""  # tables: the column of class labels (not a feature)
+    stream: str = "auto"  # .npy: read from disk in blocks (auto: when larger than 1 GiB)
+    # --- the model p(z) p(x|z) and q(z|x) ---------------------------------------------------
+    latent_dim: int = 10  # D, the dimensions of z (of z1 under hvae2)
+    hidden: list[int] = field(default_factory=lambda: [400])  # hidden widths (conv: channels)
+    arch: str = "mlp"  # encoder and decoder networks (CHOICES["arch"])
+    activation: str = "relu"  # MLP hidden units; gated: h = a * sigmoid(g)
+    likelihood: str = "auto"  # p(x|z); auto follows the data (data.choose_likelihood)
+    sigma: float = 0.1  # Gaussian likelihood: the fixed standard deviation
+    learn_sigma: bool = False  # Gaussian likelihood: learn sigma, one per output dimension
+    shared_sigma: bool = False  # with learn_sigma: one sigma shared by every dimension
+    decoder_bias: str = "zero"  # data: start the output bias at the training mean (its logit)
+    prior: str = "normal"  # p(z): standard normal, mixture of Gaussians, VampPrior
+    prior_components: int = 0  # mog components or vamp pseudo-inputs (0: 10 and 500)
+    logistic_components: int = 1  # logistic likelihood: mixture components per pixel
+    latent_dim_2: int = 0  # hvae2: units of z2 (0: latent_dim / 2)
+    hidden_2: list[int] = field(default_factory=list)  # hvae2: layers between z1 and z2
+    # --- the objective ----------------------------------------------------------------------
+    objective: str = "elbo"  # elbo, or the K-sample importance-weighted bound (iwae)
+    k: int = 1  # samples of z per example in each training step
+    iwae_grad: str = "standard"  # iwae: dreg is the doubly reparameterized encoder gradient
+    beta: float = 1.0  # weight of the KL term
+    kl_warmup: int = 0  # epochs over which the KL weight ramps linearly from 0 to beta
+    kl_schedule: str = "linear"  # linear (kl_warmup) or cyclical (Fu et al. 2019)
+    kl_cycles: int = 4  # cyclical: ramps over the run's epochs
+    free_bits: float = 0.0  # floor, in nats, on each dimension's batch-mean KL (0: off)
+    tc_beta: float = 0.0  # beta-TCVAE: weight of the total correlation (0: off)
+    factor_gamma: float = 0.0  # FactorVAE: weight of the discriminator's TC estimate (0: off)
+    inference: str = "amortized"  # q(z|x): the encoder, one q per example, or refined
+    refine_steps: int = 5  # semi-amortized: Adam steps refining q on each batch
+    # --- the optimisation ---------------------------------------------------------------------
+    epochs: int = 20  # epochs (with minutes: at most this many)
+    minutes: float = 0.0  # wall-clock budget for training (0: none)
+    batch_size: int = 128  # examples per step
+    lr: float = 1e-3  # Adam's learning rate
+    lr_schedule: str = "constant"  # cosine: decay to 0 over the budget, else over the epochs
+    adam_eps: float = 1e-8  # Adam's epsilon
+    keep_best: bool = True  # keep the weights of the best validation ELBO
+    seed: int = 0  # weights, noise, data order and binarization
+    binarize: str = "auto"  # auto: a fresh draw each epoch for a Bernoulli likelihood
+    # --- the run --------------------------------------------------------------------------------
+    checkpoint_every: int = 1  # epochs between checkpoints for --resume (0: none)
+    device: str = "auto"  # auto: CUDA, then MPS, then the CPU
+    out: str = ""  # the run folder ("": runs/DATA-TIMESTAMP)
+    compile: str = "auto"  # torch.compile the objective (auto: long runs on CUDA)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -157,8 +175,6 @@ class Config:
             raise VaelabError(f"refine_steps must be >= 1 (got {self.refine_steps})")
         if self.decoder_bias == "data" and self.arch in CONV_ARCHS:
             raise VaelabError("--decoder-bias data needs --arch mlp or linear")
-        from ..data.dataset import parse_split
-
         parse_split(self.split)
         if self.shared_sigma and not self.learn_sigma:
             raise VaelabError("--shared-sigma needs --learn-sigma (a fixed sigma is shared)")
@@ -259,10 +275,8 @@ class Config:
 
     @property
     def resolved_binarize(self) -> str:
-        """``auto`` means dynamic binarization for a Bernoulli likelihood, none otherwise."""
-        if self.binarize != "auto":
-            return self.binarize
-        return "dynamic" if self.likelihood in ("bernoulli", "auto") else "none"
+        """The binarization this run's data get (:func:`binarization_for`)."""
+        return binarization_for(self.likelihood, self.binarize)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -273,6 +287,12 @@ class Config:
         for key, value in self.to_dict().items():
             lines.append(f"{key} = {_toml_value(value)}")
         return "\n".join(lines) + "\n"
+
+
+def default(name: str) -> Any:
+    """The default value of the field ``name``: what help texts and docs quote."""
+    f = next(f for f in dataclasses.fields(Config) if f.name == name)
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
 def _check_type(name: str, value: Any, type_name: str) -> None:

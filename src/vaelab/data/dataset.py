@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,26 +46,6 @@ class Dataset:
         if name not in ("train", "valid", "test"):
             raise VaelabError(f"unknown split {name!r}; use train, valid or test")
         return getattr(self, name), getattr(self, f"{name}_labels")
-
-
-def parse_split(text: str) -> tuple[float, float, float]:
-    """``"0.8,0.1,0.1"`` -> the train, valid and test fractions (each >= 0, valid and test
-    > 0, summing to 1)."""
-    try:
-        parts = tuple(float(p) for p in text.split(","))
-    except ValueError:
-        parts = ()
-    if (
-        len(parts) != 3
-        or not all(math.isfinite(p) and p >= 0 for p in parts)
-        or min(parts) <= 0
-        or abs(sum(parts) - 1) > 1e-6
-    ):
-        raise VaelabError(
-            f"split {text!r} must be three positive fractions that sum to 1, "
-            "e.g. --split 0.8,0.1,0.1"
-        )
-    return parts  # type: ignore[return-value]
 
 
 def split_sizes(n: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:

@@ -56,7 +56,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise VaelabError(f"IDX file {path} states an impossible shape {shape}: {exc}") from None
 
 
-def _find_idx(folder: Path) -> dict[str, Path] | None:
+def find_idx(folder: Path) -> dict[str, Path] | None:
     """Paths of the four IDX files in ``folder`` (plain or .gz), or None if any is missing."""
     found = {}
     for key, stem in MNIST_FILES.items():
@@ -69,8 +69,8 @@ def _find_idx(folder: Path) -> dict[str, Path] | None:
     return found
 
 
-def _load_idx_folder(folder: Path, name: str) -> Dataset:
-    files = _find_idx(folder)
+def load_idx_folder(folder: Path, name: str) -> Dataset:
+    files = find_idx(folder)
     if files is None:
         raise VaelabError(
             f"{folder} lacks the IDX files {', '.join(MNIST_FILES.values())} (each may end in "

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from ..errors import VaelabError
 from .dataset import Dataset
-from .idx import MNIST_FILES, _find_idx, _load_idx_folder
+from .idx import MNIST_FILES, find_idx, load_idx_folder
 
 # SHA-256 of the original gzip files as published.
 MNIST_SHA256 = {
@@ -45,13 +45,13 @@ def cache_dir() -> Path:
 def load_mnist(data_dir: str | Path | None = None) -> Dataset:
     """MNIST from ``data_dir``, else ``$VAELAB_DATA``, else the cache (downloading if missing)."""
     if data_dir:
-        return _load_idx_folder(Path(data_dir).expanduser(), name="mnist")
+        return load_idx_folder(Path(data_dir).expanduser(), name="mnist")
     if os.environ.get("VAELAB_DATA"):
-        return _load_idx_folder(Path(os.environ["VAELAB_DATA"]).expanduser(), name="mnist")
+        return load_idx_folder(Path(os.environ["VAELAB_DATA"]).expanduser(), name="mnist")
     folder = cache_dir() / "mnist"
-    if _find_idx(folder) is None:
+    if find_idx(folder) is None:
         download_mnist(folder)
-    return _load_idx_folder(folder, name="mnist")
+    return load_idx_folder(folder, name="mnist")
 
 
 def download_mnist(

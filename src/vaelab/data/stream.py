@@ -27,6 +27,7 @@ import torch
 
 from ..errors import VaelabError
 from .binarization import binarize
+from .dataset import SPLIT_SEED, split_sizes
 
 BLOCK_ROWS = 1024
 WINDOW_BYTES = 64 << 20  # float32 bytes read and shuffled together: 20 blocks of MNIST rows
@@ -185,8 +186,6 @@ class StreamSplit:
 def split_blocks(n_rows: int, fractions: tuple[float, float, float]) -> list[np.ndarray]:
     """The file's blocks dealt into train, valid and test by a fixed permutation; each
     split's blocks sorted, so reading a split in order reads the file forwards."""
-    from .dataset import SPLIT_SEED, split_sizes
-
     n_blocks = -(-n_rows // BLOCK_ROWS)
     if n_blocks < 3:
         raise VaelabError(

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from .. import objectives
+from ..device import fork_rng
 from .sampling import _all_reduce_sum, _block_seed, _ranks, _seed_device
 
 
@@ -32,7 +32,7 @@ def evaluate_elbo(
     device = next(model.parameters()).device
     sums = torch.zeros(4, dtype=torch.float64)
     rank, world = _ranks(distributed)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with fork_rng(device):
         for batch_index, start in enumerate(range(0, len(x), batch_size)):
             if batch_index % world != rank:
                 continue
@@ -40,14 +40,14 @@ def evaluate_elbo(
             # did when one seed drew the noise of every batch in turn
             _seed_device(_block_seed(seed, batch_index, 0) if batch_index else seed, device)
             xb = x[start : start + batch_size].to(device)
-            terms = objectives.elbo(model, xb, k=k)
-            e = terms.elbo.double().cpu()
+            reconstruction, kl = model.elbo_terms(xb, k)
+            e = (reconstruction - kl).double().cpu()
             sums += torch.stack(
                 [
                     e.sum(),
                     (e * e).sum(),
-                    terms.reconstruction.double().sum().cpu(),
-                    terms.kl.double().sum().cpu(),
+                    reconstruction.double().sum().cpu(),
+                    kl.double().sum().cpu(),
                 ]
             )
     if world > 1:

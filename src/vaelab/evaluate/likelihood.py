@@ -9,23 +9,22 @@ import math
 
 import torch
 
+from ..core.baselines import linear_gaussian_log_px
+from ..core.likelihoods import GaussianLikelihood
+from ..core.priors import StandardNormal
+from ..device import fork_rng
 from ..errors import VaelabError
-from ..priors import StandardNormal
-from .sampling import (
-    _all_reduce_sum,
-    _check_positive,
-    _default_chunk,
-    _ranks,
-    _samples_from_q,
-    fixed_prior,
-)
+from .sampling import _all_reduce_sum, _check_positive, _default_chunk, _ranks, samples_from_q
+from .statistics import standard_error
+
+DEFAULT_K = 5000  # importance samples per example: vaelab eval's and vaelab gap's default
 
 
 @torch.no_grad()
 def importance_sampled_log_px(
     model,
     x: torch.Tensor,
-    k: int = 5000,
+    k: int = DEFAULT_K,
     batch_size: int = 100,
     chunk: int | None = None,
     seed: int = 0,
@@ -54,7 +53,7 @@ def importance_sampled_log_px(
         defaults to ``EVAL_ROWS // batch_size`` (20 for batches of 100).
     seed : fixes the samples.
     q : the proposal, an inference object answering ``q.q_z(x, index)`` for the rows
-        ``index`` of ``x`` (e.g. fitted :class:`vaelab.inference.LocalPosteriors`); by
+        ``index`` of ``x`` (e.g. fitted :class:`vaelab.core.inference.LocalPosteriors`); by
         default the encoder.
     distributed : in a torchrun launch of W processes, rank r estimates batches r, r + W,
         ... and the ranks exchange their examples' estimates: every rank returns all N, the
@@ -73,10 +72,7 @@ def importance_sampled_log_px(
     # (log p^(x), ESS) of every example, float64; a rank fills in its batches' rows, and the
     # zeros elsewhere make a sum over the ranks gather the whole
     result = torch.zeros(2, len(x), dtype=torch.float64)
-    with (
-        torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
-        fixed_prior(model),
-    ):
+    with fork_rng(device), model.fixed_prior():
         for batch_index, start in enumerate(range(0, len(x), batch_size)):
             if batch_index % world != rank:
                 continue
@@ -86,7 +82,7 @@ def importance_sampled_log_px(
             # running logsumexp_k of log w_k and of 2 log w_k, (B,)
             lse_w = torch.full((len(xb),), -math.inf, dtype=torch.float64, device=device)
             lse_w2 = lse_w.clone()
-            for z in _samples_from_q(qz, k, chunk, seed, batch_index, device):
+            for z in samples_from_q(qz, k, chunk, seed, batch_index, device):
                 log_w = (model.log_joint(xb, z) - qz.log_prob(z)).double()  # (chunk, B)
                 lse_w = torch.logaddexp(lse_w, torch.logsumexp(log_w, dim=0))
                 lse_w2 = torch.logaddexp(lse_w2, torch.logsumexp(2 * log_w, dim=0))
@@ -100,7 +96,7 @@ def importance_sampled_log_px(
 def log_likelihood(
     model,
     x: torch.Tensor,
-    k: int = 5000,
+    k: int = DEFAULT_K,
     batch_size: int = 100,
     chunk: int | None = None,
     seed: int = 0,
@@ -127,7 +123,7 @@ def log_likelihood(
     nll = -log_px
     return {
         "nll_nats": nll.mean().item(),
-        "nll_se": (nll.std() / math.sqrt(n)).item() if n > 1 else float("nan"),
+        "nll_se": standard_error(nll),
         "ess_mean": ess.mean().item(),
         "ess_min": ess.min().item(),
         "k": k,
@@ -150,12 +146,9 @@ def exact_log_px(model, x: torch.Tensor) -> dict[str, float]:
     """The exact mean log p(x) of a linear-Gaussian VAE, and its standard error over ``x``.
 
     For a decoder x = W z + b with Gaussian noise sigma and p(z) = N(0, I),
-    p(x) = N(b, W W^T + diag sigma^2) (:func:`vaelab.baselines.linear_gaussian_log_px`).
+    p(x) = N(b, W W^T + diag sigma^2) (:func:`vaelab.core.baselines.linear_gaussian_log_px`).
     ``x``: ``(N, *x_shape)``. Other models raise :class:`VaelabError`.
     """
-    from ..baselines import linear_gaussian_log_px
-    from ..likelihoods import GaussianLikelihood
-
     output = getattr(model.decoder, "output", None)
     is_linear = output is not None and len(model.decoder.net) == 1
     if not (is_linear and isinstance(model.likelihood, GaussianLikelihood)):
@@ -167,8 +160,7 @@ def exact_log_px(model, x: torch.Tensor) -> dict[str, float]:
         raise VaelabError("the exact log p(x) needs the standard normal prior")
     sigma = model.likelihood.log_scale.double().exp().flatten()
     log_px = linear_gaussian_log_px(x.flatten(1), output.weight, output.bias, sigma)
-    n = len(log_px)
     return {
         "log_px": log_px.mean().item(),
-        "log_px_se": (log_px.std() / math.sqrt(n)).item() if n > 1 else float("nan"),
+        "log_px_se": standard_error(log_px),
     }

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import objectives
+from ..core.kl import kl_per_dim
 from ..errors import VaelabError
 
 
@@ -21,7 +21,7 @@ def posterior_means(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Ten
 @torch.no_grad()
 def posterior_stats(model, x: torch.Tensor, batch_size: int = 1000):
     """Posterior means and standard deviations ``(N, D)`` and the KL per dimension ``(N, D)``
-    (:func:`vaelab.objectives.kl_per_dim`), ``batch_size`` examples at a time.
+    (:func:`vaelab.core.kl.kl_per_dim`), ``batch_size`` examples at a time.
 
     Without gradients: under a mixture prior the per-dimension KL is a Monte Carlo sum over
     all K components, whose autograd graph would otherwise hold gigabytes."""
@@ -32,7 +32,7 @@ def posterior_stats(model, x: torch.Tensor, batch_size: int = 1000):
         qz = model.q_z(x[start : start + batch_size].to(device))
         means.append(qz.mean.cpu())
         stds.append(qz.stddev.cpu())
-        kls.append(objectives.kl_per_dim(qz, pz).cpu())
+        kls.append(kl_per_dim(qz, pz).cpu())
     return torch.cat(means), torch.cat(stds), torch.cat(kls)
 
 

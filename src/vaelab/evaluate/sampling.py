@@ -1,26 +1,18 @@
-"""What every estimator in :mod:`vaelab.evaluate` shares: the prior computed once, the rows
-evaluated at a time, the seeds that fix the noise of each batch and block of samples, and the
-ranks of a torchrun launch that split the batches between them.
+"""What every estimator in :mod:`vaelab.evaluate` shares: the rows evaluated at a time, the
+seeds that fix the noise of each batch and block of samples, and the ranks of a torchrun
+launch that split the batches between them.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch.distributions import Distribution
 
+from .. import ranks
 from ..errors import VaelabError
-
-
-def fixed_prior(model):
-    """``model.fixed_prior()`` (p(z) computed once for a whole evaluation) where the model
-    has it, else nothing."""
-    fixed = getattr(model, "fixed_prior", None)
-    return fixed() if fixed is not None else contextlib.nullcontext()
-
 
 SAMPLE_BLOCK = 128  # z is drawn in blocks of this many samples, each block from its own seed
 # (sample, example) pairs evaluated at a time by default: small enough that the decoder's
@@ -39,16 +31,12 @@ def _ranks(distributed: bool) -> tuple[int, int]:
     """(rank, world size) of a torchrun launch when ``distributed``, else (0, 1)."""
     if not distributed:
         return 0, 1
-    from .. import distributed as dist_mod
-
-    return dist_mod.rank(), dist_mod.world_size()
+    return ranks.rank(), ranks.world_size()
 
 
 def _all_reduce_sum(tensor: torch.Tensor) -> None:
-    from .. import distributed as dist_mod
-
-    with dist_mod.lost_contact():
-        dist_mod.all_reduce_sum(tensor)
+    with ranks.lost_contact():
+        ranks.all_reduce_sum(tensor)
 
 
 def _seed_device(seed: int, device: torch.device) -> None:
@@ -66,7 +54,7 @@ def _block_seed(seed: int, batch_index: int, block_index: int) -> int:
     return int(state[0]) << 31 | int(state[1]) >> 1
 
 
-def _samples_from_q(
+def samples_from_q(
     qz: Distribution, k: int, chunk: int, seed: int, batch_index: int, device: torch.device
 ) -> Iterator[torch.Tensor]:
     """z_0 .. z_{k-1} ~ q(z | x), yielded in consecutive chunks of ``(<= chunk, B, D)``.

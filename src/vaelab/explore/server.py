@@ -29,6 +29,7 @@ import errno
 import json
 import math
 import sys
+import webbrowser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
@@ -36,7 +37,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import torch
 
+from ..checkpoint import open_run
 from ..errors import VaelabError
+from ..evaluate import posterior_stats
+from ..plots import PLOT_EXAMPLES
+from ..report import check_run
 
 MAX_POINTS = 1024  # latent vectors per decode request
 MAX_K = 64  # posterior samples per clicked point
@@ -63,15 +68,9 @@ class Explorer:
     """
 
     def __init__(self, run: str | Path):
-        from .. import data as data_mod
-        from ..checkpoint import load, load_config, load_transform
-        from ..evaluate import posterior_stats
-        from ..plots import PLOT_EXAMPLES
-        from ..report import check_run
-
         self.run = check_run(run)
-        config = load_config(self.run)
-        self.model = load(self.run).eval()
+        opened = open_run(self.run)
+        self.model = opened.model
         if self.model.latent_dim < 2:
             raise VaelabError("vaelab explore needs a latent space of 2 or more dimensions")
         if len(self.model.x_shape) != 3:
@@ -79,9 +78,9 @@ class Explorer:
                 f"vaelab explore draws images, and this run's examples have shape "
                 f"{self.model.x_shape}; see its latent space with vaelab report {run}"
             )
-        dataset = data_mod.from_config(config, load_transform(self.run))
-        x = data_mod.eval_split(dataset, "test", config.resolved_binarize)
-        self.x = x[:PLOT_EXAMPLES]  # a tensor, also for a test split streamed from disk
+        dataset = opened.data()
+        # a tensor, also for a test split streamed from disk
+        self.x = opened.split("test", dataset)[:PLOT_EXAMPLES]
         labels = dataset.test_labels
         self.labels = None if labels is None else labels[:PLOT_EXAMPLES].tolist()
         with torch.inference_mode():
@@ -303,8 +302,6 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 0, open_browser:
     url = f"http://{host}:{server.server_address[1]}/"
     print(f"vaelab explore: serving {run} at {url} (Ctrl-C stops)", flush=True)
     if open_browser:
-        import webbrowser
-
         webbrowser.open(url)
     try:
         server.serve_forever()

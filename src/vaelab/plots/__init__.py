@@ -5,8 +5,9 @@ Images are arrays of shape ``(N, C, H, W)`` with values in [0, 1], ``C`` = 1 or 
 
 The modules, from arrays to files: ``images`` (tiling, PNG grids, an image on an axis),
 ``figures`` (curves, reconstructions, latent space, posterior samples, KL per dimension),
-``sweeps`` (the manifold and the traversals, with the z they decode) and ``run``
-(:func:`draw_run`). Every name is importable from ``vaelab.plots`` itself.
+``sweeps`` (the manifold and the traversals, with the z they decode), ``run``
+(:func:`draw_run`) and ``gap`` (the true posterior of a 2-D latent space beside q and q*,
+drawn by ``vaelab plot``). Every name is importable from ``vaelab.plots`` itself.
 """
 
 import matplotlib
@@ -20,11 +21,11 @@ from .figures import (  # noqa: E402
     learning_curves,
     posterior_samples,
     reconstructions,
+    valid_elbo_curves,
 )
-from .images import _show as _show  # noqa: E402  (gap_plots draws with it)
-from .images import save_grid_png, tile  # noqa: E402
+from .gap import GAP_PLOTS, draw_gap, local_elbo_trace, posterior_gap  # noqa: E402
+from .images import figure_png, save_figure, save_grid_png, show, tile  # noqa: E402
 from .run import PLOT_EXAMPLES, TRAVERSAL_DIMS, draw_run  # noqa: E402
-from .run import _save as _save  # noqa: E402  (gap_plots saves with it)
 from .sweeps import (  # noqa: E402
     MANIFOLD_LEVELS,
     PRIOR_DRAWS,
@@ -35,21 +36,29 @@ from .sweeps import (  # noqa: E402
 )
 
 __all__ = [
+    "GAP_PLOTS",
     "MANIFOLD_LEVELS",
     "PLOT_EXAMPLES",
     "PRIOR_DRAWS",
     "TRAVERSAL_DIMS",
+    "draw_gap",
+    "figure_png",
     "draw_run",
     "image_grid",
     "kl_per_dim",
     "latent_scatter",
     "learning_curves",
+    "local_elbo_trace",
     "manifold",
     "manifold_grid",
+    "posterior_gap",
     "posterior_samples",
     "reconstructions",
+    "save_figure",
     "save_grid_png",
+    "show",
     "tile",
     "traversal_codes",
     "traversals",
+    "valid_elbo_curves",
 ]

@@ -11,7 +11,7 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
 
-from .images import _show, tile
+from .images import show, tile
 
 
 def learning_curves(metrics: list[dict]) -> Figure:
@@ -34,13 +34,25 @@ def learning_curves(metrics: list[dict]) -> Figure:
     return fig
 
 
+def valid_elbo_curves(curves: dict[str, tuple[list, list]]) -> Figure:
+    """Validation ELBO per epoch of several runs on one axis: ``{name: (epochs, elbos)}``."""
+    fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
+    for name, (epochs, elbos) in curves.items():
+        ax.plot(epochs, elbos, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation ELBO (nats)")
+    ax.set_title("Validation ELBO per epoch (higher is better)")
+    ax.legend()
+    return fig
+
+
 def reconstructions(inputs: np.ndarray, recons: np.ndarray) -> Figure:
     """Each column: an input (top) and its reconstruction E[x | z = mean of q(z|x)] (bottom)."""
     n = len(inputs)
     fig, axes = plt.subplots(2, n, figsize=(n * 0.9, 2.2), layout="constrained")
     for i in range(n):
-        _show(axes[0, i], inputs[i])
-        _show(axes[1, i], recons[i])
+        show(axes[0, i], inputs[i])
+        show(axes[1, i], recons[i])
     axes[0, 0].set_ylabel("input")
     axes[1, 0].set_ylabel("recon.")
     return fig
@@ -51,7 +63,7 @@ def image_grid(images: np.ndarray, title: str, ncols: int = 8) -> Figure:
     fig, ax = plt.subplots(
         figsize=(ncols * 0.8, (-(-len(images) // ncols)) * 0.8 + 0.4), layout="constrained"
     )
-    _show(ax, tile(images, ncols))
+    show(ax, tile(images, ncols))
     ax.set_title(title)
     return fig
 
@@ -124,7 +136,7 @@ def posterior_samples(
     ax.set_title("q(z|x) of test images: 1σ (solid), 2σ (dashed), sampled z (dots)")
     for i in range(m):
         cell = fig.add_subplot(grid[i, 2])
-        _show(cell, inputs[i])
+        show(cell, inputs[i])
         for spine in cell.spines.values():
             spine.set_edgecolor(colors[i])
             spine.set_linewidth(3)
@@ -135,7 +147,7 @@ def posterior_samples(
         zoom.tick_params(labelsize=6)
         decoded = [fig.add_subplot(grid[i, 4 + jj]) for jj in range(j)]
         for jj, cell_ax in enumerate(decoded):
-            _show(cell_ax, decodings[i, jj])
+            show(cell_ax, decodings[i, jj])
         if i == 0:
             cell.set_title("x", fontsize=9)
             zoom.set_title("q(z|x), ±3σ", fontsize=9)

@@ -1,12 +1,15 @@
 """Image arrays ``(N, C, H, W)`` in [0, 1] tiled into one grid, written as a PNG, or shown on a
-matplotlib axis: the pieces the figures of images are built from.
+matplotlib axis: the pieces the figures of images are built from; and a figure saved as a PNG.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
+from matplotlib import pyplot as plt
+from matplotlib.figure import Figure
 from PIL import Image
 
 
@@ -33,7 +36,7 @@ def save_grid_png(
     img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(path)
 
 
-def _show(ax, image: np.ndarray) -> None:
+def show(ax, image: np.ndarray) -> None:
     """One image ``(C, H, W)`` or a tiled ``(H, W, C)`` array on ``ax``, no ticks."""
     if image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3):
         image = image.transpose(1, 2, 0)
@@ -43,3 +46,17 @@ def _show(ax, image: np.ndarray) -> None:
         ax.imshow(np.clip(image, 0, 1), interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    """Write ``fig`` as a PNG at 110 dpi and close it."""
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def figure_png(fig: Figure) -> bytes:
+    """``fig`` as PNG bytes at 110 dpi; the figure is closed."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib import pyplot as plt
-from matplotlib.figure import Figure
 
 from .. import data as data_mod
+from ..device import fork_rng
 from ..evaluate import posterior_stats
 from .figures import (
     image_grid,
@@ -21,13 +20,8 @@ from .figures import (
     posterior_samples,
     reconstructions,
 )
+from .images import save_figure
 from .sweeps import manifold, manifold_grid, traversal_codes, traversals
-
-
-def _save(fig: Figure, path: Path) -> None:
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
 
 PLOT_EXAMPLES = 10_000
 TRAVERSAL_DIMS = 32  # rows of traversals.png; wider latent spaces show their 32 largest-KL dims
@@ -66,7 +60,7 @@ def draw_run(
 
     def save(fig, name):
         path = plot_dir / name
-        _save(fig, path)
+        save_figure(fig, path)
         written.append(path)
 
     if metrics:
@@ -77,7 +71,7 @@ def draw_run(
             save(latent_scatter(means[:, dims].numpy(), labels, dims), "latent_space.png")
         save(kl_per_dim(kl_mean), "kl_per_dim.png")
         return written
-    with torch.random.fork_rng(devices=[]):
+    with fork_rng(device):
         torch.manual_seed(seed)
         first = x_test[:12]
         recon = model.decode(model.q_z(first.to(device)).mean).cpu()

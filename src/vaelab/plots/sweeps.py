@@ -10,8 +10,9 @@ import torch
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
-from ..priors import StandardNormal
-from .images import _show, tile
+from ..core.priors import StandardNormal
+from ..device import fork_rng
+from .images import show, tile
 
 MANIFOLD_LEVELS = torch.linspace(0.03, 0.97, 20)  # the grid's quantile levels, per dimension
 PRIOR_DRAWS = 10_000  # draws from a prior without a closed-form quantile function
@@ -29,7 +30,7 @@ def manifold_grid(model, dims: tuple[int, int], seed: int = 0) -> torch.Tensor:
     if isinstance(model.prior, StandardNormal):
         values = torch.distributions.Normal(0.0, 1.0).icdf(MANIFOLD_LEVELS)
         return torch.stack([values, values])
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    with fork_rng(next(model.parameters()).device), torch.no_grad():
         torch.manual_seed(seed)
         z = model.p_z().sample((PRIOR_DRAWS,)).cpu().double()  # (S, D)
     levels = MANIFOLD_LEVELS.double()
@@ -43,7 +44,7 @@ def manifold(images: np.ndarray, z_values: np.ndarray, dims: tuple[int, int]) ->
     n = z_values.shape[1]
     (a0, a1), (b0, b1) = z_values[0, [0, -1]], z_values[1, [0, -1]]
     fig, ax = plt.subplots(figsize=(7, 7), layout="constrained")
-    _show(ax, tile(images, n))
+    show(ax, tile(images, n))
     ax.set_title(
         f"decoded manifold at the prior's quantiles 3%..97%: z[{dims[0]}] from {a0:.2f} to "
         f"{a1:.2f} (left to right), z[{dims[1]}] from {b1:.2f} to {b0:.2f} (top to bottom)",
@@ -65,7 +66,7 @@ def traversals(images: np.ndarray, values: np.ndarray, dims: list[int], kl: np.n
     dimensions at one test example's posterior mean. ``images``: ``(R, V, C, H, W)``."""
     rows, n = images.shape[:2]
     fig, ax = plt.subplots(figsize=(n * 0.7 + 1.2, rows * 0.7 + 0.5), layout="constrained")
-    _show(ax, tile(images.reshape(rows * n, *images.shape[2:]), n))
+    show(ax, tile(images.reshape(rows * n, *images.shape[2:]), n))
     step = images.shape[3] + 1  # tile's row height: image plus one pixel of padding
     ax.set_yticks(1 + step * np.arange(rows) + step / 2)
     ax.set_yticklabels([f"z[{d}]  KL {kl[d]:.2f}" for d in dims], fontsize=7)

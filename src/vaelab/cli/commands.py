@@ -1,0 +1,268 @@
+"""What each ``vaelab`` subcommand does once :mod:`vaelab.cli.main` has parsed its flags.
+
+One function per subcommand takes the parsed ``args``, calls the library and prints what it
+did; :data:`COMMANDS` maps each subcommand's name to its function. A user's mistake raises
+:class:`VaelabError`, which the CLI turns into one line and exit status 2. In the order of the
+data's path: train a run, measure it (eval, gap, disentangle), encode data with it, then look
+at it (sample, plot, report, explore).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from .. import evaluate, ranks
+from ..checkpoint import load_config, open_run
+from ..config import FIELD_TYPES, assemble
+from ..device import resolve_device
+from ..encode import encode
+from ..errors import VaelabError
+from ..evaluate.disentangle import score_run
+from ..evaluate.gap import measure_gap
+from ..evaluate.statistics import standard_error
+from ..explore import serve
+from ..plots import GAP_PLOTS, draw_gap, draw_run, save_grid_png
+from ..report import write_comparison, write_report
+from ..runs import resume, train
+
+
+def _train(args) -> None:
+    if args.resume:
+        given = [key for key in FIELD_TYPES if getattr(args, key) is not None]
+        given += [flag for flag in ("preset", "config", "overwrite") if getattr(args, flag)]
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise VaelabError(f"--resume continues a run as it was configured; drop {flag}")
+        resume(args.resume, progress=not args.quiet)
+        ranks.close()  # the process group of a torchrun launch, if any
+        return
+    # every config field has a flag of the same name; a flag not given is None
+    flags = {key: getattr(args, key) for key in FIELD_TYPES}
+    config = assemble(args.preset, args.config, flags)
+    train(config, overwrite=args.overwrite, progress=not args.quiet)
+    ranks.close()
+
+
+def _eval(args) -> None:
+    if args.k < 1:
+        raise VaelabError(f"--k must be >= 1 (got {args.k})")
+    config = load_config(args.run)
+    if config.inference == "local":
+        raise VaelabError(
+            f"{args.run} was trained with --inference local and has no encoder to score "
+            "with: fit q per image with vaelab.core.inference.fit_local and pass it to "
+            "evaluate.importance_sampled_log_px(q=...), as benchmarks/amortization.py does"
+        )
+    run = open_run(args.run, ranks.init(resolve_device(args.device)))  # torchrun: join
+    model = run.model
+    x = run.split(args.split)
+    # under torchrun each process scores its share of the examples; all get the totals
+    scores = evaluate.evaluate_elbo(model, x, seed=config.seed, distributed=True)
+    ll = evaluate.log_likelihood(model, x, k=args.k, seed=config.seed, distributed=True)
+    means, _, kls = evaluate.posterior_stats(model, x)
+    result = {
+        "run": str(args.run),
+        "split": args.split,
+        "n": scores["n"],
+        "k": args.k,
+        "nll_nats": ll["nll_nats"],
+        "nll_se": ll["nll_se"],
+        "bits_per_dim": evaluate.bits_per_dim(ll["nll_nats"], math.prod(model.x_shape)),
+        "elbo": scores["elbo"],
+        "elbo_se": scores["elbo_se"],
+        "reconstruction": scores["reconstruction"],
+        "kl": scores["kl"],
+        "active_units": evaluate.active_units(means),
+        "kl_per_dim": kls.double().mean(0).tolist(),
+        "ess_mean": ll["ess_mean"],
+    }
+    if args.exact:
+        exact = evaluate.exact_log_px(model, x)
+        result["exact_nll_nats"] = -exact["log_px"]
+        result["exact_nll_se"] = exact["log_px_se"]
+    if args.ais:
+        nll = -evaluate.ais_log_px(model, x, steps=args.ais, seed=config.seed)
+        result["ais_nll_nats"] = nll.mean().item()
+        result["ais_nll_se"] = standard_error(nll)
+    main = ranks.is_main()
+    ranks.close()
+    if not main:  # rank 0 prints for all
+        return
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{args.run} ({args.split}, {result['n']} examples), nats per example:")
+    print(
+        f"  -log p(x), K={args.k:<6} {result['nll_nats']:10.3f} ± {result['nll_se']:.3f}"
+        f"   ({result['bits_per_dim']:.4f} bits/dim)"
+    )
+    if args.exact:
+        print(
+            f"  -log p(x), exact     {result['exact_nll_nats']:10.3f} ± "
+            f"{result['exact_nll_se']:.3f}   (linear-Gaussian closed form)"
+        )
+    if args.ais:
+        print(
+            f"  -log p(x), AIS       {result['ais_nll_nats']:10.3f} ± "
+            f"{result['ais_nll_se']:.3f}   ({args.ais} annealing steps, 16 HMC chains)"
+        )
+    print(f"  ELBO                 {result['elbo']:10.3f} ± {result['elbo_se']:.3f}")
+    print(f"  E_q[log p(x|z)]      {result['reconstruction']:10.3f}")
+    print(f"  KL                   {result['kl']:10.3f}")
+    print(f"  active units         {result['active_units']:>6d} of {model.latent_dim}")
+    print(f"  mean ESS             {result['ess_mean']:10.1f} of {args.k}")
+
+
+def _gap(args) -> None:
+    config = load_config(args.run)
+    if config.inference == "local":
+        raise VaelabError(
+            f"{args.run} was trained with --inference local: it has no trained encoder, so "
+            "there is no amortized q to compare; use a run trained with an encoder"
+        )
+    if config.arch == "hvae2":
+        raise VaelabError(
+            f"{args.run} is a two-layer model (--arch hvae2), whose q(z1|x) q(z2|z1) is not "
+            "one diagonal Gaussian; vaelab gap compares such q, so use a one-layer run"
+        )
+    for name in ("n", "k", "samples", "ais_chains"):
+        if getattr(args, name) < 1:
+            raise VaelabError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.steps is not None and args.steps < 0 or args.ais_steps < 0:
+        raise VaelabError("--steps and --ais-steps must be >= 0")
+    run = open_run(args.run, resolve_device(args.device))
+    model, x = run.model, run.split("test")
+    if args.n > len(x):
+        raise VaelabError(f"--n {args.n} is more than the {len(x)} test images; lower --n")
+    result = measure_gap(
+        model, x[: args.n], steps=args.steps, k=args.k, lr=args.lr, samples=args.samples,
+        ais_steps=args.ais_steps, ais_chains=args.ais_chains, seed=config.seed,
+    )  # fmt: skip
+    result.pop("trace")
+    if args.json:
+        print(json.dumps({"run": str(args.run), **result}))
+        return
+    print(gap_table(result, args.run))
+
+
+def _disentangle(args) -> None:
+    config = load_config(args.run)
+    if config.data != "shapes":
+        raise VaelabError(
+            f"{args.run} was trained on {config.data!r}; the metrics need the ground-truth "
+            "factors of --data shapes"
+        )
+    model = open_run(args.run).model
+    scores = score_run(model, config.image_size or 64, args.n, args.seed, args.trees)
+    scores = {"run": str(args.run), **scores}
+    if args.json:
+        print(json.dumps(scores))
+        return
+    print(f"{args.run}: disentanglement of the encoder means, {args.n} points per metric")
+    for key, value in scores.items():
+        if key not in ("run", "n"):
+            print(f"  {key:<24} {value:.3f}")
+
+
+def _encode(args) -> None:
+    n = encode(args.run, args.data, args.out, args.samples, args.seed, resolve_device(args.device))
+    what = "means and standard deviations" + (f", {args.samples} samples" if args.samples else "")
+    print(f"vaelab: q(z|x) of {n} examples ({what}) written to {args.out}")
+
+
+def _sample(args) -> None:
+    if not 1 <= args.n <= 10_000:
+        raise VaelabError(f"--n must be between 1 and 10000 (got {args.n})")
+    model = open_run(args.run).model
+    torch.manual_seed(args.seed)
+    images = model.sample(args.n).numpy()
+    out = Path(args.out) if args.out else Path(args.run) / "plots" / "samples_grid.png"
+    if not out.parent.is_dir():
+        raise VaelabError(f"folder {out.parent} does not exist; create it or choose --out")
+    save_grid_png(images, out)
+    print(f"vaelab: {args.n} samples from the prior written to {out}")
+
+
+def _plot(args) -> None:
+    run = open_run(args.run)
+    config, model = run.config, run.model
+    # the posterior-gap plots: 2-D runs with one Gaussian q (not hvae2's two layers)
+    gap_plots = model.latent_dim == 2 and config.arch != "hvae2"
+    if args.gap and not gap_plots:
+        raise VaelabError(
+            f"--gap draws the true posterior of a 2-D latent space under one Gaussian q; "
+            f"{args.run} has {model.latent_dim} latent dimensions and --arch {config.arch} "
+            "(train with --latent-dim 2 and --arch mlp or conv)"
+        )
+    dataset = run.data()
+    plot_dir = Path(args.run) / "plots"
+    if gap_plots:
+        paths = draw_gap(model, dataset, plot_dir, config.resolved_binarize, seed=config.seed)
+        if args.gap:
+            print(f"vaelab: {len(paths)} plots written to {plot_dir}")
+            return
+    metrics_path = Path(args.run) / "metrics.jsonl"
+    metrics = []
+    if metrics_path.is_file():
+        metrics = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
+    paths = draw_run(model, dataset, metrics, plot_dir, config.resolved_binarize)
+    if gap_plots:
+        paths += [plot_dir / name for name in GAP_PLOTS]
+    print(f"vaelab: {len(paths)} plots written to {plot_dir}")
+
+
+def _report(args) -> None:
+    if len(args.runs) == 1:
+        out = write_report(args.runs[0], args.out)
+    else:
+        out = write_comparison(args.runs, args.out or "compare.html")
+    print(f"vaelab: report written to {out}")
+
+
+def _explore(args) -> None:
+    serve(args.run, host=args.host, port=args.port, open_browser=args.open)
+
+
+COMMANDS = {
+    "train": _train,
+    "eval": _eval,
+    "gap": _gap,
+    "sample": _sample,
+    "plot": _plot,
+    "encode": _encode,
+    "report": _report,
+    "explore": _explore,
+    "disentangle": _disentangle,
+}
+
+
+def gap_table(r: dict, run) -> str:
+    """The table ``vaelab gap`` prints, from :func:`measure_gap`'s result."""
+    estimates = ", ".join(
+        f"{name} {r['log_px_' + name]:.2f}" for name in ("is_amortized", "is_local", "ais")
+        if "log_px_" + name in r
+    )  # fmt: skip
+    converged = "converged" if r["local_converged"] else "fixed number"
+    lines = [f"{run}: {r['n']} test images, nats per image (± standard error)"]
+    rows = [
+        ("log p^(x)", "log_px", f"best of {estimates}; K = {r['k']}"),
+        ("ELBO, amortized q(z|x)", "elbo_amortized", "the encoder"),
+        ("ELBO, per-datapoint q*", "elbo_local", f"{r['local_steps']} Adam steps ({converged})"),
+        ("approximation gap", "approximation_gap", "log p^(x) - ELBO(q*)"),
+        ("amortization gap", "amortization_gap", "ELBO(q*) - ELBO(q)"),
+    ]
+    for label, key, note in rows:
+        lines.append(f"  {label:24s} {r[key]:10.3f} ± {r[key + '_se']:.3f}   {note}")
+    lines += [
+        "price of inferring the posteriors of these images:",
+        f"  {'':24s} {'seconds':>10s} {'peak MiB':>9s} {'parameters':>11s}",
+        f"  {'amortized (one pass)':24s} {r['seconds_amortized']:10.4f} "
+        f"{r['memory_amortized_mb']:9.1f} {r['params_amortized']:11,d}   encoder, fixed",
+        f"  {'per-datapoint (Adam)':24s} {r['seconds_local']:10.2f} "
+        f"{r['memory_local_mb']:9.1f} {r['params_local']:11,d}   2 x latent x n, grows",
+    ]
+    return "\n".join(lines)

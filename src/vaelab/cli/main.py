@@ -1,0 +1,135 @@
+"""The ``vaelab`` command: it parses, calls the library, prints.
+
+This module holds the parser (``vaelab train``'s many flags in :mod:`.train_flags`);
+:mod:`.commands` holds what each subcommand does with them.
+A user's mistake (a :class:`VaelabError` or a bad flag) ends with one line on stderr and
+exit status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..config import CHOICES
+from ..errors import VaelabError
+from ..evaluate import DEFAULT_K
+from .commands import COMMANDS
+from .train_flags import add_train_flags
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (not usage + error) and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="vaelab",
+        description="Train, evaluate and look at variational autoencoders.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a VAE and write a run folder")
+    add_train_flags(t)
+
+    e = sub.add_parser("eval", help="score a run on its test split")
+    e.add_argument("run")
+    e.add_argument("--split", choices=["test", "valid", "train"], default="test")
+    e.add_argument(
+        "--k",
+        type=int,
+        default=DEFAULT_K,
+        help="importance samples per example for the log-likelihood estimate "
+        f"(default {DEFAULT_K})",
+    )
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument(
+        "--exact",
+        action="store_true",
+        help="also the exact log p(x) (runs with --arch linear --likelihood gaussian)",
+    )
+    e.add_argument(
+        "--ais",
+        type=int,
+        nargs="?",
+        const=500,
+        metavar="STEPS",
+        help="also annealed importance sampling with HMC, STEPS intermediate targets (500)",
+    )
+    e.add_argument("--device", choices=CHOICES["device"], default="auto")
+
+    g = sub.add_parser("gap", help="approximation and amortization gaps (Cremer et al. 2018)")
+    g.add_argument("run")
+    g.add_argument("--n", type=int, default=1000, help="test images (default 1000)")
+    g.add_argument("--steps", type=int, help="Adam steps per datapoint (default: to convergence)")
+    g.add_argument(
+        "--k", type=int, default=DEFAULT_K, help=f"importance samples (default {DEFAULT_K})"
+    )
+    g.add_argument("--samples", type=int, default=100, help="z per datapoint and step (100)")
+    g.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate for q* (1e-3)")
+    g.add_argument("--ais-steps", type=int, default=500, help="AIS targets; 0: no AIS (500)")
+    g.add_argument("--ais-chains", type=int, default=16, help="AIS chains per image (16)")
+    g.add_argument("--json", action="store_true", help="print one JSON object")
+    g.add_argument("--device", choices=CHOICES["device"], default="auto")
+
+    s = sub.add_parser("sample", help="a PNG grid of samples from the prior")
+    s.add_argument("run")
+    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="PNG path (default RUN/plots/samples_grid.png)")
+
+    p = sub.add_parser("plot", help="draw every plot of a run again")
+    p.add_argument("run")
+    p.add_argument(
+        "--gap",
+        action="store_true",
+        help="only the posterior-gap plots (2-D latent runs; drawn by default for those)",
+    )
+
+    n = sub.add_parser(
+        "encode", help="q(z|x) for every example of a data set: means, std devs, samples"
+    )
+    n.add_argument("run")
+    n.add_argument("--data", required=True, help="data to encode (as for train --data)")
+    n.add_argument("--out", required=True, help=".npy (N, 2+K, D) or .npz (loc, scale, ...)")
+    n.add_argument("--samples", type=int, default=0, help="K draws z ~ q(z|x) per example")
+    n.add_argument("--seed", type=int, default=0)
+    n.add_argument("--device", choices=CHOICES["device"], default="auto")
+
+    r = sub.add_parser("report", help="one self-contained HTML page of a run, or runs compared")
+    r.add_argument("runs", nargs="+", metavar="RUN")
+    r.add_argument("--out", help="HTML path (default RUN/report.html; several runs: compare.html)")
+
+    x = sub.add_parser("explore", help="a local web page to explore a run's latent space")
+    x.add_argument("run")
+    x.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
+    x.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    x.add_argument("--open", action="store_true", help="open the page in the web browser")
+
+    d = sub.add_parser("disentangle", help="β-VAE, FactorVAE, MIG, DCI, SAP of a shapes run")
+    d.add_argument("run")
+    d.add_argument("--n", type=int, default=10_000, help="points per metric (default 10000)")
+    d.add_argument("--trees", type=int, default=100, help="DCI: boosting stages (default 100)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except VaelabError as exc:
+        print(f"vaelab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vaelab: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""KL(q(z | x) || p(z)): per example, per latent dimension, and a mixture prior's marginals.
+
+``kl_term`` gives KL per example ``(B,)``: the closed form for two diagonal Gaussians
+``Independent(Normal, 1)`` over ``(D,)``,
+
+    KL = sum_d 1/2 (r_d + t_d - 1 - log r_d),  r = sigma_q^2 / sigma_p^2,
+                                                t = (mu_q - mu_p)^2 / sigma_p^2
+
+torch's ``kl_divergence`` where it knows the pair, else the Monte Carlo mean of
+log q(z) - log p(z) over samples ``z`` ``(K, B, D)``. ``kl_per_dim`` gives ``(B, D)``: closed
+form for diagonal Gaussians; for a mixture prior, KL(q_j || p_j) against each dimension's
+marginal p_j(z_j) = sum_k pi_k N(z_j ; mu_kj, sigma_kj^2) (``mixture_marginal_log_prob``,
+``(*, D)`` for ``z`` ``(*, D)``), estimated with samples of q. In nats.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.distributions import (
+    Distribution,
+    Independent,
+    MixtureSameFamily,
+    Normal,
+    kl_divergence,
+)
+
+# (row, dimension, component) triples per chunk of a mixture prior's per-dimension KL: 2^18
+# float32 are 1 MiB, so the chunk's two temporaries stay in the CPU's L2 cache between the
+# passes over them; 2^22 (16 MiB each) ran the same KL 1.5x slower (benchmarks/kl_per_dim.py)
+MIXTURE_KL_ELEMENTS = 1 << 18
+
+
+def _diagonal_normal(d: Distribution) -> Normal | None:
+    """The Normal inside ``Independent(Normal, 1)``, a diagonal Gaussian over ``(D,)``."""
+    if isinstance(d, Independent) and type(d.base_dist) is Normal:
+        if d.reinterpreted_batch_ndims == 1:
+            return d.base_dist
+    return None
+
+
+def kl_term(qz: Distribution, pz: Distribution, z: torch.Tensor) -> torch.Tensor:
+    """KL(q || p) per example ``(B,)``: analytic where torch knows it, else the Monte Carlo
+    mean of log q(z) - log p(z) over the samples ``z`` of shape ``(K, B, D)``.
+
+    Two diagonal Gaussians take the closed form directly,
+
+        KL = sum_d 1/2 (r_d + t_d - 1 - log r_d),  r = sigma_q^2 / sigma_p^2,
+                                                    t = (mu_q - mu_p)^2 / sigma_p^2
+
+    (torch's own formula, the same numbers), without torch's registry lookup, which
+    ``torch.compile`` cannot trace."""
+    q, p = _diagonal_normal(qz), _diagonal_normal(pz)
+    if q is not None and p is not None:
+        ratio = (q.scale / p.scale).pow(2)
+        t = ((q.loc - p.loc) / p.scale).pow(2)
+        return (0.5 * (ratio + t - 1 - ratio.log())).sum(-1)
+    try:
+        return kl_divergence(qz, pz)
+    except NotImplementedError:
+        return (qz.log_prob(z) - pz.log_prob(z)).mean(0)
+
+
+def kl_per_dim(qz: Independent, pz: Distribution, samples: int = 16) -> torch.Tensor:
+    """KL per latent dimension ``(B, D)``.
+
+    For diagonal Gaussians, in closed form (sums to :func:`kl_term`). For a mixture prior
+    (its components diagonal Gaussians), KL(q_j || p_j) against each dimension's marginal
+    p_j(z_j) = sum_k pi_k N(z_j ; mu_kj, sigma_kj^2), estimated with ``samples`` draws
+    z ~ q of shape ``(samples, B, D)``:
+
+        KL_j ~= mean_s [log q_j(z_sj) - log p_j(z_sj)]      (:func:`mixture_marginal_log_prob`)
+
+    near 0 for a dimension that follows the prior (collapse), but not a split of the total
+    KL, which the dependence between dimensions under p adds to. For the two-layer model
+    (:mod:`vaelab.core.hierarchy`), E_q[log q(z_j | parents) - log p(z_j | parents)] per unit,
+    Monte Carlo: these do sum to the KL.
+    """
+    if hasattr(qz, "log_prob_per_dim"):  # two stochastic layers: each unit given its parents
+        z = qz.sample((samples,))
+        return (qz.log_prob_per_dim(z) - pz.log_prob_per_dim(z)).mean(0)
+    if not isinstance(pz, MixtureSameFamily):
+        return kl_divergence(qz.base_dist, pz.base_dist)
+    z = qz.base_dist.sample((samples,))  # (S, B, D)
+    return (qz.base_dist.log_prob(z) - mixture_marginal_log_prob(pz, z)).mean(0)
+
+
+def mixture_marginal_log_prob(pz: MixtureSameFamily, z: torch.Tensor) -> torch.Tensor:
+    """log p_j(z_j) of each dimension's marginal under a mixture of K diagonal Gaussians,
+    ``(*, D)`` for ``z`` ``(*, D)``:
+
+        log p_j(z_j) = logsumexp_k [log pi_k - 1/2 ((z_j - mu_kj) / sigma_kj)^2
+                                    - log sigma_kj - 1/2 log 2 pi]
+
+    ``pz``: components ``Independent(Normal)`` with loc and scale ``(K, D)``, weights
+    pi = softmax(logits) ``(K,)``. The (row, j, k) terms are formed ``(rows, D, K)`` at a
+    time, at most :data:`MIXTURE_KL_ELEMENTS` of them, so the temporaries stay at a few MiB
+    whatever the number of rows. torch's ``MixtureSameFamily.log_prob`` on the D marginals
+    gives the same numbers with twice as many elementwise passes over such tensors.
+    """
+    normal = pz.component_distribution.base_dist  # batch (K, D)
+    loc, inv_scale = normal.loc.T, normal.scale.reciprocal().T  # (D, K)
+    log_weights = torch.log_softmax(pz.mixture_distribution.logits, -1)  # (K,)
+    # log pi_k - log sigma_kj - 1/2 log 2 pi: every term's constant part, once
+    const = log_weights - normal.scale.log().T - 0.5 * math.log(2 * math.pi)  # (D, K)
+    flat = z.reshape(-1, z.shape[-1])
+    log_p = torch.empty_like(flat)
+    rows = max(1, MIXTURE_KL_ELEMENTS // loc.numel())
+    for start in range(0, len(flat), rows):
+        standard = (flat[start : start + rows, :, None] - loc) * inv_scale  # (rows, D, K)
+        terms = torch.addcmul(const, standard, standard, value=-0.5)
+        # into one output: a list of small per-chunk results, allocated among each chunk's
+        # freed 1 MiB temporaries, grew the RSS by up to 1 MiB a chunk in some runs (1.2 GiB
+        # in posterior_stats on 10,000 images): the heap could not reuse the space around them
+        log_p[start : start + rows] = torch.logsumexp(terms, -1)
+    return log_p.view_as(z)

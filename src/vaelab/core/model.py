@@ -1,0 +1,151 @@
+"""The latent variable model p(z) p_theta(x | z) with an amortized encoder q_phi(z | x).
+
+Shapes: ``x`` is ``(B, *x_shape)``; ``z`` is ``(B, D)`` or, with K samples per x,
+``(K, B, D)``: "many z for one x" is always the leading sample dimension.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from ..errors import VaelabError
+from .gaussian import Noise, diagonal_normal
+from .kl import kl_term
+from .likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood
+
+
+class VAE(nn.Module):
+    """p(x, z) = p(z) p_theta(x | z), with q_phi(z | x) = N(mu_phi(x), diag sigma_phi(x)^2).
+
+    Parameters
+    ----------
+    encoder : module, ``x (B, *x_shape) -> (loc, log_var)``, each ``(B, D)``.
+    decoder : module, ``z (*batch, D) -> parameters (*batch, *x_shape)``.
+    prior : module, ``() -> p(z)`` with event shape ``(D,)``.
+    likelihood : module, ``decoder output -> p(x | z)`` with event shape ``x_shape``.
+    """
+
+    # where q's reparameterization draws its eps: None, torch's global generator; a
+    # data-parallel training step sets a source that draws the whole global batch's
+    noise: Noise | None = None
+
+    def __init__(self, encoder, decoder, prior, likelihood, x_shape: tuple[int, ...]):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.prior = prior
+        self.likelihood = likelihood
+        self.x_shape = tuple(x_shape)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.prior.latent_dim
+
+    # --- the three distributions ------------------------------------------------------------
+
+    def q_z(self, x: torch.Tensor) -> Distribution:
+        """q_phi(z | x) = N(loc, diag exp(log_var)): batch shape ``(B,)``, event ``(D,)``.
+
+        ``log_var`` is the encoder's output passed through
+        :func:`~vaelab.core.gaussian.bounded_log_var`."""
+        loc, log_var = self.encoder(x)
+        return diagonal_normal(loc, log_var, self.noise)
+
+    def p_z(self) -> Distribution:
+        """The prior p(z): event shape ``(D,)`` (inside :meth:`fixed_prior`, the one computed
+        on entry)."""
+        fixed = self.__dict__.get("_fixed_pz")
+        return self.prior() if fixed is None else fixed
+
+    @contextmanager
+    def fixed_prior(self) -> Iterator[None]:
+        """Compute p(z) once, without gradient, and reuse it within the block.
+
+        For evaluation loops that ask for log p(z) many times while the weights stand still:
+        a VampPrior would otherwise run the encoder on all its pseudo-inputs at every call.
+        Gradients in z still flow through the fixed p(z)'s log_prob.
+        """
+        with torch.no_grad():
+            self.__dict__["_fixed_pz"] = self.prior()
+        try:
+            yield
+        finally:
+            self.__dict__["_fixed_pz"] = None
+
+    def p_x(self, z: torch.Tensor) -> Distribution:
+        """p_theta(x | z): batch shape ``z.shape[:-1]``, event shape ``x_shape``."""
+        return self.likelihood(self.decoder(z))
+
+    def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x, z) = log p(z) + log p(x | z); ``z`` ``(*batch, B, D)`` -> ``(*batch, B)``."""
+        return self.p_z().log_prob(z) + self.p_x(z).log_prob(x)
+
+    @torch.no_grad()
+    def init_output_bias(self, x: torch.Tensor) -> None:
+        """Start the decoder's output bias at the data's mean ``x.mean(0)``: its logit for a
+        Bernoulli likelihood (clamped to [1e-3, 1 - 1e-3]), the mean itself for a Gaussian.
+
+        So p(x | z) starts as the best factorised model of the pixels, not at 1/2 each: the
+        initialisation Burda et al. use. ``x``: ``(N, *x_shape)``; MLP and linear decoders.
+        """
+        output = getattr(self.decoder, "output", None)
+        if hasattr(self.likelihood, "param_shape"):
+            raise VaelabError(
+                "--decoder-bias data needs one output per pixel: not --likelihood logistic"
+            )
+        if output is None:
+            raise VaelabError("--decoder-bias data needs --arch mlp or linear")
+        mean = x.double().mean(0).flatten()
+        if isinstance(self.likelihood, BernoulliLikelihood | ContinuousBernoulliLikelihood):
+            mean = torch.logit(mean.clamp(1e-3, 1 - 1e-3))
+        output.bias.copy_(mean.to(output.bias))
+
+    # --- the user's API ---------------------------------------------------------------------
+
+    def encode(self, x: torch.Tensor) -> Distribution:
+        """The posterior q(z | x) for a batch: ``.mean``, ``.stddev``, ``.rsample((K,))``."""
+        return self.q_z(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """E[x | z], the image the decoder paints for ``z``: shape ``(*batch, *x_shape)``."""
+        return self.likelihood.mean(self.decoder(z))
+
+    @torch.no_grad()
+    def sample(self, n: int, mean: bool = True, chunk: int = 4096) -> torch.Tensor:
+        """n draws z ~ p(z), decoded: E[x | z] if ``mean`` else x ~ p(x | z). ``(n, *x_shape)``.
+
+        Decoded ``chunk`` z at a time, so the decoder's activations stay bounded however large
+        ``n`` is; the result does not depend on ``chunk``.
+        """
+        z = self.p_z().sample((n,))
+        parts = [self.decode(c) if mean else self.p_x(c).sample() for c in z.split(chunk)]
+        return torch.cat(parts)
+
+    def elbo_terms(
+        self, x: torch.Tensor, k: int = 1, qz: Distribution | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ELBO's two terms per example, each ``(B,)``, nats: the one ELBO estimate in
+        vaelab, which the objectives and the evaluation build on.
+
+            ELBO(x) = E_q[log p(x | z)] - KL(q(z | x) || p(z)) <= log p(x)
+
+        The expectation is the mean over ``k`` reparameterized draws z ``(k, B, D)``; the KL is
+        in closed form for two diagonal Gaussians, else the Monte Carlo mean over the same
+        draws (:func:`~vaelab.core.kl.kl_term`). q is the encoder's unless ``qz`` is given
+        (a per-datapoint or refined posterior, :mod:`vaelab.core.inference`).
+        """
+        qz = self.q_z(x) if qz is None else qz
+        z = qz.rsample((k,))
+        reconstruction = self.p_x(z).log_prob(x).mean(0)
+        return reconstruction, kl_term(qz, self.p_z(), z)
+
+    def elbo(self, x: torch.Tensor, k: int = 1, qz: Distribution | None = None) -> torch.Tensor:
+        """ELBO(x) = E_q[log p(x | z)] - KL(q(z | x) || p(z)) per example, ``(B,)``, nats
+        (:meth:`elbo_terms`)."""
+        reconstruction, kl = self.elbo_terms(x, k, qz)
+        return reconstruction - kl

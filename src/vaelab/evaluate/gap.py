@@ -1,0 +1,189 @@
+"""The inference gap of a trained VAE, split in two (Cremer, Li & Duvenaud 2018).
+
+    log p(x) - ELBO(q_phi)  =  [log p(x) - ELBO(q*)]  +  [ELBO(q*) - ELBO(q_phi)]
+                               approximation gap        amortization gap
+
+q_phi is the encoder's q(z | x); q* the best Gaussian of the same mean-field family for each
+x alone, fitted by :func:`vaelab.core.inference.fit_local`. log p(x) is estimated by log p^(x),
+the largest mean of three stochastic lower bounds: importance sampling with K samples from
+q_phi, the same from q*, and annealed importance sampling (:mod:`.ais`). Also the price
+of each kind of inference: seconds, memory and parameters to infer the n posteriors.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+
+import numpy as np
+import torch
+
+from ..core.inference import Amortized, fit_local
+from ..device import fork_rng
+from ..errors import VaelabError
+from .ais import ais_log_px
+from .likelihood import DEFAULT_K, importance_sampled_log_px
+from .statistics import standard_error
+
+KEYS = ("log_px", "elbo_amortized", "elbo_local", "approximation_gap", "amortization_gap")
+
+
+def decompose(
+    log_px: torch.Tensor, elbo_local: torch.Tensor, elbo_amortized: torch.Tensor
+) -> dict[str, float]:
+    """Means over the n examples, nats, each with a ``_se`` twin (standard error across
+    examples; a gap's is that of its per-example differences, as the terms are paired).
+
+    approximation_gap = log_px - elbo_local, amortization_gap = elbo_local - elbo_amortized,
+    so they sum to log_px - elbo_amortized (up to rounding). Inputs: ``(n,)`` each.
+    """
+    lp, el, ea = (t.double() for t in (log_px, elbo_local, elbo_amortized))
+    out = {}
+    for key, values in (("log_px", lp), ("elbo_amortized", ea), ("elbo_local", el)):
+        out[key], out[f"{key}_se"] = values.mean().item(), standard_error(values)
+    out["approximation_gap"] = out["log_px"] - out["elbo_local"]
+    out["approximation_gap_se"] = standard_error(lp - el)
+    out["amortization_gap"] = out["elbo_local"] - out["elbo_amortized"]
+    out["amortization_gap_se"] = standard_error(el - ea)
+    return out
+
+
+@torch.no_grad()
+def elbo_per_example(model, x, q, samples: int = 1000, chunk: int = 100, seed: int = 0):
+    """ELBO(x_i; q_i) ``(n,)`` float64 for an inference object ``q`` (``q_z(x, index)``), the
+    reconstruction term averaged over ``samples`` draws, in chunks of ``chunk`` examples."""
+    device = next(model.parameters()).device
+    out = []
+    with fork_rng(device):
+        torch.manual_seed(seed)
+        for start in range(0, len(x), chunk):
+            xb = x[start : start + chunk].to(device)
+            index = torch.arange(start, start + len(xb), device=device)
+            out.append(model.elbo(xb, k=samples, qz=q.q_z(xb, index)).double().cpu())
+    return torch.cat(out)
+
+
+def _peak_mb() -> float:
+    """The process's peak resident memory so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_gap(
+    model,
+    x: torch.Tensor,
+    steps: int | None = None,
+    k: int = DEFAULT_K,
+    lr: float = 1e-3,
+    samples: int = 100,
+    elbo_samples: int = 1000,
+    ais_steps: int = 500,
+    ais_chains: int = 16,
+    seed: int = 0,
+) -> dict:
+    """Everything ``vaelab gap`` reports, for the examples ``x`` ``(n, *x_shape)``.
+
+    The decomposition (:func:`decompose`) plus: ``log_px_is_amortized``, ``log_px_is_local``,
+    ``log_px_ais`` (the three estimates' means; ``ais_steps = 0`` skips AIS) and
+    ``log_px_estimator`` (which one log_px is); ``seconds_amortized`` (one batched encoder
+    pass) and ``seconds_local`` (the per-datapoint optimisation, ``local_steps`` Adam steps);
+    ``memory_*_mb`` (growth of the process's peak resident memory during each: amortized
+    first, so each figure is what that inference needed beyond what came before);
+    ``params_amortized`` (encoder weights) and ``params_local`` (2 x latent x n).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    x = x.to(device)
+    amortized = Amortized(model)
+
+    peak = _peak_mb()
+    start = time.perf_counter()
+    with torch.no_grad():
+        model.q_z(x).mean.sum().item()  # .item(): wait for the result on any device
+    seconds_amortized = time.perf_counter() - start
+    memory_amortized = _peak_mb() - peak
+
+    peak = _peak_mb()
+    fit = fit_local(model, x, steps=steps, init="encoder", lr=lr, samples=samples, seed=seed)
+    memory_local = _peak_mb() - peak
+
+    estimates = {
+        "is_amortized": importance_sampled_log_px(model, x, k=k, seed=seed)[0],
+        "is_local": importance_sampled_log_px(model, x, k=k, seed=seed, q=fit.posteriors)[0],
+    }
+    if ais_steps:
+        estimates["ais"] = ais_log_px(model, x, steps=ais_steps, chains=ais_chains, seed=seed)
+    best = max(estimates, key=lambda name: estimates[name].mean().item())
+    elbo_amortized = elbo_per_example(model, x, amortized, elbo_samples, seed=seed + 1)
+    elbo_local = elbo_per_example(model, x, fit.posteriors, elbo_samples, seed=seed + 1)
+    result = decompose(estimates[best], elbo_local, elbo_amortized)
+    result.update({f"log_px_{name}": v.mean().item() for name, v in estimates.items()})
+    result.update(
+        {
+            "log_px_estimator": best,
+            "n": len(x),
+            "k": k,
+            "local_steps": fit.steps,
+            "local_converged": fit.converged,
+            "seconds_amortized": seconds_amortized,
+            "seconds_local": fit.seconds,
+            "memory_amortized_mb": memory_amortized,
+            "memory_local_mb": memory_local,
+            "params_amortized": amortized.num_parameters,
+            "params_local": fit.posteriors.num_parameters,
+            "trace": fit.trace.numpy().astype(np.float64).tolist(),
+        }
+    )
+    return result
+
+
+# --- the true posterior of a 2-D latent space, on a grid -------------------------------------
+
+
+def grid_bounds(locs: list[torch.Tensor], scales: list[torch.Tensor], width: float = 5.0):
+    """Per-example box ``(lo, hi)``, each ``(B, 2)``, holding ``loc +- width * scale`` of every
+    Gaussian given (e.g. the encoder's q and q*): where the posterior's mass can be."""
+    lo = torch.stack([m - width * s for m, s in zip(locs, scales, strict=True)]).amin(0)
+    hi = torch.stack([m + width * s for m, s in zip(locs, scales, strict=True)]).amax(0)
+    return lo, hi
+
+
+@torch.no_grad()
+def grid_posterior(model, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, n: int = 200):
+    """The exact posterior p(z | x) = p(x, z) / p(x) of a 2-D latent space, on a grid.
+
+    For each example b, ``n x n`` cell centres span the box ``lo[b] .. hi[b]`` (``(B, 2)``);
+    p(x) is the quadrature sum_cells p(x, z) * cell area, in log space.
+
+    Returns
+    -------
+    z : ``(B, n, n, 2)``, the cell centres (z[..., i, j, :] = (axis0[j], axis1[i])).
+    log_density : ``(B, n, n)`` float64, log p(z | x) at the centres: sums times the cell
+        area to 1.
+    log_px : ``(B,)`` float64, the quadrature estimate of log p(x).
+    area : ``(B,)`` float64, the cell area.
+    """
+    if model.latent_dim != 2:
+        raise VaelabError(
+            f"the posterior grid is for a 2-D latent space; this model's is "
+            f"{model.latent_dim}-D: train with --latent-dim 2"
+        )
+    device = next(model.parameters()).device
+    steps = (hi - lo) / n  # (B, 2)
+    t = torch.arange(n, dtype=lo.dtype, device=lo.device) + 0.5
+    a0 = lo[:, None, 0] + t * steps[:, None, 0]  # (B, n)
+    a1 = lo[:, None, 1] + t * steps[:, None, 1]
+    z = torch.stack(torch.broadcast_tensors(a0[:, None, :], a1[:, :, None]), -1)  # (B, n, n, 2)
+    flat = z.reshape(len(x), n * n, 2).transpose(0, 1).to(device)  # (n*n, B, 2)
+    log_joint = torch.cat(
+        [model.log_joint(x.to(device), chunk).double() for chunk in flat.split(2000)]
+    ).T.reshape(len(x), n, n)
+    area = steps.double().prod(-1)
+    log_px = torch.logsumexp(log_joint.flatten(1), -1).cpu() + area.log()
+    log_density = log_joint.cpu() - log_px[:, None, None]
+    return z.cpu(), log_density, log_px, area
+
+
+def grid_mean(z: torch.Tensor, log_density: torch.Tensor, area: torch.Tensor) -> torch.Tensor:
+    """E_{p(z|x)}[z] ``(B, 2)`` by quadrature over the grid of :func:`grid_posterior`."""
+    weights = log_density.exp() * area[:, None, None]
+    return (weights[..., None] * z.double()).sum((1, 2))

@@ -1,0 +1,309 @@
+"""A training run from a configuration to a published run folder: check the data, build the
+model, fit it (:mod:`vaelab.training.loop`), score it, draw its plots and report, publish it.
+
+A run is built in ``OUT.partial`` and renamed to ``OUT`` only when it is complete, so a
+folder named ``OUT`` always holds a finished run, and an existing run is replaced (with
+``overwrite``) only once its successor is complete. Every ``checkpoint_every`` epochs the
+loop writes ``OUT.partial/checkpoints/last.safetensors`` (weights, Adam's moments, the random
+generators, the counters), from which :func:`resume` continues the run exactly: on the CPU,
+a run killed at any point and resumed ends with the same weights, bit for bit, as one never
+stopped. A non-finite loss or gradient never reaches the weights: the batch is skipped, and
+after ``MAX_BAD_STEPS`` such batches (:mod:`vaelab.training.guard`) the run stops with the
+last checkpoint intact.
+
+Launched by torchrun, the same loop runs data-parallel (:mod:`vaelab.training.distributed`):
+each process takes its share of every global batch, DDP averages the gradients, and rank 0
+alone writes the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import shutil
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from . import data as data_mod
+from . import ranks
+from .build import build_model
+from .checkpoint import save_model
+from .config import CONV_ARCHS, Config, make_config, read_toml
+from .device import resolve_device
+from .errors import VaelabError
+from .evaluate.validation import score, validation_record
+from .files import write_atomic, write_json
+from .plots import draw_run
+from .report import write_report
+from .training.loop import fit
+
+
+def train(
+    config: Config,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Train a VAE as ``config`` says; return the finished run folder.
+
+    Every check a user's input can fail happens before anything is written.
+    """
+    config.validate()
+    log, progress = _quiet_unless_main(log, progress)
+    out = Path(config.out) if config.out else default_out(config)
+    config = dataclasses.replace(config, out=str(out))  # the caller's object stays as it was
+    config, setup = _setup(config, log)
+    # rank 0 makes the folder; its refusal (out exists, ...) stops every rank
+    partial = ranks.on_main(prepare_out, out, overwrite) or partial_of(out)
+    return _complete(setup, config, out, partial, progress, log, resume=False)
+
+
+def _quiet_unless_main(log, progress):
+    """Under torchrun, ranks other than 0 print nothing and draw no progress bar."""
+    if ranks.launched() and os.environ.get("RANK", "0") != "0":
+        return (lambda _: None), False
+    return log, progress
+
+
+def default_out(config: Config) -> Path:
+    name = Path(config.data).stem if config.data not in ("digits", "mnist") else config.data
+    return Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def partial_of(out: str | Path) -> Path:
+    """Where the run ``out`` is built until it is complete: ``OUT.partial``."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
+def prepare_out(out: Path, overwrite: bool) -> Path:
+    """Check ``out`` may be written; return the fresh ``.partial`` folder to build the run in.
+
+    An unfinished run that has a checkpoint is not thrown away without ``overwrite``."""
+    if out.exists():
+        if not overwrite:
+            raise VaelabError(
+                f"output folder {out} exists; choose another --out or pass --overwrite"
+            )
+        if not out.is_dir() or (any(out.iterdir()) and not (out / "config.toml").is_file()):
+            raise VaelabError(
+                f"{out} exists and is not a vaelab run; --overwrite only replaces runs"
+            )
+    partial = partial_of(out)
+    if (partial / "checkpoints" / "last.safetensors").is_file() and not overwrite:
+        raise VaelabError(
+            f"{partial} holds an unfinished run; continue it with --resume {out}, "
+            "or start over with --overwrite"
+        )
+    try:
+        if partial.exists():
+            shutil.rmtree(partial)
+        (partial / "plots").mkdir(parents=True)
+        (partial / "checkpoints").mkdir()
+    except OSError as exc:
+        raise VaelabError(f"cannot create the run folder {partial}: {exc}") from None
+    return partial
+
+
+def resume(run: str | Path, progress: bool = True, log: Callable[[str], None] = print) -> Path:
+    """Continue the unfinished run ``run`` (built in ``run.partial``) from its last checkpoint.
+
+    The run goes on exactly as it would have without the interruption (on the CPU, bit for
+    bit; under a ``minutes`` budget, with the time it had left). A finished run is left as
+    it is.
+    """
+    log, progress = _quiet_unless_main(log, progress)
+    out = Path(run)
+    if out.name.endswith(".partial"):
+        out = out.with_name(out.name[: -len(".partial")])
+    partial = partial_of(out)
+    if not partial.is_dir():
+        if (out / "summary.json").is_file():
+            log(f"vaelab: {out} is a finished run; there is nothing to resume")
+            return out
+        raise VaelabError(f"there is no unfinished run at {partial}; check the path")
+    if (partial / "summary.json").is_file() and (partial / "model.safetensors").is_file():
+        # it was complete, stopped while being renamed into place
+        ranks.on_main(_publish, partial, out)
+        log(f"vaelab: {out} was complete; it is now in place")
+        return out
+    for name in ("config.toml", "metrics.jsonl"):
+        if not (partial / name).is_file():
+            raise VaelabError(f"{partial} has lost its {name}; start again with --overwrite")
+    if not (partial / "checkpoints" / "last.safetensors").is_file():
+        raise VaelabError(
+            f"{partial} stopped before its first checkpoint; start it again with --overwrite"
+        )
+    config = make_config(read_toml(partial / "config.toml"))
+    config, setup = _setup(config, log)
+    return _complete(setup, config, out, partial, progress, log, resume=True)
+
+
+def _setup(config: Config, log):
+    """The data and the freshly initialised model (seeded), checked before anything is written.
+
+    Returns the config with its likelihood and binarization resolved from the data."""
+    device = resolve_device(config.device)
+    dataset = data_mod.from_config(config)
+    _check_data(dataset, config)
+    # after the checks, so that a mistake stops every rank before any waits for another
+    device = ranks.init(device)
+    likelihood, binarization, reason = data_mod.choose_likelihood(
+        dataset, config.likelihood, config.binarize
+    )
+    if reason:
+        log(f"vaelab: {reason}")
+    config = dataclasses.replace(config, likelihood=likelihood, binarize=binarization)
+    if data_mod.bernoulli_on_grey(dataset, config.likelihood, binarization):
+        log(BERNOULLI_ON_GREY)
+    torch.manual_seed(config.seed)  # weights' initialisation and the reparameterization noise
+    model = build_model(config, dataset.x_shape, len(dataset.train))
+    if config.inference == "local":
+        model.encoder.requires_grad_(False)  # unused: q_i(z) per example instead
+    if config.decoder_bias == "data":
+        train_x = dataset.train
+        model.init_output_bias(train_x.mean()[None] if dataset.streamed else train_x)
+    model = model.to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(
+        f"vaelab: {config.arch} VAE, {n_params:,} parameters, latent {config.latent_dim}, "
+        f"{config.likelihood} likelihood, binarization {binarization}, device {device}"
+        + (f"; streaming {config.data} from disk" if dataset.streamed else "")
+    )
+    return config, (model, dataset, binarization, device, n_params)
+
+
+def _complete(setup, config, out: Path, partial: Path, progress, log, resume: bool) -> Path:
+    """Fit, save, score, draw; then rename ``partial`` to ``out``."""
+    model, dataset, binarization, device, n_params = setup
+    main = ranks.is_main()
+    try:
+        if not resume and main:  # atomic, like every file of a run: --resume rebuilds from it
+            write_atomic(partial / "config.toml", config.to_toml())
+            if dataset.transform:  # a table's standardization, to encode new rows alike
+                write_json(partial / "data.json", dataset.transform)
+        with ranks.lost_contact():  # every rank takes part until the test score
+            validate = functools.partial(validation_record, config=config)
+            metrics = fit(
+                model, dataset, config, binarization, device, partial, validate,
+                resume=resume, progress=progress, log=log,
+            )  # fmt: skip
+            summary = _summarise(model, dataset, config, binarization, metrics, n_params)
+        if not main:
+            return out
+        save_model(partial, model, config)
+        write_json(partial / "summary.json", summary)
+        draw_run(model, dataset, metrics, partial / "plots", binarization)
+    except OSError as exc:  # a full disk, a folder made read-only under us, ...
+        if not main:
+            raise
+        if (partial / "checkpoints" / "last.safetensors").is_file():
+            hint = f"its last checkpoint is intact: make room, then --resume {out}"
+        else:
+            shutil.rmtree(partial, ignore_errors=True)
+            hint = "nothing was kept: make room and start again"
+        raise VaelabError(
+            f"cannot write the run in {partial} ({exc.strerror or exc}); {hint}"
+        ) from None
+    except BaseException:
+        log(f"vaelab: training stopped; the unfinished run is in {partial}")
+        raise
+    _write_report(partial, out, log)
+    _publish(partial, out)
+    log(
+        f"vaelab: test ELBO {summary['test']['elbo']:.2f} nats "
+        f"(reconstruction {summary['test']['reconstruction']:.2f}, KL {summary['test']['kl']:.2f})"
+    )
+    log(f"vaelab: run written to {out}/ ; plots in {out / 'plots'}/")
+    if (out / "report.html").is_file():
+        log(f"vaelab: open {out / 'report.html'} to see the run on one page")
+    return out
+
+
+def _write_report(partial: Path, out: Path, log) -> None:
+    """RUN/report.html, written (atomically) into the run before it is published; a report
+    that cannot be written costs a warning, never the run."""
+    try:
+        write_report(partial)
+    except Exception as exc:  # noqa: BLE001  (any failure here must leave the run intact)
+        log(f"vaelab: warning: no report.html ({exc}); write it with: vaelab report {out}")
+
+
+def _publish(partial: Path, out: Path) -> None:
+    """Put the complete run ``partial`` in place as ``out``, by renames only: a kill at any
+    moment leaves either the old ``out`` or the new one whole (and ``--resume`` finishes the
+    job). The checkpoints go last: the finished run's model.safetensors supersedes them."""
+    old = out.with_name(out.name + ".old")
+    if out.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        out.rename(old)
+    partial.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+
+
+def _check_data(dataset, config: Config) -> None:
+    n_train = len(dataset.train)
+    if n_train == 0 or len(dataset.valid) == 0 or len(dataset.test) == 0:
+        raise VaelabError(f"data {config.data!r} has an empty split; it needs more examples")
+    if config.batch_size > n_train:
+        raise VaelabError(
+            f"--batch-size {config.batch_size} is larger than the {n_train} training "
+            "examples; choose a smaller batch"
+        )
+    if not dataset.streamed and not torch.isfinite(dataset.train).all():
+        raise VaelabError(f"data {config.data!r} contains NaN or Inf; clean it first")
+    if config.inference == "local" and dataset.streamed:
+        raise VaelabError(
+            "--inference local keeps a posterior for every training example, in memory; "
+            "stream with the encoder (--inference amortized), or use --stream off"
+        )
+    if ranks.launched() and (
+        config.inference == "local" or config.minutes or config.factor_gamma or config.tc_beta
+    ):
+        raise VaelabError(
+            "under torchrun, train with the encoder (no --inference local), --epochs "
+            "(no --minutes), and without --factor-gamma or --tc-beta: each would need state, "
+            "clocks or the whole batch's codes shared between processes"
+        )
+    if config.arch in CONV_ARCHS and dataset.kind != "images":
+        raise VaelabError(
+            f"--arch {config.arch} needs images, and {config.data!r} holds {dataset.kind} of "
+            f"shape {dataset.x_shape}; use --arch mlp"
+        )
+
+
+BERNOULLI_ON_GREY = (
+    "vaelab: warning: a Bernoulli likelihood on grey-level data that is not binarized is not a "
+    'log-likelihood; its numbers are not comparable (summary.json says "comparable": false). '
+    "Binarize (--binarize dynamic), or model the grey levels with --likelihood "
+    "continuous-bernoulli, --likelihood logistic (discretized, for 8-bit images) or "
+    "--likelihood gaussian."
+)
+
+
+def _summarise(model, dataset, config, binarization, metrics, n_params) -> dict:
+    x_test = data_mod.eval_split(dataset, "test", binarization)
+    test = score(model, x_test, config)
+    kept = max(metrics, key=lambda m: m["valid_elbo"]) if config.keep_best else metrics[-1]
+    return {
+        "data": config.data,
+        "x_shape": list(dataset.x_shape),
+        "n_train": len(dataset.train),
+        "n_parameters": n_params,
+        "epochs": len(metrics),
+        "kept_epoch": kept["epoch"],
+        "budget_minutes": config.minutes or None,
+        "train_seconds": sum(m["seconds"] for m in metrics),
+        "train_samples_per_sec": metrics[-1]["train_samples_per_sec"],
+        "valid": {k: kept[f"valid_{k}"] for k in ("elbo", "reconstruction", "kl")},
+        "test": test,
+        "units": "nats per example (log-densities summed over the data's dimensions)",
+        # false when the "log-likelihood" is not one (Bernoulli on grey levels)
+        "comparable": not data_mod.bernoulli_on_grey(dataset, config.likelihood, binarization),
+    }
