@@ -68,7 +68,8 @@ def child(which: str, n: int, samples: int, out: str) -> None:
     model = vamp_model()
     x = (torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(1)) < 0.5).float()
     kl = old_kl_per_dim if which == "old" else kl_mod.kl_per_dim
-    kl_mod.kl_per_dim = lambda qz, pz: kl(qz, pz, samples=samples)
+    # where posterior_stats reads it
+    evaluate.posterior.kl_per_dim = lambda qz, pz: kl(qz, pz, samples=samples)
     before = peak_kib()
     torch.manual_seed(2)
     start, cpu = time.perf_counter(), time.process_time()

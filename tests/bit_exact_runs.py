@@ -1,5 +1,6 @@
 """Train short runs with fixed seeds through ``vaelab train`` and print a SHA-256 of each
-run's final weights: ``python tests/bit_exact_runs.py OUT_DIR`` prints one JSON object.
+run's final weights: ``python tests/bit_exact_runs.py OUT_DIR [NAME ...]`` prints one JSON
+object (all runs, or those named).
 
 On one thread, so the figures do not depend on the machine's core count. The hashes of the
 code before the restructuring into layers are recorded in tests/data/bit_exact.json;
@@ -65,12 +66,15 @@ def conv_data(folder: Path) -> Path:
     return path
 
 
-def run_all(out: Path) -> dict[str, dict]:
+NAMES = [*RUNS, "conv"]
+
+
+def run_all(out: Path, names: list[str] = NAMES) -> dict[str, dict]:
     torch.set_num_threads(1)
     hashes = {}
     runs = {name: SMALL + flags for name, flags in RUNS.items()}
     runs["conv"] = ["--data", str(conv_data(out)), *CONV]
-    for name, flags in runs.items():
+    for name, flags in ((n, runs[n]) for n in names):
         run = out / name
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             code = main(["train", *flags, "--out", str(run), "--quiet", "--device", "cpu"])
@@ -87,5 +91,7 @@ def run_all(out: Path) -> dict[str, dict]:
 if __name__ == "__main__":
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
-    result = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "hashes": run_all(out)}
+    names = sys.argv[2:] or NAMES
+    hashes = run_all(out, names)
+    result = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "hashes": hashes}
     print(json.dumps(result, indent=2))

@@ -15,9 +15,10 @@ def linear_gaussian_model(n: int = 40, seed: int = 0, sigma: float = SIGMA):
     """(model, x): x = W z + b + noise, float64, with orthogonal columns of W (scaled 3 and 2)
     so the exact posterior p(z | x) is a diagonal Gaussian, inside the mean-field family."""
     gen = torch.Generator().manual_seed(seed)
-    model = build_model(
-        Config(arch="linear", likelihood="gaussian", latent_dim=D, sigma=sigma), (1, 1, P)
-    ).double()
+    with torch.random.fork_rng(devices=[]):  # the encoder's initial weights, whatever ran before
+        torch.manual_seed(seed)
+        config = Config(arch="linear", likelihood="gaussian", latent_dim=D, sigma=sigma)
+        model = build_model(config, (1, 1, P)).double()
     q, _ = torch.linalg.qr(torch.randn(P, D, generator=gen, dtype=torch.float64))
     weight = q * torch.tensor([3.0, 2.0], dtype=torch.float64)
     bias = torch.randn(P, generator=gen, dtype=torch.float64)

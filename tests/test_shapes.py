@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vaelab import data as data_mod
+from vaelab.data.choose import is_binary
 from vaelab.data.shapes import (
     FACTOR_SIZES,
     Shapes,
@@ -99,7 +100,7 @@ def test_load_shapes_is_a_fixed_subset_labelled_by_shape():
     assert set(dataset.train_labels.unique().tolist()) == {0, 1, 2}
     again = load_shapes(32, sizes=(300, 50, 50))
     assert np.array_equal(dataset.valid.numpy(), again.valid.numpy())
-    assert data_mod.is_binary(dataset.train)
+    assert is_binary(dataset.train)
 
 
 def test_data_load_knows_shapes_and_its_fixed_split():

@@ -18,6 +18,7 @@ from .core import baselines, inference
 from .core.gaussian import reparameterize
 from .core.model import VAE
 from .errors import VaelabError
+from .evaluate import disentangle
 from .runs import resume, train
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "Run",
     "VaelabError",
     "baselines",
+    "disentangle",
     "evaluate",
     "inference",
     "load",

@@ -2,8 +2,10 @@
 
 :func:`build_model` turns the config's names (arch, likelihood, prior, inference) into the
 modules of :mod:`vaelab.core`; :func:`batch_terms` picks the objective of
-:mod:`vaelab.objectives` the config names and runs it on one training batch. A new prior,
-likelihood, architecture or objective is one class or function on its floor, registered here.
+:mod:`vaelab.objectives` the config names and runs it on one training batch. A new prior or
+objective is one class or function on its floor, registered here (:data:`PRIORS`,
+:func:`batch_terms`); likelihoods and networks are registered beside their classes
+(``core.likelihoods.make_likelihood``, ``core.networks.make_networks``).
 """
 
 from __future__ import annotations
@@ -53,19 +55,24 @@ def likelihood_and_networks(config: Config, x_shape: tuple[int, ...], arch: str,
     return likelihood, encoder, decoder
 
 
+# p(z) by name: (latent_dim, n_components, encoder, x_shape) -> prior module; n_components is
+# already resolved (priors.DEFAULT_COMPONENTS where the config says 0)
+PRIORS = {
+    "normal": lambda d, k, encoder, x_shape: StandardNormal(d),
+    "mog": lambda d, k, encoder, x_shape: MixtureOfGaussians(d, k),
+    "vamp": lambda d, k, encoder, x_shape: VampPrior(encoder, k, x_shape, d),
+}
+
+
 def make_prior(
     name: str, latent_dim: int, n_components: int = 0, encoder=None, x_shape=()
 ) -> nn.Module:
-    """The prior ``name`` (normal, mog, vamp); ``n_components = 0`` takes
+    """The prior ``name`` (a key of :data:`PRIORS`); ``n_components = 0`` takes
     :data:`~vaelab.core.priors.DEFAULT_COMPONENTS`. The VampPrior is built on ``encoder``."""
-    if name == "normal":
-        return StandardNormal(latent_dim)
-    if name not in DEFAULT_COMPONENTS:
-        raise VaelabError(f"prior {name!r} is not one of normal, {', '.join(DEFAULT_COMPONENTS)}")
-    k = n_components or DEFAULT_COMPONENTS[name]
-    if name == "mog":
-        return MixtureOfGaussians(latent_dim, k)
-    return VampPrior(encoder, k, x_shape, latent_dim)
+    if name not in PRIORS:
+        raise VaelabError(f"prior {name!r} is not one of {', '.join(PRIORS)}")
+    k = n_components or DEFAULT_COMPONENTS.get(name, 0)
+    return PRIORS[name](latent_dim, k, encoder, x_shape)
 
 
 def build_model(config: Config, x_shape: tuple[int, ...], n_train: int = 0) -> VAE:

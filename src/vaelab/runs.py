@@ -23,6 +23,7 @@ import functools
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from . import ranks
 from .build import build_model
 from .checkpoint import save_model
 from .config import CONV_ARCHS, Config, make_config, read_toml
+from .core.model import VAE
 from .device import resolve_device
 from .errors import VaelabError
 from .evaluate.validation import score, validation_record
@@ -56,10 +58,10 @@ def train(
     log, progress = _quiet_unless_main(log, progress)
     out = Path(config.out) if config.out else default_out(config)
     config = dataclasses.replace(config, out=str(out))  # the caller's object stays as it was
-    config, setup = _setup(config, log)
+    run = _prepare(config, log)
     # rank 0 makes the folder; its refusal (out exists, ...) stops every rank
     partial = ranks.on_main(prepare_out, out, overwrite) or partial_of(out)
-    return _complete(setup, config, out, partial, progress, log, resume=False)
+    return _complete(run, out, partial, progress, log, resume=False)
 
 
 def _quiet_unless_main(log, progress):
@@ -138,15 +140,24 @@ def resume(run: str | Path, progress: bool = True, log: Callable[[str], None] = 
         raise VaelabError(
             f"{partial} stopped before its first checkpoint; start it again with --overwrite"
         )
-    config = make_config(read_toml(partial / "config.toml"))
-    config, setup = _setup(config, log)
-    return _complete(setup, config, out, partial, progress, log, resume=True)
+    run = _prepare(make_config(read_toml(partial / "config.toml")), log)
+    return _complete(run, out, partial, progress, log, resume=True)
 
 
-def _setup(config: Config, log):
-    """The data and the freshly initialised model (seeded), checked before anything is written.
+@dataclass
+class Prepared:
+    """A run ready to fit: its config with the likelihood and binarization resolved from the
+    data, the data, and the freshly initialised (seeded) model on its device."""
 
-    Returns the config with its likelihood and binarization resolved from the data."""
+    config: Config
+    dataset: data_mod.Dataset
+    model: VAE
+    device: torch.device
+
+
+def _prepare(config: Config, log) -> Prepared:
+    """The data and the freshly initialised model (seeded), checked before anything is
+    written."""
     device = resolve_device(config.device)
     dataset = data_mod.from_config(config)
     _check_data(dataset, config)
@@ -168,18 +179,22 @@ def _setup(config: Config, log):
         train_x = dataset.train
         model.init_output_bias(train_x.mean()[None] if dataset.streamed else train_x)
     model = model.to(device)
-    n_params = sum(p.numel() for p in model.parameters())
     log(
-        f"vaelab: {config.arch} VAE, {n_params:,} parameters, latent {config.latent_dim}, "
-        f"{config.likelihood} likelihood, binarization {binarization}, device {device}"
-        + (f"; streaming {config.data} from disk" if dataset.streamed else "")
+        f"vaelab: {config.arch} VAE, {_n_parameters(model):,} parameters, latent "
+        f"{config.latent_dim}, {config.likelihood} likelihood, binarization {binarization}, "
+        f"device {device}" + (f"; streaming {config.data} from disk" if dataset.streamed else "")
     )
-    return config, (model, dataset, binarization, device, n_params)
+    return Prepared(config, dataset, model, device)
 
 
-def _complete(setup, config, out: Path, partial: Path, progress, log, resume: bool) -> Path:
+def _n_parameters(model: VAE) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _complete(run: Prepared, out: Path, partial: Path, progress, log, resume: bool) -> Path:
     """Fit, save, score, draw; then rename ``partial`` to ``out``."""
-    model, dataset, binarization, device, n_params = setup
+    config, dataset, model = run.config, run.dataset, run.model
+    binarization = config.binarize  # resolved from the data by _prepare
     main = ranks.is_main()
     try:
         if not resume and main:  # atomic, like every file of a run: --resume rebuilds from it
@@ -189,10 +204,10 @@ def _complete(setup, config, out: Path, partial: Path, progress, log, resume: bo
         with ranks.lost_contact():  # every rank takes part until the test score
             validate = functools.partial(validation_record, config=config)
             metrics = fit(
-                model, dataset, config, binarization, device, partial, validate,
+                model, dataset, config, binarization, run.device, partial, validate,
                 resume=resume, progress=progress, log=log,
             )  # fmt: skip
-            summary = _summarise(model, dataset, config, binarization, metrics, n_params)
+            summary = _summarise(model, dataset, config, metrics)
         if not main:
             return out
         save_model(partial, model, config)
@@ -287,7 +302,8 @@ BERNOULLI_ON_GREY = (
 )
 
 
-def _summarise(model, dataset, config, binarization, metrics, n_params) -> dict:
+def _summarise(model, dataset, config, metrics) -> dict:
+    binarization = config.binarize
     x_test = data_mod.eval_split(dataset, "test", binarization)
     test = score(model, x_test, config)
     kept = max(metrics, key=lambda m: m["valid_elbo"]) if config.keep_best else metrics[-1]
@@ -295,7 +311,7 @@ def _summarise(model, dataset, config, binarization, metrics, n_params) -> dict:
         "data": config.data,
         "x_shape": list(dataset.x_shape),
         "n_train": len(dataset.train),
-        "n_parameters": n_params,
+        "n_parameters": _n_parameters(model),
         "epochs": len(metrics),
         "kept_epoch": kept["epoch"],
         "budget_minutes": config.minutes or None,

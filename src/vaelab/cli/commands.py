@@ -108,7 +108,8 @@ def _eval(args) -> None:
     if args.ais:
         print(
             f"  -log p(x), AIS       {result['ais_nll_nats']:10.3f} ± "
-            f"{result['ais_nll_se']:.3f}   ({args.ais} annealing steps, 16 HMC chains)"
+            f"{result['ais_nll_se']:.3f}   ({args.ais} annealing steps, "
+            f"{evaluate.ais.CHAINS} HMC chains)"
         )
     print(f"  ELBO                 {result['elbo']:10.3f} ± {result['elbo_se']:.3f}")
     print(f"  E_q[log p(x|z)]      {result['reconstruction']:10.3f}")

@@ -12,8 +12,10 @@ import argparse
 import sys
 
 from ..config import CHOICES
+from ..core.inference import PROTOCOL_LR, PROTOCOL_SAMPLES
 from ..errors import VaelabError
-from ..evaluate import DEFAULT_K
+from ..evaluate import DEFAULT_K, ais
+from ..evaluate.disentangle import N_POINTS, N_TREES
 from .commands import COMMANDS
 from .train_flags import add_train_flags
 
@@ -55,9 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--ais",
         type=int,
         nargs="?",
-        const=500,
+        const=ais.STEPS,
         metavar="STEPS",
-        help="also annealed importance sampling with HMC, STEPS intermediate targets (500)",
+        help="also annealed importance sampling with HMC, STEPS intermediate targets "
+        f"({ais.STEPS}), {ais.CHAINS} chains",
     )
     e.add_argument("--device", choices=CHOICES["device"], default="auto")
 
@@ -68,10 +71,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--k", type=int, default=DEFAULT_K, help=f"importance samples (default {DEFAULT_K})"
     )
-    g.add_argument("--samples", type=int, default=100, help="z per datapoint and step (100)")
-    g.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate for q* (1e-3)")
-    g.add_argument("--ais-steps", type=int, default=500, help="AIS targets; 0: no AIS (500)")
-    g.add_argument("--ais-chains", type=int, default=16, help="AIS chains per image (16)")
+    g.add_argument(
+        "--samples",
+        type=int,
+        default=PROTOCOL_SAMPLES,
+        help=f"z per datapoint and step ({PROTOCOL_SAMPLES})",
+    )
+    g.add_argument(
+        "--lr",
+        type=float,
+        default=PROTOCOL_LR,
+        help=f"Adam's learning rate for q* ({PROTOCOL_LR})",
+    )
+    g.add_argument(
+        "--ais-steps", type=int, default=ais.STEPS, help=f"AIS targets; 0: no AIS ({ais.STEPS})"
+    )
+    g.add_argument(
+        "--ais-chains", type=int, default=ais.CHAINS, help=f"AIS chains per image ({ais.CHAINS})"
+    )
     g.add_argument("--json", action="store_true", help="print one JSON object")
     g.add_argument("--device", choices=CHOICES["device"], default="auto")
 
@@ -111,8 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("disentangle", help="β-VAE, FactorVAE, MIG, DCI, SAP of a shapes run")
     d.add_argument("run")
-    d.add_argument("--n", type=int, default=10_000, help="points per metric (default 10000)")
-    d.add_argument("--trees", type=int, default=100, help="DCI: boosting stages (default 100)")
+    d.add_argument(
+        "--n", type=int, default=N_POINTS, help=f"points per metric (default {N_POINTS})"
+    )
+    d.add_argument(
+        "--trees", type=int, default=N_TREES, help=f"DCI: boosting stages (default {N_TREES})"
+    )
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--json", action="store_true", help="print one JSON object")
     return parser

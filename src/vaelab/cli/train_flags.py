@@ -14,6 +14,7 @@ import argparse
 
 from ..config import CHOICES, FIELD_TYPES, default
 from ..core.priors import DEFAULT_COMPONENTS
+from ..training import compiled
 
 
 def int_list(text: str) -> list[int]:
@@ -31,10 +32,11 @@ def add_train_flags(t: argparse.ArgumentParser) -> None:
     """Add ``vaelab train``'s flags to its subparser ``t``; a configuration key's help ends
     with its default."""
 
-    def add(*names: str, **kwargs) -> None:
+    def add(*names: str, shown: str | None = None, **kwargs) -> None:
+        """``t.add_argument``; ``shown`` words a default that is not a value to type."""
         key = names[0].lstrip("-").replace("-", "_")
         if key in FIELD_TYPES and kwargs.get("help"):
-            kwargs["help"] = f"{kwargs['help']} (default {_shown(default(key))})"
+            kwargs["help"] = f"{kwargs['help']} (default {shown or _shown(default(key))})"
         t.add_argument(*names, **kwargs)
 
     add(
@@ -67,12 +69,14 @@ def add_train_flags(t: argparse.ArgumentParser) -> None:
         "--channels",
         type=int,
         choices=[1, 3],
-        help="image folders: 1 grayscale, 3 RGB; 0: as the files are",
+        help="image folders: 1 grayscale, 3 RGB",
+        shown="as the files are",
     )
     add(
         "--image-size",
         type=int,
-        help="image folders: resize to N x N; shapes: draw at N x N; 0: as they are, shapes 64",
+        help="image folders: resize to N x N; shapes: draw at N x N",
+        shown="as the files are; shapes 64",
     )
     add("--latent-dim", type=int, help="dimensions of z")
     add("--hidden", type=int_list, help="hidden layer sizes, e.g. 512,256")
@@ -86,12 +90,12 @@ def add_train_flags(t: argparse.ArgumentParser) -> None:
     add(
         "--activation",
         choices=CHOICES["activation"],
-        help="MLP hidden units (relu); gated: h = a * sigmoid(g), as in the VampPrior's code",
+        help="MLP hidden units; gated: h = a * sigmoid(g), as in the VampPrior's code",
     )
     add(
         "--likelihood",
         choices=CHOICES["likelihood"],
-        help="auto (default) follows the data: Gaussian for tables and real values, "
+        help="auto follows the data: Gaussian for tables and real values, "
         "Bernoulli for [0, 1] images; continuous-bernoulli for grey levels in [0, 1], "
         "logistic (discretized, 256 levels) for 8-bit images",
     )
@@ -129,7 +133,7 @@ def add_train_flags(t: argparse.ArgumentParser) -> None:
     add(
         "--inference",
         choices=CHOICES["inference"],
-        help="q(z|x): the encoder (default), one Gaussian per training example, or the "
+        help="q(z|x): the encoder (amortized), one Gaussian per training example, or the "
         "encoder's refined by --refine-steps Adam steps",
     )
     add("--refine-steps", type=int, help="semi-amortized: Adam steps refining q per batch")
@@ -159,8 +163,9 @@ def add_train_flags(t: argparse.ArgumentParser) -> None:
     add(
         "--compile",
         choices=CHOICES["compile"],
-        help="run the training objective through torch.compile; auto (default): on a CUDA "
-        "device, for runs of at least 20,000 steps or 10 minutes, in one process",
+        help="run the training objective through torch.compile; auto: on a CUDA device, for "
+        f"runs of at least {compiled.MIN_STEPS:,} steps or {compiled.MIN_MINUTES:g} minutes, "
+        "in one process",
     )
     add(
         "--checkpoint-every",
@@ -197,7 +202,7 @@ def add_train_flags(t: argparse.ArgumentParser) -> None:
     add(
         "--prior",
         choices=CHOICES["prior"],
-        help="p(z): standard normal (default), learned mixture of Gaussians, or VampPrior "
+        help="p(z): standard normal, learned mixture of Gaussians, or VampPrior "
         "(Tomczak & Welling 2018)",
     )
     add(

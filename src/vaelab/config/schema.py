@@ -67,9 +67,10 @@ def binarization_for(likelihood: str, binarize: str) -> str:
 @dataclass
 class Config:
     """Everything that defines a training run, as plain values: one comment per field says
-    what it sets. ``validate`` (run on construction) checks types, ranges and combinations."""
+    what it sets. ``validate`` (run on construction) checks types, ranges and combinations.
+    The fields keep the order of the first ``config.toml`` files, so runs written before
+    and after a change read alike."""
 
-    # --- the data -----------------------------------------------------------------------
     data: str = "digits"  # digits | mnist | shapes | a path: image/IDX folder, .npy/.npz, table
     data_dir: str = ""  # folder of the MNIST IDX files ("": $VAELAB_DATA, then the cache)
     channels: int = 0  # image folders: 1 grey, 3 RGB (0: as the files are)
@@ -79,7 +80,6 @@ class Config:
     test_data: str = ""  # the test split as its own file or folder
     label_column: str = ""  # tables: the column of class labels (not a feature)
     stream: str = "auto"  # .npy: read from disk in blocks (auto: when larger than 1 GiB)
-    # --- the model p(z) p(x|z) and q(z|x) ---------------------------------------------------
     latent_dim: int = 10  # D, the dimensions of z (of z1 under hvae2)
     hidden: list[int] = field(default_factory=lambda: [400])  # hidden widths (conv: channels)
     arch: str = "mlp"  # encoder and decoder networks (CHOICES["arch"])
@@ -89,25 +89,13 @@ class Config:
     learn_sigma: bool = False  # Gaussian likelihood: learn sigma, one per output dimension
     shared_sigma: bool = False  # with learn_sigma: one sigma shared by every dimension
     decoder_bias: str = "zero"  # data: start the output bias at the training mean (its logit)
-    prior: str = "normal"  # p(z): standard normal, mixture of Gaussians, VampPrior
-    prior_components: int = 0  # mog components or vamp pseudo-inputs (0: 10 and 500)
-    logistic_components: int = 1  # logistic likelihood: mixture components per pixel
-    latent_dim_2: int = 0  # hvae2: units of z2 (0: latent_dim / 2)
-    hidden_2: list[int] = field(default_factory=list)  # hvae2: layers between z1 and z2
-    # --- the objective ----------------------------------------------------------------------
+    beta: float = 1.0  # weight of the KL term
+    kl_warmup: int = 0  # epochs over which the KL weight ramps linearly from 0 to beta
     objective: str = "elbo"  # elbo, or the K-sample importance-weighted bound (iwae)
     k: int = 1  # samples of z per example in each training step
     iwae_grad: str = "standard"  # iwae: dreg is the doubly reparameterized encoder gradient
-    beta: float = 1.0  # weight of the KL term
-    kl_warmup: int = 0  # epochs over which the KL weight ramps linearly from 0 to beta
-    kl_schedule: str = "linear"  # linear (kl_warmup) or cyclical (Fu et al. 2019)
-    kl_cycles: int = 4  # cyclical: ramps over the run's epochs
-    free_bits: float = 0.0  # floor, in nats, on each dimension's batch-mean KL (0: off)
-    tc_beta: float = 0.0  # beta-TCVAE: weight of the total correlation (0: off)
-    factor_gamma: float = 0.0  # FactorVAE: weight of the discriminator's TC estimate (0: off)
     inference: str = "amortized"  # q(z|x): the encoder, one q per example, or refined
     refine_steps: int = 5  # semi-amortized: Adam steps refining q on each batch
-    # --- the optimisation ---------------------------------------------------------------------
     epochs: int = 20  # epochs (with minutes: at most this many)
     minutes: float = 0.0  # wall-clock budget for training (0: none)
     batch_size: int = 128  # examples per step
@@ -115,12 +103,23 @@ class Config:
     lr_schedule: str = "constant"  # cosine: decay to 0 over the budget, else over the epochs
     adam_eps: float = 1e-8  # Adam's epsilon
     keep_best: bool = True  # keep the weights of the best validation ELBO
+    checkpoint_every: int = 1  # epochs between checkpoints for --resume (0: none)
     seed: int = 0  # weights, noise, data order and binarization
     binarize: str = "auto"  # auto: a fresh draw each epoch for a Bernoulli likelihood
-    # --- the run --------------------------------------------------------------------------------
-    checkpoint_every: int = 1  # epochs between checkpoints for --resume (0: none)
     device: str = "auto"  # auto: CUDA, then MPS, then the CPU
     out: str = ""  # the run folder ("": runs/DATA-TIMESTAMP)
+    tc_beta: float = 0.0  # beta-TCVAE: weight of the total correlation (0: off)
+    factor_gamma: float = 0.0  # FactorVAE: weight of the discriminator's TC estimate (0: off)
+    kl_schedule: str = "linear"  # linear (kl_warmup) or cyclical (Fu et al. 2019)
+    kl_cycles: int = 4  # cyclical: ramps over the run's epochs
+    free_bits: float = 0.0  # floor, in nats, on each dimension's batch-mean KL (0: off)
+    prior: str = "normal"  # p(z): standard normal, mixture of Gaussians, VampPrior
+    prior_components: int = (
+        0  # mog components or vamp pseudo-inputs (0: priors.DEFAULT_COMPONENTS)
+    )
+    logistic_components: int = 1  # logistic likelihood: mixture components per pixel
+    latent_dim_2: int = 0  # hvae2: units of z2 (0: latent_dim / 2)
+    hidden_2: list[int] = field(default_factory=list)  # hvae2: layers between z1 and z2
     compile: str = "auto"  # torch.compile the objective (auto: long runs on CUDA)
 
     def __post_init__(self) -> None:
@@ -202,7 +201,7 @@ class Config:
             raise VaelabError(f"{flag} needs one Gaussian q(z | x): use --arch mlp or conv")
 
     def _validate_objective_options(self) -> None:
-        """The KL schedule and free bits (issue 6)."""
+        """The KL schedule, free bits, priors, likelihood options and the two-layer model."""
         if self.kl_cycles < 1:
             raise VaelabError(f"kl_cycles must be >= 1 (got {self.kl_cycles})")
         if self.kl_schedule == "cyclical":

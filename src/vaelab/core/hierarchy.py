@@ -18,15 +18,14 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Normal, constraints
 
-from .gaussian import Noise, bounded_log_var, rsample_normal
+from .gaussian import Noise, diagonal_normal, rsample_normal
 from .model import VAE
 from .networks import mlp
 
 
 def _gaussian(net: nn.Module, h: torch.Tensor) -> Normal:
     """N(loc, diag exp(log_var)) per dimension, ``(loc, log_var) = net(h)``."""
-    loc, log_var = net(h).chunk(2, dim=-1)
-    return Normal(loc, torch.exp(0.5 * bounded_log_var(log_var)), validate_args=False)
+    return diagonal_normal(*net(h).chunk(2, dim=-1)).base_dist
 
 
 class _TwoLayer(Distribution):
@@ -145,6 +144,5 @@ class HierarchicalVAE(VAE):
 
     def q_z(self, x: torch.Tensor) -> Distribution:
         """q(z1 | x) q(z2 | z1): batch shape ``(B,)``, event ``(D1 + D2,)``."""
-        loc, log_var = self.encoder(x)
-        first = Normal(loc, torch.exp(0.5 * bounded_log_var(log_var)), validate_args=False)
+        first = diagonal_normal(*self.encoder(x)).base_dist  # q(z1 | x), per dimension
         return _TwoLayer(first, self.q_z2, self.prior.d1, "z1", self.noise)

@@ -25,6 +25,9 @@ from ..errors import VaelabError
 from .gaussian import Noise, bounded_log_var, diagonal_normal
 
 INITS = ("encoder", "prior")
+# Cremer, Li & Duvenaud (2018)'s protocol for q*: Adam's learning rate, z drawn per step
+PROTOCOL_LR = 1e-3
+PROTOCOL_SAMPLES = 100
 
 
 class Amortized:
@@ -122,8 +125,8 @@ def fit_local(
     x: torch.Tensor,
     steps: int | None = None,
     init: str = "encoder",
-    lr: float = 1e-3,
-    samples: int = 100,
+    lr: float = PROTOCOL_LR,
+    samples: int = PROTOCOL_SAMPLES,
     window: int = 100,
     patience: int = 10,
     max_steps: int = 50_000,

@@ -28,7 +28,7 @@ from torch.distributions import (
 
 # (row, dimension, component) triples per chunk of a mixture prior's per-dimension KL: 2^18
 # float32 are 1 MiB, so the chunk's two temporaries stay in the CPU's L2 cache between the
-# passes over them; 2^22 (16 MiB each) ran the same KL 1.5x slower (benchmarks/kl_per_dim.py)
+# passes over them (larger chunks measured slower: docs/benchmarks.md, benchmarks/kl_per_dim.py)
 MIXTURE_KL_ELEMENTS = 1 << 18
 
 
@@ -111,7 +111,7 @@ def mixture_marginal_log_prob(pz: MixtureSameFamily, z: torch.Tensor) -> torch.T
         standard = (flat[start : start + rows, :, None] - loc) * inv_scale  # (rows, D, K)
         terms = torch.addcmul(const, standard, standard, value=-0.5)
         # into one output: a list of small per-chunk results, allocated among each chunk's
-        # freed 1 MiB temporaries, grew the RSS by up to 1 MiB a chunk in some runs (1.2 GiB
-        # in posterior_stats on 10,000 images): the heap could not reuse the space around them
+        # freed temporaries, would keep the heap from reusing the space around them, and the
+        # resident memory would grow by up to a chunk's size per chunk
         log_p[start : start + rows] = torch.logsumexp(terms, -1)
     return log_p.view_as(z)

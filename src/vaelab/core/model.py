@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -17,6 +18,34 @@ from ..errors import VaelabError
 from .gaussian import Noise, diagonal_normal
 from .kl import kl_term
 from .likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood
+
+
+@dataclass(frozen=True)
+class ELBOEstimate:
+    """One Monte Carlo estimate of the ELBO and what it was made of.
+
+    qz : q(z | x), batch ``(B,)``, event ``(D,)``; pz : p(z), event ``(D,)``.
+    z : ``(K, B, D)``, the K reparameterized draws z ~ q(z | x).
+    log_px_z : ``(K, B)``, log p(x | z_k) of each draw.
+    kl : ``(B,)``, KL(q(z | x) || p(z)): closed form for two diagonal Gaussians, else the
+        Monte Carlo mean of log q(z) - log p(z) over the same draws.
+    """
+
+    qz: Distribution
+    pz: Distribution
+    z: torch.Tensor
+    log_px_z: torch.Tensor
+    kl: torch.Tensor
+
+    @property
+    def reconstruction(self) -> torch.Tensor:
+        """E_q[log p(x | z)] per example ``(B,)``: the mean over the K draws."""
+        return self.log_px_z.mean(0)
+
+    @property
+    def elbo(self) -> torch.Tensor:
+        """ELBO(x) = E_q[log p(x | z)] - KL(q(z | x) || p(z)) per example ``(B,)``."""
+        return self.reconstruction - self.kl
 
 
 class VAE(nn.Module):
@@ -128,24 +157,23 @@ class VAE(nn.Module):
 
     def elbo_terms(
         self, x: torch.Tensor, k: int = 1, qz: Distribution | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The ELBO's two terms per example, each ``(B,)``, nats: the one ELBO estimate in
-        vaelab, which the objectives and the evaluation build on.
+    ) -> ELBOEstimate:
+        """The ELBO of ``x`` ``(B, *x_shape)`` estimated with ``k`` reparameterized draws: the
+        one ELBO estimate in vaelab, which every objective and the evaluation build on.
 
-            ELBO(x) = E_q[log p(x | z)] - KL(q(z | x) || p(z)) <= log p(x)
+            ELBO(x) = E_q[log p(x | z)] - KL(q(z | x) || p(z)) <= log p(x)   (nats)
 
-        The expectation is the mean over ``k`` reparameterized draws z ``(k, B, D)``; the KL is
-        in closed form for two diagonal Gaussians, else the Monte Carlo mean over the same
-        draws (:func:`~vaelab.core.kl.kl_term`). q is the encoder's unless ``qz`` is given
-        (a per-datapoint or refined posterior, :mod:`vaelab.core.inference`).
+        The expectation is the mean over the draws z ``(k, B, D)``; the KL is
+        :func:`~vaelab.core.kl.kl_term`. q is the encoder's unless ``qz`` is given (a
+        per-datapoint or refined posterior, :mod:`vaelab.core.inference`).
         """
         qz = self.q_z(x) if qz is None else qz
+        pz = self.p_z()
         z = qz.rsample((k,))
-        reconstruction = self.p_x(z).log_prob(x).mean(0)
-        return reconstruction, kl_term(qz, self.p_z(), z)
+        log_px_z = self.p_x(z).log_prob(x)  # (k, B)
+        return ELBOEstimate(qz, pz, z, log_px_z, kl_term(qz, pz, z))
 
     def elbo(self, x: torch.Tensor, k: int = 1, qz: Distribution | None = None) -> torch.Tensor:
         """ELBO(x) = E_q[log p(x | z)] - KL(q(z | x) || p(z)) per example, ``(B,)``, nats
         (:meth:`elbo_terms`)."""
-        reconstruction, kl = self.elbo_terms(x, k, qz)
-        return reconstruction - kl
+        return self.elbo_terms(x, k, qz).elbo

@@ -28,17 +28,13 @@ as three files or folders (``--data``, ``--valid-data``, ``--test-data``).
 
 from .batches import epoch_batches
 from .binarization import binarize
-from .choose import bernoulli_on_grey, choose_likelihood, is_binary
+from .choose import bernoulli_on_grey, choose_likelihood
 from .dataset import Dataset
-from .eval_split import EVAL_BINARIZE_SEED, eval_split
+from .eval_split import eval_split
 from .sources import existing_path, from_config, load, read_source
-from .stream import NpyFile, StreamSplit
 
 __all__ = [
-    "EVAL_BINARIZE_SEED",
     "Dataset",
-    "NpyFile",
-    "StreamSplit",
     "bernoulli_on_grey",
     "binarize",
     "choose_likelihood",
@@ -46,7 +42,6 @@ __all__ = [
     "eval_split",
     "existing_path",
     "from_config",
-    "is_binary",
     "load",
     "read_source",
 ]

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VaelabError
-from .dataset import Dataset, split_arrays
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -52,14 +51,6 @@ def _image_files(folder: Path, files: list[Path]) -> list[Path]:
                 f"{path} is not an image ({', '.join(IMAGE_SUFFIXES)}); move it out of {folder}"
             )
     return files
-
-
-def load_image_folder(folder: Path, channels: int = 0, image_size: int = 0) -> Dataset:
-    """Every image of ``folder`` (:func:`read_image_folder`), split 80 / 10 / 10."""
-    x, y = read_image_folder(folder, channels, image_size)
-    if len(x) < 10:
-        raise VaelabError(f"{folder} holds {len(x)} images; at least 10 are needed to split")
-    return split_arrays(folder.name, x, y)
 
 
 def read_image_folder(

@@ -23,6 +23,8 @@ import torch
 from ..device import fork_rng
 from ..errors import VaelabError
 
+STEPS = 500  # intermediate distributions: vaelab eval --ais's and vaelab gap's default
+CHAINS = 16  # annealing runs per example
 TARGET_ACCEPT = 0.65  # the step size is tuned towards this acceptance rate (Wu et al. 2017)
 
 
@@ -57,8 +59,8 @@ def _grad_f(model, x, q0, beta: float, z: torch.Tensor):
 def ais_log_px(
     model,
     x: torch.Tensor,
-    steps: int = 500,
-    chains: int = 16,
+    steps: int = STEPS,
+    chains: int = CHAINS,
     leapfrog: int = 10,
     step_size: float = 0.05,
     start: str = "prior",

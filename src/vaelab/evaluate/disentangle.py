@@ -28,6 +28,8 @@ from ..data.shapes import Shapes
 from ..errors import VaelabError
 
 Representation = Callable[[np.ndarray], np.ndarray]
+N_POINTS = 10_000  # points per metric (disentanglement_lib's)
+N_TREES = 100  # DCI's boosting stages per factor (scikit-learn's default)
 
 
 def _check(codes: np.ndarray, factors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -271,7 +273,7 @@ def factor_vae_score(
 
 
 def score_run(
-    model, image_size: int, n: int = 10_000, seed: int = 0, n_trees: int = 100
+    model, image_size: int, n: int = N_POINTS, seed: int = 0, n_trees: int = N_TREES
 ) -> dict[str, float]:
     """Every metric for a model trained on ``shapes``, its code being the encoder mean
     E_q[z|x] ``(N, D)``.

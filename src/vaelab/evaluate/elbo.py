@@ -40,7 +40,8 @@ def evaluate_elbo(
             # did when one seed drew the noise of every batch in turn
             _seed_device(_block_seed(seed, batch_index, 0) if batch_index else seed, device)
             xb = x[start : start + batch_size].to(device)
-            reconstruction, kl = model.elbo_terms(xb, k)
+            est = model.elbo_terms(xb, k)
+            reconstruction, kl = est.reconstruction, est.kl
             e = (reconstruction - kl).double().cpu()
             sums += torch.stack(
                 [

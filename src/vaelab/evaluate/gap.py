@@ -18,14 +18,13 @@ import time
 import numpy as np
 import torch
 
-from ..core.inference import Amortized, fit_local
+from ..core.inference import PROTOCOL_LR, PROTOCOL_SAMPLES, Amortized, fit_local
 from ..device import fork_rng
 from ..errors import VaelabError
+from . import ais
 from .ais import ais_log_px
 from .likelihood import DEFAULT_K, importance_sampled_log_px
 from .statistics import standard_error
-
-KEYS = ("log_px", "elbo_amortized", "elbo_local", "approximation_gap", "amortization_gap")
 
 
 def decompose(
@@ -73,11 +72,11 @@ def measure_gap(
     x: torch.Tensor,
     steps: int | None = None,
     k: int = DEFAULT_K,
-    lr: float = 1e-3,
-    samples: int = 100,
+    lr: float = PROTOCOL_LR,
+    samples: int = PROTOCOL_SAMPLES,
     elbo_samples: int = 1000,
-    ais_steps: int = 500,
-    ais_chains: int = 16,
+    ais_steps: int = ais.STEPS,
+    ais_chains: int = ais.CHAINS,
     seed: int = 0,
 ) -> dict:
     """Everything ``vaelab gap`` reports, for the examples ``x`` ``(n, *x_shape)``.
@@ -181,9 +180,3 @@ def grid_posterior(model, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, n
     log_px = torch.logsumexp(log_joint.flatten(1), -1).cpu() + area.log()
     log_density = log_joint.cpu() - log_px[:, None, None]
     return z.cpu(), log_density, log_px, area
-
-
-def grid_mean(z: torch.Tensor, log_density: torch.Tensor, area: torch.Tensor) -> torch.Tensor:
-    """E_{p(z|x)}[z] ``(B, 2)`` by quadrature over the grid of :func:`grid_posterior`."""
-    weights = log_density.exp() * area[:, None, None]
-    return (weights[..., None] * z.double()).sum((1, 2))

@@ -17,8 +17,7 @@ from ..errors import VaelabError
 SAMPLE_BLOCK = 128  # z is drawn in blocks of this many samples, each block from its own seed
 # (sample, example) pairs evaluated at a time by default: small enough that the decoder's
 # outputs (rows x pixels) stay in the CPU's cache while the log-density reads them back, large
-# enough for efficient matrix products. 2,048 rows of MNIST logits are 6.4 MB; 50,000 (the
-# old 500 samples x 100 images) ran the same estimate at half the speed (docs/benchmarks.md)
+# enough for efficient matrix products (docs/benchmarks.md, evaluation speed)
 EVAL_ROWS = 2048
 
 

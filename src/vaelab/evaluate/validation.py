@@ -30,8 +30,8 @@ def score(model, x, config) -> dict:
 
 
 # validation examples whose KL per dimension is logged each epoch: fewer under a mixture
-# prior, whose per-dimension KL is Monte Carlo over K components (a VampPrior's 1,000 rows
-# cost a fifth of an mnist-vamp epoch)
+# prior, whose per-dimension KL is Monte Carlo over K components and would otherwise cost a
+# good part of an epoch
 KL_PER_DIM_ROWS = 1000
 KL_PER_DIM_ROWS_MIXTURE = 200
 
@@ -67,8 +67,8 @@ def evaluate_local(model, x: torch.Tensor, seed: int = 0, steps: int = 100) -> d
     # one sample a step: this runs every epoch, and must not eat the training budget
     fit = fit_local(model, x, steps=steps, init="prior", lr=0.05, samples=1, seed=seed)
     with torch.no_grad():
-        rec, kl = model.elbo_terms(x.to(fit.posteriors.loc.device), 1, fit.posteriors.q_z())
-    rec, kl = rec.double(), kl.double()
+        est = model.elbo_terms(x.to(fit.posteriors.loc.device), 1, fit.posteriors.q_z())
+    rec, kl = est.reconstruction.double(), est.kl.double()
     e = rec - kl
     return {
         "elbo": e.mean().item(),

@@ -7,12 +7,12 @@ record (loss, elbo, reconstruction, kl; nats per example). One module per estima
 - ``factor_vae``: FactorVAE (Kim & Mnih 2018) and its discriminator;
 - ``semi_amortized``: the encoder's q refined per batch (after Kim et al. 2018).
 
-Which one a run trains with is decided in one place, :func:`vaelab.build.build_objective`.
+Which one a run trains with is decided in one place, :func:`vaelab.build.batch_terms`.
 """
 
 from .beta_tc import beta_tc, tc_decomposition
 from .elbo import Terms, elbo, free_bits_elbo
-from .factor_vae import Discriminator, discriminator_loss, factor_vae, permute_dims, tc_estimate
+from .factor_vae import Discriminator, factor_vae
 from .iwae import iwae
 from .semi_amortized import semi_amortized_elbo
 
@@ -20,13 +20,10 @@ __all__ = [
     "Discriminator",
     "Terms",
     "beta_tc",
-    "discriminator_loss",
     "elbo",
     "factor_vae",
     "free_bits_elbo",
     "iwae",
-    "permute_dims",
     "semi_amortized_elbo",
     "tc_decomposition",
-    "tc_estimate",
 ]

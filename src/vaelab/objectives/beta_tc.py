@@ -8,7 +8,6 @@ import math
 import torch
 from torch.distributions import Distribution, Independent, Normal
 
-from ..core.kl import kl_term
 from .elbo import Terms
 
 
@@ -61,12 +60,8 @@ def beta_tc(model, x: torch.Tensor, tc_beta: float, n_data: int, beta: float = 1
     the logged numbers stay bounds on log p(x); ``loss`` adds (tc_beta - 1) TC, whose estimate
     carries the constant (D - 1) log(NM) (no gradient).
     """
-    qz = model.q_z(x)
-    pz = model.p_z()
-    z = qz.rsample((k,))
-    reconstruction = model.p_x(z).log_prob(x).mean(0)
-    mi, tc, dim_kl = tc_decomposition(qz, pz, z, n_data)
+    est = model.elbo_terms(x, k)
+    mi, tc, dim_kl = tc_decomposition(est.qz, est.pz, est.z, n_data)
     penalty = (mi + tc_beta * tc + dim_kl).mean(0)
-    loss = -(reconstruction - beta * penalty).mean()
-    kl = kl_term(qz, pz, z)
-    return Terms(loss=loss, elbo=reconstruction - kl, reconstruction=reconstruction, kl=kl)
+    loss = -(est.reconstruction - beta * penalty).mean()
+    return Terms(loss=loss, elbo=est.elbo, reconstruction=est.reconstruction, kl=est.kl)

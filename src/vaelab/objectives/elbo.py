@@ -40,9 +40,9 @@ def elbo(model, x: torch.Tensor, beta: float = 1.0, k: int = 1, qz=None) -> Term
     estimate is the model's own (:meth:`vaelab.core.model.VAE.elbo_terms`); ``beta`` weighs
     the KL in the loss only.
     """
-    reconstruction, kl = model.elbo_terms(x, k, qz)
-    loss = -(reconstruction - beta * kl).mean()
-    return Terms(loss=loss, elbo=reconstruction - kl, reconstruction=reconstruction, kl=kl)
+    est = model.elbo_terms(x, k, qz)
+    loss = -(est.reconstruction - beta * est.kl).mean()
+    return Terms(loss=loss, elbo=est.elbo, reconstruction=est.reconstruction, kl=est.kl)
 
 
 def free_bits_elbo(model, x: torch.Tensor, free_bits: float, beta: float = 1.0, k: int = 1):
@@ -55,12 +55,8 @@ def free_bits_elbo(model, x: torch.Tensor, free_bits: float, beta: float = 1.0, 
     pushed to collapse it onto the prior. ``elbo`` and ``kl`` are the true ELBO and KL, not
     floored. Needs a prior whose KL splits over dimensions (the standard normal).
     """
-    qz = model.q_z(x)
-    pz = model.p_z()
-    z = qz.rsample((k,))
-    reconstruction = model.p_x(z).log_prob(x).mean(0)
-    per_dim = kl_per_dim(qz, pz)  # (B, D)
-    kl = per_dim.sum(-1)
+    est = model.elbo_terms(x, k)
+    per_dim = kl_per_dim(est.qz, est.pz)  # (B, D), summing to est.kl
     floored = per_dim.mean(0).clamp(min=free_bits).sum()
-    loss = -reconstruction.mean() + beta * floored
-    return Terms(loss=loss, elbo=reconstruction - kl, reconstruction=reconstruction, kl=kl)
+    loss = -est.reconstruction.mean() + beta * floored
+    return Terms(loss=loss, elbo=est.elbo, reconstruction=est.reconstruction, kl=est.kl)

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ..core.kl import kl_term
 from .elbo import Terms
 
 # the paper's discriminator has 6 hidden layers of 1000 units; 4 of 256 keep a CPU step cheap
@@ -89,11 +88,7 @@ def factor_vae(
     :class:`Terms` whose ``elbo`` is the ordinary ELBO (a bound on log p(x)); ``loss`` adds
     gamma times the discriminator's TC estimate averaged over the samples.
     """
-    qz = model.q_z(x)
-    pz = model.p_z()
-    z = qz.rsample((k,))
-    reconstruction = model.p_x(z).log_prob(x).mean(0)
-    kl = kl_term(qz, pz, z)
-    tc = tc_estimate(discriminator, z).mean(0)
-    loss = -(reconstruction - beta * kl - gamma * tc).mean()
-    return Terms(loss=loss, elbo=reconstruction - kl, reconstruction=reconstruction, kl=kl)
+    est = model.elbo_terms(x, k)
+    tc = tc_estimate(discriminator, est.z).mean(0)
+    loss = -(est.reconstruction - beta * est.kl - gamma * tc).mean()
+    return Terms(loss=loss, elbo=est.elbo, reconstruction=est.reconstruction, kl=est.kl)

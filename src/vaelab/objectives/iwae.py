@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 
 from ..core.gaussian import DiagonalNormal
-from ..core.kl import kl_term
 from .elbo import Terms
 
 
@@ -44,24 +43,20 @@ def iwae(model, x: torch.Tensor, k: int, beta: float = 1.0, grad: str = "standar
     """
     if grad not in ("standard", "dreg"):
         raise ValueError(f"grad must be 'standard' or 'dreg', got {grad!r}")
-    qz = model.q_z(x)
-    pz = model.p_z()
-    z = qz.rsample((k,))
-    log_px_z = model.p_x(z).log_prob(x)  # (k, B)
+    est = model.elbo_terms(x, k)
+    qz, pz, z, log_px_z = est.qz, est.pz, est.z, est.log_px_z  # z (k, B, D), log_px_z (k, B)
     log_k = log_px_z.new_tensor(float(k)).log()  # in the model's dtype
     if grad == "dreg":
         if beta != 1.0:
             raise ValueError("the DReG estimator is for the IWAE bound itself: beta must be 1")
-        return _iwae_dreg(qz, pz, z, log_px_z, log_k, kl_term(qz, pz, z))
+        return _iwae_dreg(qz, pz, z, log_px_z, log_k, est.kl)
     log_ratio = pz.log_prob(z) - qz.log_prob(z)  # log p(z) - log q(z | x), (k, B)
     bound = torch.logsumexp(log_px_z + log_ratio, dim=0) - log_k
     if beta == 1.0:
         objective = bound
     else:
         objective = torch.logsumexp(log_px_z + beta * log_ratio, dim=0) - log_k
-    reconstruction = log_px_z.mean(0)
-    kl = kl_term(qz, pz, z)
-    return Terms(loss=-objective.mean(), elbo=bound, reconstruction=reconstruction, kl=kl)
+    return Terms(loss=-objective.mean(), elbo=bound, reconstruction=est.reconstruction, kl=est.kl)
 
 
 def _iwae_dreg(qz, pz, z, log_px_z, log_k, kl) -> Terms:

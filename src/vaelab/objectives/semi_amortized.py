@@ -26,7 +26,7 @@ def semi_amortized_elbo(
     (cheaper: no second-order terms). Returns the :class:`Terms` of q_r.
     """
     refined = fit_local(model, x, steps=steps, init="encoder", lr=REFINE_LR, samples=1, seed=seed)
-    q_r = refined.posteriors.q_z()
+    q_r = refined.posteriors.q_z(noise=model.noise)  # a data-parallel step's global noise
     terms = elbo(model, x, beta=beta, k=k, qz=q_r)
     distill = kl_divergence(q_r, model.q_z(x)).mean()
     return Terms(terms.loss + distill, terms.elbo, terms.reconstruction, terms.kl)

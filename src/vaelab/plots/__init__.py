@@ -7,14 +7,12 @@ The modules, from arrays to files: ``images`` (tiling, PNG grids, an image on an
 ``figures`` (curves, reconstructions, latent space, posterior samples, KL per dimension),
 ``sweeps`` (the manifold and the traversals, with the z they decode), ``run``
 (:func:`draw_run`) and ``gap`` (the true posterior of a 2-D latent space beside q and q*,
-drawn by ``vaelab plot``). Every name is importable from ``vaelab.plots`` itself.
+drawn by ``vaelab plot``). Every name is importable from ``vaelab.plots`` itself. Figures are
+built with matplotlib's object API (``Figure``), never pyplot, so importing vaelab leaves the
+user's backend (a notebook's, say) as it was.
 """
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never needs a display; set here, before any submodule
-
-from .figures import (  # noqa: E402
+from .figures import (
     image_grid,
     kl_per_dim,
     latent_scatter,
@@ -23,10 +21,10 @@ from .figures import (  # noqa: E402
     reconstructions,
     valid_elbo_curves,
 )
-from .gap import GAP_PLOTS, draw_gap, local_elbo_trace, posterior_gap  # noqa: E402
-from .images import figure_png, save_figure, save_grid_png, show, tile  # noqa: E402
-from .run import PLOT_EXAMPLES, TRAVERSAL_DIMS, draw_run  # noqa: E402
-from .sweeps import (  # noqa: E402
+from .gap import GAP_PLOTS, draw_gap, local_elbo_trace, posterior_gap
+from .images import figure_png, save_figure, save_grid_png, show, tile
+from .run import PLOT_EXAMPLES, TRAVERSAL_DIMS, draw_run
+from .sweeps import (
     MANIFOLD_LEVELS,
     PRIOR_DRAWS,
     manifold,

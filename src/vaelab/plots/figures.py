@@ -7,7 +7,7 @@ Figure out.
 from __future__ import annotations
 
 import numpy as np
-from matplotlib import pyplot as plt
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
 
@@ -17,7 +17,8 @@ from .images import show, tile
 def learning_curves(metrics: list[dict]) -> Figure:
     """ELBO, reconstruction term and KL per epoch, train and valid (nats per example)."""
     epochs = [m["epoch"] for m in metrics]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
+    fig = Figure(figsize=(13, 3.6), layout="constrained")
+    axes = fig.subplots(1, 3)
     for ax, key, title in zip(
         axes,
         ("elbo", "reconstruction", "kl"),
@@ -36,7 +37,8 @@ def learning_curves(metrics: list[dict]) -> Figure:
 
 def valid_elbo_curves(curves: dict[str, tuple[list, list]]) -> Figure:
     """Validation ELBO per epoch of several runs on one axis: ``{name: (epochs, elbos)}``."""
-    fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    ax = fig.subplots()
     for name, (epochs, elbos) in curves.items():
         ax.plot(epochs, elbos, label=name)
     ax.set_xlabel("epoch")
@@ -49,7 +51,8 @@ def valid_elbo_curves(curves: dict[str, tuple[list, list]]) -> Figure:
 def reconstructions(inputs: np.ndarray, recons: np.ndarray) -> Figure:
     """Each column: an input (top) and its reconstruction E[x | z = mean of q(z|x)] (bottom)."""
     n = len(inputs)
-    fig, axes = plt.subplots(2, n, figsize=(n * 0.9, 2.2), layout="constrained")
+    fig = Figure(figsize=(n * 0.9, 2.2), layout="constrained")
+    axes = fig.subplots(2, n)
     for i in range(n):
         show(axes[0, i], inputs[i])
         show(axes[1, i], recons[i])
@@ -60,9 +63,10 @@ def reconstructions(inputs: np.ndarray, recons: np.ndarray) -> Figure:
 
 def image_grid(images: np.ndarray, title: str, ncols: int = 8) -> Figure:
     """A titled grid of images."""
-    fig, ax = plt.subplots(
+    fig = Figure(
         figsize=(ncols * 0.8, (-(-len(images) // ncols)) * 0.8 + 0.4), layout="constrained"
     )
+    ax = fig.subplots()
     show(ax, tile(images, ncols))
     ax.set_title(title)
     return fig
@@ -70,12 +74,13 @@ def image_grid(images: np.ndarray, title: str, ncols: int = 8) -> Figure:
 
 def latent_scatter(means: np.ndarray, labels: np.ndarray | None, dims: tuple[int, int]) -> Figure:
     """Posterior means E_q[z] of test images in two latent dimensions, coloured by label."""
-    fig, ax = plt.subplots(figsize=(6.4, 5.6), layout="constrained")
+    fig = Figure(figsize=(6.4, 5.6), layout="constrained")
+    ax = fig.subplots()
     size = float(np.clip(3000 / max(len(means), 1), 2, 16))
     if labels is None:
         ax.scatter(means[:, 0], means[:, 1], s=size, alpha=0.6)
     else:
-        cmap = plt.get_cmap("tab10" if labels.max() < 10 else "tab20")
+        cmap = colormaps["tab10" if labels.max() < 10 else "tab20"]
         for label in np.unique(labels):
             pick = labels == label
             ax.scatter(
@@ -124,8 +129,8 @@ def posterior_samples(
     ``inputs``: ``(M, C, H, W)``; ``decodings``: ``(M, J, C, H, W)``.
     """
     m, j = decodings.shape[:2]
-    colors = plt.get_cmap("tab10")(np.arange(m) % 10)
-    fig = plt.figure(figsize=(13, 5.5), layout="constrained")
+    colors = colormaps["tab10"](np.arange(m) % 10)
+    fig = Figure(figsize=(13, 5.5), layout="constrained")
     grid = fig.add_gridspec(m, 4 + j, width_ratios=[m * 1.5, 0.15, 1, 1] + [1] * j)
     ax = fig.add_subplot(grid[:, 0])
     ax.scatter(background[:, 0], background[:, 1], s=2, c="0.8")
@@ -157,7 +162,8 @@ def posterior_samples(
 
 def kl_per_dim(kl: np.ndarray) -> Figure:
     """Mean KL(q(z_d|x) || p(z_d)) over the test set for each latent dimension d."""
-    fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(kl) + 2), 3.4), layout="constrained")
+    fig = Figure(figsize=(max(4, 0.35 * len(kl) + 2), 3.4), layout="constrained")
+    ax = fig.subplots()
     ax.bar(np.arange(len(kl)), kl)
     ax.set_xlabel("latent dimension")
     ax.set_ylabel("nats")

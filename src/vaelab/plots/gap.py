@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
 
@@ -48,9 +47,8 @@ def posterior_gap(
     p(z|x) on it; the locs and stds: ``(M, 2)``.
     """
     m = len(images)
-    fig, axes = plt.subplots(
-        2, m, figsize=(3.2 * m, 6.4), layout="constrained", height_ratios=[1, 3], squeeze=False
-    )
+    fig = Figure(figsize=(3.2 * m, 6.4), layout="constrained")
+    axes = fig.subplots(2, m, height_ratios=[1, 3], squeeze=False)
     for i in range(m):
         show(axes[0, i], images[i])
         ax = axes[1, i]
@@ -72,7 +70,8 @@ def posterior_gap(
 def local_elbo_trace(trace: np.ndarray, amortized: float, n: int) -> Figure:
     """Mean ELBO of q*_i over ``n`` images against Adam steps, and the encoder's mean ELBO as
     a horizontal line: the distance between them at the end is the amortization gap."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.8), layout="constrained")
+    fig = Figure(figsize=(6.5, 3.8), layout="constrained")
+    ax = fig.subplots()
     ax.plot(np.arange(len(trace)), trace, lw=1, label="per-datapoint q* (Adam)")
     ax.axhline(amortized, color="tab:red", ls="--", label="amortized q(z|x)")
     ax.set_xlabel("optimisation step")

@@ -8,7 +8,6 @@ import io
 from pathlib import Path
 
 import numpy as np
-from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -49,14 +48,12 @@ def show(ax, image: np.ndarray) -> None:
 
 
 def save_figure(fig: Figure, path: Path) -> None:
-    """Write ``fig`` as a PNG at 110 dpi and close it."""
+    """Write ``fig`` as a PNG at 110 dpi."""
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def figure_png(fig: Figure) -> bytes:
-    """``fig`` as PNG bytes at 110 dpi; the figure is closed."""
+    """``fig`` as PNG bytes at 110 dpi."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
     return buffer.getvalue()

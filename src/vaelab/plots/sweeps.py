@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
 from ..core.priors import StandardNormal
@@ -43,7 +42,8 @@ def manifold(images: np.ndarray, z_values: np.ndarray, dims: tuple[int, int]) ->
     from :func:`manifold_grid`."""
     n = z_values.shape[1]
     (a0, a1), (b0, b1) = z_values[0, [0, -1]], z_values[1, [0, -1]]
-    fig, ax = plt.subplots(figsize=(7, 7), layout="constrained")
+    fig = Figure(figsize=(7, 7), layout="constrained")
+    ax = fig.subplots()
     show(ax, tile(images, n))
     ax.set_title(
         f"decoded manifold at the prior's quantiles 3%..97%: z[{dims[0]}] from {a0:.2f} to "
@@ -65,7 +65,8 @@ def traversals(images: np.ndarray, values: np.ndarray, dims: list[int], kl: np.n
     """Latent traversals: row r decodes z with z[dims[r]] swept over ``values`` and the other
     dimensions at one test example's posterior mean. ``images``: ``(R, V, C, H, W)``."""
     rows, n = images.shape[:2]
-    fig, ax = plt.subplots(figsize=(n * 0.7 + 1.2, rows * 0.7 + 0.5), layout="constrained")
+    fig = Figure(figsize=(n * 0.7 + 1.2, rows * 0.7 + 0.5), layout="constrained")
+    ax = fig.subplots()
     show(ax, tile(images.reshape(rows * n, *images.shape[2:]), n))
     step = images.shape[3] + 1  # tile's row height: image plus one pixel of padding
     ax.set_yticks(1 + step * np.arange(rows) + step / 2)

@@ -27,7 +27,7 @@ import torch
 
 from ..device import fork_rng
 
-MIN_STEPS = 20_000  # a run this long repays the 15 to 20 s that compiling takes
+MIN_STEPS = 20_000  # a run this long repays the start-up cost of compiling
 MIN_MINUTES = 10.0
 
 
@@ -54,7 +54,7 @@ def wanted(config, device: torch.device, world_size: int, total_steps: int) -> t
         return False, reason if config.compile == "on" else ""
     if config.compile == "on":
         return True, ""
-    if device.type != "cuda":  # measured on a 2-core CPU: no gain beyond the noise
+    if device.type != "cuda":  # on the CPU it measured no faster (docs/benchmarks.md)
         return False, ""
     long = config.minutes >= MIN_MINUTES if config.minutes else total_steps >= MIN_STEPS
     return long, ""

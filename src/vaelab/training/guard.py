@@ -22,10 +22,10 @@ def all_finite(loss: torch.Tensor, grads: list[torch.Tensor | None]) -> torch.Te
     ``grads`` (``None`` entries are skipped) are finite.
 
     One sum per gradient, then one check of the stacked sums: a NaN or an infinity anywhere
-    in a tensor makes its sum non-finite. About the cost of the fused check mixed precision
-    uses (a tenth of ``isfinite(g).all()`` per tensor), without private torch calls. A
-    gradient of finite values whose sum overflows float32 (above 3.4e38) counts as non-finite
-    too: such a step is divergence all the same.
+    in a tensor makes its sum non-finite. Public calls only, and as cheap as the fused check
+    mixed precision uses (docs/benchmarks.md). A gradient of finite values whose sum
+    overflows float32 (above 3.4e38) counts as non-finite too: such a step is divergence
+    all the same.
     """
     values = [loss.detach().reshape(())] + [g.sum() for g in grads if g is not None]
     return torch.isfinite(torch.stack(values)).all()

@@ -54,7 +54,7 @@ class LoopState:
 
 
 @dataclass
-class Step:
+class StepSetup:
     """What every step of a run uses and does not change: the model, its objective (under
     torchrun wrapped in DDP, maybe compiled), the optimizer and FactorVAE's critic."""
 
@@ -69,6 +69,7 @@ class Step:
     steps_per_epoch: int
     total_steps: int
     run_start: float  # perf_counter() when the run started, less the time of earlier sessions
+    fault: tuple[int, int] | None  # VAELAB_FAULT_NAN's (epoch, step), for the tests
 
 
 def fit(
@@ -116,10 +117,20 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     run_start = time.perf_counter() - state.elapsed  # compiling counts towards the budget
     objective = _objective(model, config, device, x_train, params, total_steps, log)
-    step = Step(
-        model, objective, optimizer, params, fused and config.inference != "local", critic,
-        config, len(x_train), steps_per_epoch, total_steps, run_start,
-    )  # fmt: skip
+    setup = StepSetup(
+        model=model,
+        objective=objective,
+        optimizer=optimizer,
+        params=params,
+        fused=fused and config.inference != "local",  # local q_i step themselves, on the host
+        critic=critic,
+        config=config,
+        n_data=len(x_train),
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        run_start=run_start,
+        fault=_fault_steps(),
+    )
     budget = 60.0 * config.minutes if config.minutes else math.inf
     bad = BadSteps(state, checkpoints, log)
     bar = _progress_bar(config, state, steps_per_epoch, budget, progress)
@@ -135,7 +146,7 @@ def fit(
             batches = data_mod.epoch_batches(
                 x_train, config.batch_size, generator, dynamic, device, buffer
             )
-            sums, lr, beta = train_epoch(step, batches, epoch, device, bar, bad, progress)
+            sums, lr, beta = train_epoch(setup, batches, epoch, device, bar, bad, progress)
             ranks.all_reduce_sum(sums)  # the epoch's metrics over every rank's rows
             seen = int(sums[4].item())
             train_seconds = time.perf_counter() - start
@@ -155,9 +166,11 @@ def fit(
                 **valid,
                 "lr": lr,
                 "beta": beta,
-                "seconds": time.perf_counter() - start,  # all of the epoch's work
-                "train_samples_per_sec": seen / train_seconds,
             }
+            if "valid_kl_per_dim" in valid:  # after the schedules' values, as it always was
+                record["valid_kl_per_dim"] = record.pop("valid_kl_per_dim")
+            record["seconds"] = time.perf_counter() - start  # all of the epoch's work
+            record["train_samples_per_sec"] = seen / train_seconds
             metrics.append(record)
             metrics_file.write(json.dumps(record) + "\n")
             metrics_file.flush()
@@ -181,19 +194,19 @@ def fit(
     return metrics
 
 
-def train_epoch(step: Step, batches, epoch: int, device, bar, bad: BadSteps, progress: bool):
+def train_epoch(setup: StepSetup, batches, epoch: int, device, bar, bad: BadSteps, progress: bool):
     """The steps of one epoch over ``batches`` of ``(index, x)``: ``(sums, lr, beta)``, the
     running sums of (loss, elbo, reconstruction, kl, examples) on the device, and the last
     step's learning rate and KL weight. The host looks every ``PROGRESS_EVERY`` steps."""
-    config, per_epoch = step.config, step.steps_per_epoch
+    config, per_epoch = setup.config, setup.steps_per_epoch
     sums = torch.zeros(5, dtype=torch.float64, device=device)
     pending: list[tuple[int, torch.Tensor]] = []  # (step, finite), checked in bulk
     for i, (index, x) in enumerate(batches):
         global_step = (epoch - 1) * per_epoch + i
-        elapsed = time.perf_counter() - step.run_start
-        lr = config.lr * lr_factor(config, global_step, step.total_steps, elapsed)
+        elapsed = time.perf_counter() - setup.run_start
+        lr = config.lr * lr_factor(config, global_step, setup.total_steps, elapsed)
         beta = kl_weight(config, epoch - 1 + i / per_epoch)
-        finite, step_sum = train_step(step, x, index, lr, beta, epoch, i, global_step)
+        finite, step_sum = train_step(setup, x, index, lr, beta, epoch, i, global_step)
         sums += step_sum
         pending.append((i, finite))
         if not config.minutes:
@@ -201,16 +214,18 @@ def train_epoch(step: Step, batches, epoch: int, device, bar, bad: BadSteps, pro
         if (i + 1) % PROGRESS_EVERY == 0 or i + 1 == per_epoch:
             bad.check(pending, epoch)
             pending = []
-            _show_progress(bar, sums, epoch, config, step.run_start, progress)
+            _show_progress(bar, sums, epoch, config, setup.run_start, progress)
     bad.check(pending, epoch)
     return sums, lr, beta
 
 
-def train_step(step: Step, x, index, lr: float, beta: float, epoch: int, i: int, global_step: int):
+def train_step(
+    setup: StepSetup, x, index, lr: float, beta: float, epoch: int, i: int, global_step: int
+):
     """One optimizer step on the batch ``x`` ``(B, *x_shape)`` (rows ``index`` of the training
     set): ``(finite, sums)``, whether the step was taken (0-dim bool, on the device) and its
     share of the epoch's metric sums (:func:`step_sums`)."""
-    config, model, optimizer = step.config, step.model, step.optimizer
+    config, model, optimizer = setup.config, setup.model, setup.optimizer
     distributed.fault(global_step)
     # this rank's rows of the global batch (all of them in one process), and the weight
     # that makes DDP's average of the ranks' gradients the batch's
@@ -219,22 +234,28 @@ def train_step(step: Step, x, index, lr: float, beta: float, epoch: int, i: int,
     x, index = x[share], None if index is None else index[share]
     for group in optimizer.param_groups:
         group["lr"] = lr
-    options = {"n_data": step.n_data, "discriminator": step.critic and step.critic.discriminator}
+    options = {
+        "n_data": setup.n_data,
+        "discriminator": setup.critic and setup.critic.discriminator,
+    }
     with distributed.global_noise(model, share, n_global):
-        terms, rows = step.objective(x, index, beta, global_step, **options)
-    loss = _fault_nan(terms.loss, epoch, i)
+        terms, rows = setup.objective(x, index, beta, global_step, **options)
+    loss = terms.loss
+    fault = setup.fault
+    if fault and (fault == (epoch, i) or fault[1] == -1 and epoch >= fault[0]):
+        loss = loss * math.nan
     optimizer.zero_grad(set_to_none=True)
     (loss if weight == 1.0 else loss * weight).backward()
     # the step touches the weights only when the loss and every gradient are finite: decided
     # on the device (fused Adam skips the step), or by one host synchronisation where fused
     # Adam is not available or per-example posteriors (--inference local) take their own step
-    grads = [p.grad for p in step.params] + ([rows.grad] if rows is not None else [])
+    grads = [p.grad for p in setup.params] + ([rows.grad] if rows is not None else [])
     finite = ranks.all_finite(all_finite(loss, grads))  # all ranks, or none
-    guarded_step(optimizer, finite, step.fused)
+    guarded_step(optimizer, finite, setup.fused)
     if rows is not None and finite.item():
         model.local.adam_step(index, rows.grad, LOCAL_LR * lr / config.lr)
-    if step.critic is not None:  # FactorVAE: then the discriminator's own step
-        step.critic.step(model, x)
+    if setup.critic is not None:  # FactorVAE: then the discriminator's own step
+        setup.critic.step(model, x)
     # a stand-in row (more ranks than rows) counts for nothing
     counted = finite if weight > 0 else torch.zeros_like(finite)
     return finite, step_sums(loss, terms, len(x), counted)
@@ -317,14 +338,11 @@ def _show_progress(bar, sums, epoch: int, config, run_start: float, progress: bo
     )
 
 
-def _fault_nan(loss: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
+def _fault_steps() -> tuple[int, int] | None:
     """Fault injection for the tests and docs/reliability.md: ``VAELAB_FAULT_NAN=E:S`` makes
     the loss NaN at step S of epoch E (``E:`` at every step from epoch E on)."""
     spec = os.environ.get("VAELAB_FAULT_NAN")
     if not spec:
-        return loss
-    at_epoch, _, at_step = spec.partition(":")
-    every = not at_step and epoch >= int(at_epoch)
-    if every or (epoch, step) == (int(at_epoch), int(at_step or -1)):
-        return loss * math.nan
-    return loss
+        return None
+    epoch, _, step = spec.partition(":")
+    return int(epoch), int(step) if step else -1
