@@ -198,6 +198,14 @@ def test_profile_step_lists_the_costliest_operations_and_the_matmul_share(tmp_pa
     assert len(matmul) == 1 and 0 < float(matmul[0].split()[2].rstrip("%")) < 100
 
 
+def test_finite_check_times_every_check_after_each_caught_a_nan_and_an_inf():
+    result = _run_benchmark("finite_check.py", ["--repeats", "3", "--rounds", "1"], timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")][2:]
+    assert [row.split("|")[1].strip() for row in rows] == ["sums", "amp", "isfinite", "max-norm"]
+    assert rows[0].split("|")[3].strip() == "1.00"
+
+
 def test_kl_per_dim_prints_old_and_new_rows_that_agree(tmp_path):
     result = _run_benchmark("kl_per_dim.py", ["--n", "30", "--samples", "2"], timeout=300)
     assert result.returncode == 0, result.stderr
