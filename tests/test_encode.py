@@ -7,6 +7,7 @@ import torch
 
 from vaelab import data as data_mod
 from vaelab.checkpoint import load
+from vaelab.cli import main
 
 from .test_cli import run_cli
 
@@ -66,3 +67,30 @@ def test_encode_rejects_bad_requests_with_one_line_and_leaves_nothing(digits_run
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wrong.npy"]
+
+
+def test_encode_never_overwrites_its_input_or_an_existing_file_unasked(
+    digits_run, tmp_path, capsys
+):
+    x = (data_mod.load("digits").test.numpy() * 255).astype(np.uint8)
+    data = tmp_path / "d.npy"
+    np.save(data, x)
+    original = data.read_bytes()
+    (tmp_path / "folder.npy").mkdir()
+    (tmp_path / "old.npy").write_bytes(b"keep me")
+    cases = [
+        (["--out", str(data)], "is the data being encoded"),
+        (["--out", str(data), "--overwrite"], "is the data being encoded"),
+        (["--out", str(tmp_path / "old.npy")], "--overwrite"),
+        (["--out", str(tmp_path / "folder.npy")], "is a folder"),
+    ]
+    for args, message in cases:
+        assert main(["encode", str(digits_run), "--data", str(data), *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert data.read_bytes() == original
+    assert (tmp_path / "old.npy").read_bytes() == b"keep me"
+    out = ["--out", str(tmp_path / "old.npy"), "--overwrite"]
+    assert main(["encode", str(digits_run), "--data", str(data), *out]) == 0
+    assert np.load(tmp_path / "old.npy").shape == (len(x), 2, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npy", "folder.npy", "old.npy"]

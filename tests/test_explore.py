@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import shutil
 import signal
 import socket
 import statistics
@@ -266,3 +267,29 @@ def test_a_missing_run_is_one_line_and_exit_2(tmp_path, capsys, which):
     assert main(["explore", str(run)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("vaelab explore: error:") and err.count("\n") == 1
+
+
+def test_a_link_in_plots_is_neither_listed_nor_served(digits_run, tmp_path):
+    """A run folder from someone else: plots/ holding a link to a private file, and a link
+    swapped in for a real plot after the server started."""
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    secret = tmp_path / "id_rsa"
+    secret.write_bytes(b"PRIVATE KEY")
+    (run / "plots" / "key.png").symlink_to(secret)
+    srv = make_server(Explorer(run))
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        status, info = request(srv, "GET", "/api/info")
+        assert status == 200 and "key.png" not in info["plots"]
+        assert "manifold.png" in info["plots"]
+        assert request(srv, "GET", "/plots/key.png")[0] == 404
+        (run / "plots" / "manifold.png").unlink()
+        (run / "plots" / "manifold.png").symlink_to(secret)
+        status, body = request(srv, "GET", "/plots/manifold.png")
+        assert status == 404 and b"PRIVATE" not in json.dumps(body).encode()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join()

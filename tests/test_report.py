@@ -110,3 +110,18 @@ def test_a_report_that_fails_costs_a_warning_not_the_run(tmp_path, monkeypatch):
     assert not (out / "report.html").exists()
     assert any("warning: no report.html (disk full)" in line for line in lines)
     assert not out.with_name("run.partial").exists()
+
+
+def test_a_link_in_plots_is_not_embedded(digits_run, tmp_path):
+    """A run folder from someone else cannot make the report embed a private file."""
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    secret = tmp_path / "id_rsa"
+    secret.write_bytes(b"PRIVATE KEY " * 20)
+    (run / "plots" / "key.png").symlink_to(secret)
+    (run / "plots" / "latent_space.png").unlink()
+    (run / "plots" / "latent_space.png").symlink_to(secret)
+    page = report_mod.write_report(run).read_text()
+    assert base64.b64encode(secret.read_bytes())[:40].decode() not in page
+    assert "key.png" not in page and "latent_space.png" not in page
+    assert "manifold.png" in page  # the run's own plots are still there

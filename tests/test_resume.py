@@ -225,3 +225,36 @@ def test_a_disk_filling_up_mid_run_keeps_the_checkpoint_and_resumes(small_disk, 
     code, _, err = finish(vaelab("train", "--resume", str(out), "--quiet"))
     assert code == 0, err
     assert same_weights(out, reference)
+
+
+def test_one_process_per_run_folder_a_second_is_refused_and_the_first_untouched(tmp_path, capsys):
+    """Another process holds the run folder's lock (as a run in training does): a second
+    train into the same --out, with or without --overwrite, and a --resume are refused in one
+    line and leave the folder as it is; once the holder is gone, training goes ahead."""
+    out = tmp_path / "run"
+    partial = tmp_path / "run.partial"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from vaelab.runs import RunLock; "
+         f"RunLock(__import__('pathlib').Path({str(partial)!r})); print('held', flush=True); "
+         "sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        (partial / "theirs.txt").write_text("theirs")
+        train = ["train", "--data", "digits", "--epochs", "1", "--hidden", "8", "--quiet"]
+        for args in (
+            [*train, "--out", str(out)],
+            [*train, "--out", str(out), "--overwrite"],
+            ["train", "--resume", str(out)],
+        ):
+            assert main(args) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and "in use by another vaelab process" in err[-1]
+        assert (partial / "theirs.txt").read_text() == "theirs"
+        assert not out.exists()
+    finally:
+        holder.communicate("", timeout=60)
+    assert main([*train, "--out", str(out)]) == 0
+    assert (out / "model.safetensors").is_file() and not (out / ".lock").exists()
+    assert not partial.exists()

@@ -1,12 +1,16 @@
 """Runs on disk: weights as safetensors, configuration as TOML; opening a finished run.
 
 Nothing here unpickles: a run handed to us by a stranger can at worst fail to load. Every
-file is written atomically (:mod:`vaelab.files`). :func:`open_run` is how every command
-opens a run: its config, its model and, when asked, its data.
+file is written atomically (:mod:`vaelab.files`), with a SHA-256 of its tensors in its header
+that is checked on reading, and its header's keys sorted, so identical tensors make identical
+files. Every tensor's shape and dtype is checked against the model and the optimizer before
+any of it is used. :func:`open_run` is how every command opens a run: its config, its model
+and, when asked, its data.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,16 +118,44 @@ def open_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     return Run(run_dir, config, _load_model(run_dir, config, device))
 
 
+def payload_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in sorted name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}:".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """The safetensors file of ``tensors``, its header holding ``metadata`` and the tensors'
+    SHA-256 (:func:`payload_digest`), every key of the header in sorted order: the library
+    writes its metadata in a hash map's order, which differs from file to file."""
+    raw = safetensors_bytes(tensors, metadata={**metadata, "sha256": payload_digest(tensors)})
+    size = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8 : 8 + size]), sort_keys=True, separators=(",", ":"))
+    header += " " * (-len(header) % 8)  # the data stay 8-byte aligned, as the library keeps them
+    return len(header).to_bytes(8, "little") + header.encode() + raw[8 + size :]
+
+
 def _read_safetensors(
     path: str | Path, what: str = "safetensors file"
 ) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    """(header metadata, tensors) of a safetensors file: data only, nothing is unpickled."""
+    """(header metadata, tensors) of a safetensors file: data only, nothing is unpickled.
+    A file whose tensors do not match the SHA-256 in its header is refused (files written
+    before vaelab stored one are read without it)."""
     try:
         with safe_open(str(path), framework="pt") as fh:
             metadata = fh.metadata() or {}
             tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as exc:
         raise VaelabError(f"{path} is not a readable {what}: {exc}") from None
+    if "sha256" in metadata and payload_digest(tensors) != metadata["sha256"]:
+        raise VaelabError(
+            f"{path} is damaged: its tensors do not match the SHA-256 in its header; "
+            "use an intact copy of it"
+        )
     return metadata, tensors
 
 
@@ -170,7 +202,7 @@ def save_training_state(
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     metadata = {"format": STATE_FORMAT, "counters": json.dumps(counters)}
-    write_atomic(path, safetensors_bytes(tensors, metadata=metadata))
+    write_atomic(path, _safetensors_bytes(tensors, metadata))
 
 
 def load_training_state(
@@ -191,6 +223,15 @@ def load_training_state(
         raise VaelabError(f"{path} is not a readable training checkpoint: {exc}") from None
     if metadata.get("format") != STATE_FORMAT:
         raise VaelabError(f"{path} is not a vaelab training checkpoint")
+    if not isinstance(counters, dict):
+        raise VaelabError(f"{path} holds no counters of a run (got {type(counters).__name__})")
+    for name in ("rng.global", "rng.data"):
+        rng = tensors.get(name)
+        if rng is None or rng.dtype != torch.uint8 or rng.ndim != 1:
+            raise VaelabError(f"{path} lacks the random generators' states ({name})")
+    _check_optim("optim.", tensors, optimizer, path)
+    if critic is not None:
+        _check_optim("critic.optim.", tensors, critic.optimizer, path)
     weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     problems = _mismatches(weights, model)
     if problems:
@@ -208,8 +249,11 @@ def load_training_state(
             raise VaelabError(f"{path} holds no discriminator for this FactorVAE run")
         critic.discriminator.load_state_dict(critic_weights)
         _load_optim("critic.optim.", tensors, critic.optimizer, device)
-    torch.set_rng_state(tensors["rng.global"])
-    generator.set_state(tensors["rng.data"])
+    try:
+        torch.set_rng_state(tensors["rng.global"])
+        generator.set_state(tensors["rng.data"])
+    except RuntimeError as exc:  # a state of the wrong size for this torch's generator
+        raise VaelabError(f"{path} holds a random generator state torch refuses: {exc}") from None
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
     return counters
@@ -222,6 +266,32 @@ def _optim_tensors(prefix: str, optimizer: torch.optim.Optimizer) -> dict[str, t
         for name, value in state.items():
             tensors[f"{prefix}{index}.{name}"] = torch.as_tensor(value).detach().cpu().clone()
     return tensors
+
+
+ADAM_STATE = {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
+
+
+def _check_optim(prefix: str, tensors: dict, optimizer: torch.optim.Optimizer, path) -> None:
+    """Every optimizer tensor under ``prefix`` names one of the optimizer's parameters and has
+    its shape and dtype (a step count: one number), checked before any of it is used: fused
+    Adam reads the moments without checking, and a wrong shape crashes the process."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for key, value in tensors.items():
+        if not key.startswith(prefix):
+            continue
+        index, _, name = key[len(prefix) :].partition(".")
+        if not index.isdigit() or int(index) >= len(params) or name not in ADAM_STATE:
+            raise VaelabError(f"{path} holds {key}, which is no state of this run's optimizer")
+        param = params[int(index)]
+        if name == "step":
+            ok = value.numel() == 1 and value.is_floating_point()
+        else:
+            ok = value.shape == param.shape and value.dtype == param.dtype
+        if not ok:
+            raise VaelabError(
+                f"{path}: {key} is {tuple(value.shape)} {value.dtype}, but its parameter is "
+                f"{tuple(param.shape)} {param.dtype}; the checkpoint belongs elsewhere"
+            )
 
 
 def _load_optim(prefix: str, tensors: dict, optimizer: torch.optim.Optimizer, device) -> None:
@@ -239,7 +309,7 @@ def save_weights(path: str | Path, model: VAE) -> None:
     """The weights alone, atomically (the best-by-validation copy of a run in progress)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {"format": FORMAT, "version": FORMAT_VERSION, "x_shape": json.dumps(model.x_shape)}
-    write_atomic(path, safetensors_bytes(tensors, metadata=metadata))
+    write_atomic(path, _safetensors_bytes(tensors, metadata))
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:

@@ -45,15 +45,41 @@ def encode(
     samples: int = 0,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    overwrite: bool = False,
 ) -> int:
-    """Encode every example of ``data`` with the run's encoder into ``out``; return N."""
+    """Encode every example of ``data`` with the run's encoder into ``out``; return N.
+
+    ``out`` is checked before anything is read: never the data itself, an existing file only
+    with ``overwrite``, in a folder that exists and can be written."""
     out = Path(out)
-    if out.suffix not in (".npy", ".npz"):
-        raise VaelabError(f"--out {out} must end in .npy or .npz")
-    if not out.parent.is_dir():
-        raise VaelabError(f"folder {out.parent} does not exist; create it or choose --out")
+    _check_out(out, Path(data).expanduser(), overwrite)
     if samples < 0:
         raise VaelabError(f"--samples must be >= 0 (got {samples})")
+    try:
+        return _encode(run, data, out, samples, seed, device)
+    except OSError as exc:  # a full disk, a folder made read-only under us, ...
+        raise VaelabError(
+            f"cannot write {out} ({exc.strerror or exc}); nothing was written: make room or "
+            "choose another --out"
+        ) from None
+
+
+def _check_out(out: Path, data: Path, overwrite: bool) -> None:
+    if out.suffix not in (".npy", ".npz"):
+        raise VaelabError(f"--out {out} must end in .npy or .npz")
+    if out.is_dir():
+        raise VaelabError(f"--out {out} is a folder; give the path of a .npy or .npz file")
+    if out.exists() and data.exists() and out.resolve() == data.resolve():
+        raise VaelabError(f"--out {out} is the data being encoded; choose another --out")
+    if out.exists() and not overwrite:
+        raise VaelabError(f"{out} exists; choose another --out or pass --overwrite")
+    if not out.parent.is_dir():
+        raise VaelabError(f"folder {out.parent} does not exist; create it or choose --out")
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise VaelabError(f"folder {out.parent} cannot be written; choose another --out")
+
+
+def _encode(run, data: str, out: Path, samples: int, seed: int, device) -> int:
     opened = open_run(run, device)
     model = opened.model
     source, n, labels = _source(opened.path, opened.config, data)

@@ -1,5 +1,7 @@
 """Files written so that a reader sees the old file or the new, never half of one: a temporary
-file in the same folder, fsync, rename. Every file vaelab writes into a run goes through here.
+file in the same folder, fsync, rename. Every file vaelab writes into a run goes through here,
+and every file of a run that a page embeds or serves is read through here, as a regular file
+and never through a link.
 """
 
 from __future__ import annotations
@@ -31,3 +33,25 @@ def write_atomic(path: str | Path, data: bytes | str) -> None:
 
 def write_json(path: str | Path, value: Any) -> None:
     write_atomic(path, json.dumps(value, indent=2) + "\n")
+
+
+def regular_files(folder: Path, pattern: str, inside: Path) -> list[Path]:
+    """The files of ``folder`` matching ``pattern`` that are regular files, not symbolic links,
+    and lie inside ``inside`` once every link on their way is resolved: a run folder handed to
+    us by someone else cannot point a report or the explorer at any other file."""
+    if not folder.is_dir():
+        return []
+    root = inside.resolve()
+    return [
+        path
+        for path in sorted(folder.glob(pattern))
+        if not path.is_symlink() and path.is_file() and path.resolve().is_relative_to(root)
+    ]
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of ``path``, opened without following a symbolic link (``O_NOFOLLOW``), so a
+    file swapped for a link after it was listed is refused (OSError) rather than read."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()

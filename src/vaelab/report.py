@@ -17,7 +17,7 @@ from pathlib import Path
 from .checkpoint import open_run
 from .errors import VaelabError
 from .evaluate import active_units, posterior_means
-from .files import write_atomic
+from .files import read_regular, regular_files, write_atomic
 from .plots import PLOT_EXAMPLES, figure_png, valid_elbo_curves
 
 # what each plot of a run shows, and how to read it (one line each)
@@ -142,7 +142,7 @@ def _img(png: bytes, alt: str) -> str:
 
 def _plots(run: Path) -> list[Path]:
     """The run's PNGs: the known ones in reading order, then any others by name."""
-    found = sorted((run / "plots").glob("*.png")) if (run / "plots").is_dir() else []
+    found = regular_files(run / "plots", "*.png", inside=run)
     order = {name: i for i, name in enumerate(PLOT_ORDER)}
     return sorted(found, key=lambda p: (order.get(p.name, len(order)), p.name))
 
@@ -150,7 +150,7 @@ def _plots(run: Path) -> list[Path]:
 def _figure(path: Path) -> str:
     caption = CAPTIONS.get(path.name, "A plot of this run.")
     return (
-        f"<figure>{_img(path.read_bytes(), path.name)}<figcaption><b>{html.escape(path.name)}"
+        f"<figure>{_img(read_regular(path), path.name)}<figcaption><b>{html.escape(path.name)}"
         f"</b>: {html.escape(caption)}</figcaption></figure>"
     )
 

@@ -19,6 +19,7 @@ alone writes the run.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import functools
 import os
 import shutil
@@ -59,9 +60,13 @@ def train(
     out = Path(config.out) if config.out else default_out(config)
     config = dataclasses.replace(config, out=str(out))  # the caller's object stays as it was
     run = _prepare(config, log)
-    # rank 0 makes the folder; its refusal (out exists, ...) stops every rank
-    partial = ranks.on_main(prepare_out, out, overwrite) or partial_of(out)
-    return _complete(run, out, partial, progress, log, resume=False)
+    # rank 0 makes the folder and holds its lock; its refusal (out exists, ...) stops every rank
+    partial, lock = ranks.on_main(prepare_out, out, overwrite) or (partial_of(out), None)
+    try:
+        return _complete(run, out, partial, progress, log, resume=False)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _quiet_unless_main(log, progress):
@@ -82,10 +87,38 @@ def partial_of(out: str | Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
-def prepare_out(out: Path, overwrite: bool) -> Path:
-    """Check ``out`` may be written; return the fresh ``.partial`` folder to build the run in.
+class RunLock:
+    """One process per run folder: an advisory lock (``flock``) on ``OUT.partial/.lock``, taken
+    before anything in the folder is touched and held until the run is published or the
+    process ends; the OS releases it when a process dies, however it dies. A second process
+    (a second ``train --out`` or a ``--resume`` of a run still training) gets one line."""
 
-    An unfinished run that has a checkpoint is not thrown away without ``overwrite``."""
+    NAME = ".lock"
+
+    def __init__(self, partial: Path):
+        partial.mkdir(parents=True, exist_ok=True)
+        self.fd: int | None = os.open(partial / self.NAME, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.release()
+            raise VaelabError(
+                f"{partial} is in use by another vaelab process; wait for it to finish, or "
+                "train into another --out"
+            ) from None
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def prepare_out(out: Path, overwrite: bool) -> tuple[Path, RunLock]:
+    """Check ``out`` may be written; return the fresh ``.partial`` folder to build the run in,
+    and its lock, held.
+
+    An unfinished run that has a checkpoint is not thrown away without ``overwrite``; one
+    that another process holds, not at all."""
     if out.exists():
         if not overwrite:
             raise VaelabError(
@@ -96,19 +129,31 @@ def prepare_out(out: Path, overwrite: bool) -> Path:
                 f"{out} exists and is not a vaelab run; --overwrite only replaces runs"
             )
     partial = partial_of(out)
-    if (partial / "checkpoints" / "last.safetensors").is_file() and not overwrite:
-        raise VaelabError(
-            f"{partial} holds an unfinished run; continue it with --resume {out}, "
-            "or start over with --overwrite"
-        )
     try:
-        if partial.exists():
-            shutil.rmtree(partial)
-        (partial / "plots").mkdir(parents=True)
-        (partial / "checkpoints").mkdir()
+        lock = RunLock(partial)
     except OSError as exc:
         raise VaelabError(f"cannot create the run folder {partial}: {exc}") from None
-    return partial
+    try:
+        if (partial / "checkpoints" / "last.safetensors").is_file() and not overwrite:
+            raise VaelabError(
+                f"{partial} holds an unfinished run; continue it with --resume {out}, "
+                "or start over with --overwrite"
+            )
+        for child in partial.iterdir():  # all but the lock this process holds
+            if child.name != RunLock.NAME:
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        (partial / "plots").mkdir()
+        (partial / "checkpoints").mkdir()
+    except OSError as exc:
+        lock.release()
+        raise VaelabError(f"cannot create the run folder {partial}: {exc}") from None
+    except BaseException:
+        lock.release()
+        raise
+    return partial, lock
 
 
 def resume(run: str | Path, progress: bool = True, log: Callable[[str], None] = print) -> Path:
@@ -128,6 +173,15 @@ def resume(run: str | Path, progress: bool = True, log: Callable[[str], None] = 
             log(f"vaelab: {out} is a finished run; there is nothing to resume")
             return out
         raise VaelabError(f"there is no unfinished run at {partial}; check the path")
+    lock = ranks.on_main(RunLock, partial)  # rank 0 holds it; a run still training refuses
+    try:
+        return _resume(out, partial, progress, log)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _resume(out: Path, partial: Path, progress, log) -> Path:
     if (partial / "summary.json").is_file() and (partial / "model.safetensors").is_file():
         # it was complete, stopped while being renamed into place
         ranks.on_main(_publish, partial, out)
@@ -258,6 +312,7 @@ def _publish(partial: Path, out: Path) -> None:
             shutil.rmtree(old)
         out.rename(old)
     partial.rename(out)
+    (out / RunLock.NAME).unlink(missing_ok=True)  # the lock's file; its holder lets go next
     shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
 

@@ -170,7 +170,8 @@ def _disentangle(args) -> None:
 
 
 def _encode(args) -> None:
-    n = encode(args.run, args.data, args.out, args.samples, args.seed, resolve_device(args.device))
+    device = resolve_device(args.device)
+    n = encode(args.run, args.data, args.out, args.samples, args.seed, device, args.overwrite)
     what = "means and standard deviations" + (f", {args.samples} samples" if args.samples else "")
     print(f"vaelab: q(z|x) of {n} examples ({what}) written to {args.out}")
 

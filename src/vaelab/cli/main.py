@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--data", required=True, help="data to encode (as for train --data)")
     n.add_argument("--out", required=True, help=".npy (N, 2+K, D) or .npz (loc, scale, ...)")
     n.add_argument("--samples", type=int, default=0, help="K draws z ~ q(z|x) per example")
+    n.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     n.add_argument("--seed", type=int, default=0)
     n.add_argument("--device", choices=CHOICES["device"], default="auto")
 

@@ -40,6 +40,7 @@ import torch
 from ..checkpoint import open_run
 from ..errors import VaelabError
 from ..evaluate import posterior_stats
+from ..files import read_regular, regular_files
 from ..plots import PLOT_EXAMPLES
 from ..report import check_run
 
@@ -88,8 +89,8 @@ class Explorer:
         self.kl = kls.double().mean(0)
         self.dims = sorted(int(d) for d in torch.argsort(self.kl, descending=True)[:2])
         self.map_points = means[:, self.dims]
-        plot_dir = self.run / "plots"
-        self.plots = {p.name: p for p in plot_dir.glob("*.png")} if plot_dir.is_dir() else {}
+        # regular files inside the run only: a link in plots/ is never served
+        self.plots = {p.name: p for p in regular_files(self.run / "plots", "*.png", self.run)}
 
     @property
     def latent_dim(self) -> int:
@@ -252,7 +253,10 @@ class Handler(BaseHTTPRequestHandler):
             k = _int_param(query, "k", 1, MAX_K, default=16)
             self._json(200, explorer.point(index, k))
         elif url.path.startswith("/plots/") and url.path[7:] in explorer.plots:
-            self._send(200, explorer.plots[url.path[7:]].read_bytes(), "image/png")
+            try:
+                self._send(200, read_regular(explorer.plots[url.path[7:]]), "image/png")
+            except OSError:  # gone, or swapped for a link since the server started
+                self._json(404, {"error": "no such plot"})
         else:
             self._json(404, {"error": f"no such page: {url.path}"})
 

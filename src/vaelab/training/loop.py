@@ -52,6 +52,28 @@ class LoopState:
     elapsed: float = 0.0
     bad: int = 0
 
+    @classmethod
+    def from_counters(cls, counters: dict, path: Path) -> LoopState:
+        """The state a checkpoint's counters describe; counters of the wrong names or types
+        are one :class:`VaelabError` naming ``path``."""
+        kinds = {"epoch": int, "best_epoch": int, "bad": int, "best_elbo": float, "elapsed": float}
+        wrong = sorted(set(counters) ^ set(kinds)) + [
+            name
+            for name, kind in kinds.items()
+            if name in counters
+            and (
+                isinstance(counters[name], bool)
+                or not isinstance(counters[name], int if kind is int else (int, float))
+                or (kind is int and counters[name] < 0)
+            )
+        ]
+        if wrong:
+            raise VaelabError(
+                f"{path} holds counters that are not a run's ({', '.join(wrong)}); "
+                "it belongs elsewhere"
+            )
+        return cls(**counters)
+
 
 @dataclass
 class StepSetup:
@@ -276,7 +298,7 @@ def _resume(run_dir: Path, model, optimizer, generator, critic, log):
     optimizer, the generators and the critic; metrics.jsonl cut back to the checkpoint."""
     last = run_dir / "checkpoints" / "last.safetensors"
     counters = load_training_state(last, model, optimizer, generator, critic)
-    state = LoopState(**counters)
+    state = LoopState.from_counters(counters, last)
     metrics = _read_metrics(run_dir / "metrics.jsonl", state.epoch)
     if ranks.is_main():  # the log cut back atomically: a second kill loses nothing
         write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
@@ -287,12 +309,12 @@ def _resume(run_dir: Path, model, optimizer, generator, critic, log):
 def _read_metrics(path: Path, epochs: int) -> list[dict]:
     """The first ``epochs`` records of a run's metrics.jsonl (later ones postdate the
     checkpoint)."""
-    lines = path.read_text().splitlines()[:epochs]
     try:
+        lines = path.read_text().splitlines()[:epochs]
         metrics = [json.loads(line) for line in lines]
-    except json.JSONDecodeError:
+    except (UnicodeDecodeError, json.JSONDecodeError):
         metrics = []
-    if len(metrics) != epochs:
+    if len(metrics) != epochs or not all(isinstance(m, dict) and "seconds" in m for m in metrics):
         raise VaelabError(f"{path} does not hold the {epochs} epochs its checkpoint has done")
     return metrics
 

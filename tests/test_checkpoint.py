@@ -1,0 +1,113 @@
+"""Checkpoints are verified before any of them is used (issue 25): a crafted or damaged file is
+one line and exit status 2, never a crash, and identical weights make identical files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from vaelab import load
+from vaelab.checkpoint import save_weights
+from vaelab.cli import main
+from vaelab.errors import VaelabError
+
+OLD_RUN = Path(__file__).parent / "data" / "pre-layers" / "stopped.partial"
+
+
+def _stopped_run(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of a run stopped after epoch 2 (``OUT``, ``OUT.partial/checkpoints/last``)."""
+    partial = tmp_path / "run.partial"
+    shutil.copytree(OLD_RUN, partial)
+    return tmp_path / "run", partial / "checkpoints" / "last.safetensors"
+
+
+def _rewrite(path: Path, change) -> None:
+    """``path``'s tensors and header, changed by ``change(tensors, metadata)``, written back."""
+    with safe_open(str(path), framework="pt") as fh:
+        metadata = dict(fh.metadata())
+    tensors = load_file(str(path))
+    change(tensors, metadata)
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def test_adam_moments_of_the_wrong_shape_are_refused_not_a_crash(tmp_path):
+    """Fused Adam reads its moments unchecked: moments of the wrong shape crashed the process
+    (exit 139) or turned into NaNs blamed on the learning rate. In a child process, so a
+    crash cannot take pytest along."""
+    out, last = _stopped_run(tmp_path)
+    key = next(k for k in load_file(str(last)) if k.startswith("optim.") and "exp_avg" in k)
+    _rewrite(last, lambda t, m: t.__setitem__(key, torch.zeros(3, 3)))
+    before = last.read_bytes()
+    result = subprocess.run(
+        [sys.executable, "-m", "vaelab", "train", "--resume", str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and key in lines[0] and "Traceback" not in result.stderr
+    assert last.read_bytes() == before  # the checkpoint is left as it was
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda t, m: m.__setitem__("counters", json.dumps({"epoch": "2"})), "counters"),
+        (lambda t, m: m.__setitem__("counters", "[1, 2]"), "counters"),
+        (lambda t, m: t.pop("rng.global"), "random generators"),
+        (lambda t, m: t.__setitem__("rng.data", torch.zeros(3, dtype=torch.uint8)), "generator"),
+        (lambda t, m: t.__setitem__("optim.99.exp_avg", torch.zeros(2)), "optim.99"),
+    ],
+    ids=["counter-type", "counters-not-a-dict", "no-rng", "short-rng", "extra-state"],
+)
+def test_a_crafted_training_checkpoint_is_one_line_and_exit_2(tmp_path, capsys, change, words):
+    out, last = _stopped_run(tmp_path)
+    _rewrite(last, change)
+    assert main(["train", "--resume", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0]
+
+
+def test_a_metrics_log_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    out, last = _stopped_run(tmp_path)
+    (last.parents[1] / "metrics.jsonl").write_bytes(b"\xff\xfe\x00 not text\n" * 3)
+    assert main(["train", "--resume", str(out), "--quiet"]) == 2
+    assert "metrics.jsonl" in capsys.readouterr().err
+
+
+def test_a_flipped_byte_in_a_weight_is_refused(digits_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    weights = run / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0x10  # inside the last tensor's bytes; the header is untouched
+    weights.write_bytes(bytes(data))
+    with pytest.raises(VaelabError, match="damaged"):
+        load(run)
+    assert main(["eval", str(run), "--k", "2"]) == 2
+    assert "damaged" in capsys.readouterr().err
+
+
+def test_the_same_weights_make_the_same_file_bytes(digits_run, tmp_path):
+    """The header's keys in sorted order, the tensors' SHA-256 among them: a checksum of two
+    files says whether two runs agree."""
+    model = load(digits_run)
+    paths = [tmp_path / f"{i}.safetensors" for i in range(5)]
+    for path in paths:
+        save_weights(path, model)
+    assert len({p.read_bytes() for p in paths}) == 1
+    size = int.from_bytes(paths[0].read_bytes()[:8], "little")
+    header = json.loads(paths[0].read_bytes()[8 : 8 + size])
+    assert list(header) == sorted(header)
+    assert list(header["__metadata__"]) == sorted(header["__metadata__"])
+    assert "sha256" in header["__metadata__"]
+    assert load_file(str(paths[0])).keys() == model.state_dict().keys()
