@@ -258,3 +258,25 @@ def test_one_process_per_run_folder_a_second_is_refused_and_the_first_untouched(
     assert main([*train, "--out", str(out)]) == 0
     assert (out / "model.safetensors").is_file() and not (out / ".lock").exists()
     assert not partial.exists()
+
+
+def test_a_run_that_diverges_to_a_finite_elbo_is_stopped_not_published(tmp_path, capsys):
+    """--lr 1e6 drives the ELBO to about -4e31 within the first epoch, finite all the way:
+    the run stops with one line, exit status 2, and nothing is published."""
+    out = tmp_path / "run"
+    args = ["train", "--data", "digits", "--lr", "1e6", "--epochs", "3", "--hidden", "32"]
+    assert main([*args, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "diverged by epoch 1" in err[-1] and "No checkpoint was written yet" in err[-1]
+    assert "lower --lr" in err[-1] and not out.exists()
+
+
+def test_a_healthy_run_is_not_taken_for_a_diverging_one(tmp_path):
+    """The guard's bound is far from any real run: a cyclical KL schedule, whose ELBO falls
+    each time beta drops to 0, trains to the end."""
+    out = tmp_path / "run"
+    args = ["train", "--data", "digits", "--epochs", "4", "--hidden", "32", "--quiet"]
+    args += ["--kl-schedule", "cyclical", "--kl-cycles", "2", "--out", str(out)]
+    assert main(args) == 0
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 4

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import functools
+import math
 import os
 import shutil
 from collections.abc import Callable
@@ -42,6 +43,7 @@ from .evaluate.validation import score, validation_record
 from .files import write_atomic, write_json
 from .plots import draw_run
 from .report import write_report
+from .training.guard import checkpoint_status
 from .training.loop import fit
 
 
@@ -262,6 +264,12 @@ def _complete(run: Prepared, out: Path, partial: Path, progress, log, resume: bo
                 resume=resume, progress=progress, log=log,
             )  # fmt: skip
             summary = _summarise(model, dataset, config, metrics)
+        if not math.isfinite(summary["test"]["elbo"]):  # never publish a run that diverged
+            raise VaelabError(
+                f"training diverged: the test ELBO is {summary['test']['elbo']}. "
+                f"{checkpoint_status(partial / 'checkpoints')}; start again with a lower --lr, "
+                "or check the data"
+            )
         if not main:
             return out
         save_model(partial, model, config)

@@ -9,6 +9,7 @@ waits on the host for it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,6 +87,30 @@ class BadSteps:
             if self.state.bad >= MAX_BAD_STEPS:
                 raise VaelabError(
                     f"training diverged at epoch {epoch}, step {step + 1}: "
-                    f"{self.state.bad} batches gave a non-finite loss or gradient. The last "
-                    f"checkpoint in {self.checkpoints} is intact; lower --lr, or check the data"
+                    f"{self.state.bad} batches gave a non-finite loss or gradient. "
+                    f"{checkpoint_status(self.checkpoints)}; lower --lr, or check the data"
                 )
+
+    def check_elbo(self, train_elbo: float, epoch: int, lr: float) -> None:
+        """Stop a run whose train ELBO, finite as it may be, has fallen far below the untrained
+        model's (``state.start_elbo``, the first batch's before any step): by more than ten
+        times its size, and at least :data:`DIVERGED_NATS`. A healthy run rises from there."""
+        start = self.state.start_elbo
+        if math.isfinite(start) and train_elbo < start - max(10 * abs(start), DIVERGED_NATS):
+            raise VaelabError(
+                f"training diverged by epoch {epoch}: the train ELBO fell to {train_elbo:.4g} "
+                f"nats from the untrained model's {start:.4g}. "
+                f"{checkpoint_status(self.checkpoints)}; start again with a lower --lr "
+                f"(this run's: {lr:g}), or check the data"
+            )
+
+
+DIVERGED_NATS = 100.0
+
+
+def checkpoint_status(checkpoints: Path) -> str:
+    """Whether the run left a checkpoint to resume from, in words."""
+    last = checkpoints / "last.safetensors"
+    if last.is_file():
+        return f"The last checkpoint, {last}, is intact"
+    return "No checkpoint was written yet"

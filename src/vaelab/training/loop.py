@@ -51,12 +51,15 @@ class LoopState:
     best_elbo: float = -math.inf
     elapsed: float = 0.0
     bad: int = 0
+    start_elbo: float = math.nan  # the first batch's ELBO, before any step (guard.check_elbo)
 
     @classmethod
     def from_counters(cls, counters: dict, path: Path) -> LoopState:
         """The state a checkpoint's counters describe; counters of the wrong names or types
         are one :class:`VaelabError` naming ``path``."""
         kinds = {"epoch": int, "best_epoch": int, "bad": int, "best_elbo": float, "elapsed": float}
+        counters = {"start_elbo": math.nan, **counters}  # checkpoints from before it was kept
+        kinds["start_elbo"] = float
         wrong = sorted(set(counters) ^ set(kinds)) + [
             name
             for name, kind in kinds.items()
@@ -173,6 +176,7 @@ def fit(
             seen = int(sums[4].item())
             train_seconds = time.perf_counter() - start
             mean_loss, elbo, rec, kl = (sums[:4] / max(seen, 1)).tolist()
+            bad.check_elbo(elbo, epoch, lr)  # before this epoch's checkpoint: the last is good
             model.eval()
             valid = validate(model, x_valid)
             if config.keep_best and valid["valid_elbo"] > state.best_elbo:
@@ -229,6 +233,10 @@ def train_epoch(setup: StepSetup, batches, epoch: int, device, bar, bad: BadStep
         lr = config.lr * lr_factor(config, global_step, setup.total_steps, elapsed)
         beta = kl_weight(config, epoch - 1 + i / per_epoch)
         finite, step_sum = train_step(setup, x, index, lr, beta, epoch, i, global_step)
+        if math.isnan(bad.state.start_elbo):  # the guard's reference: the first finite step's
+            first = ranks.all_reduce_sum(step_sum.clone())  # every rank decides alike
+            if first[4] > 0:
+                bad.state.start_elbo = (first[1] / first[4]).item()
         sums += step_sum
         pending.append((i, finite))
         if not config.minutes:
