@@ -14,7 +14,7 @@ from PIL import Image
 
 from vaelab import Config, load, train
 from vaelab.cli import main
-from vaelab.config import read_toml
+from vaelab.config import make_config, read_toml
 
 from .conftest import GAP_PLOTS, PLOTS
 
@@ -309,3 +309,40 @@ def test_bad_training_options_are_one_line_and_leave_nothing(tmp_path, capsys, a
     assert code == 2
     assert message in err and "\n" not in err
     assert not out.exists() and not out.with_name("never.partial").exists()
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--seed", str(2**64)], "seed"),
+        (["--seed", "-1"], "seed must be >= 0"),
+        (["--latent-dim", "1000000000"], "latent_dim"),
+        (["--hidden", "1000000000"], "hidden"),
+        (["--prior", "mog", "--prior-components", "100000000"], "prior_components"),
+        (["--minutes", "1e308"], "minutes"),
+        (["--image-size", "60000"], "image_size"),
+        (["--k", "10000000"], "k ="),
+        (["--config", "/dev/zero"], "not a regular file"),
+    ],
+    ids=["seed-2^64", "seed-negative", "latent-1e9", "hidden-1e9", "components-1e8",
+         "minutes-1e308", "image-60000", "k-1e7", "config-dev-zero"],
+)  # fmt: skip
+def test_oversized_values_are_one_line_before_anything_is_written(tmp_path, capsys, args, words):
+    out = tmp_path / "run"
+    assert main(["train", "--data", "digits", *args, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
+    assert list(tmp_path.iterdir()) == []  # no run, no OUT.partial
+
+
+def test_a_port_out_of_range_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["explore", "somewhere", "--port", "99999"])
+    assert exit_.value.code == 2 and "0 to 65535" in capsys.readouterr().err
+
+
+def test_control_characters_in_a_path_still_make_a_valid_config_toml(tmp_path):
+    config = Config(out=str(tmp_path / 'a\x01b\x7fc"d\\e\nf'), label_column="é\tz")
+    path = tmp_path / "config.toml"
+    path.write_text(config.to_toml())
+    assert make_config(read_toml(path)) == config

@@ -13,11 +13,12 @@ from vaelab import Config, VaelabError
 from vaelab.config import FIELD_TYPES, make_config, read_toml
 
 _values = st.one_of(
-    st.integers(-(2**40), 2**40),
+    # past every limit of Config (LIMITS) and past what torch's seeds take
+    st.integers(-(2**70), 2**70),
     st.floats(allow_nan=True, allow_infinity=True),
     st.booleans(),
     st.text(max_size=12),
-    st.lists(st.integers(-5, 1000), max_size=4),
+    st.lists(st.integers(-5, 2**40), max_size=4),
 )
 _keys = st.one_of(st.sampled_from(sorted(FIELD_TYPES)), st.text(min_size=1, max_size=10))
 
@@ -49,6 +50,9 @@ def test_any_toml_file_gives_a_config_or_a_vaelab_error(tmp_path_factory, table,
         else:
             assert isinstance(config, Config)
             config.validate()  # what was accepted is valid
+            written = folder / "written.toml"  # and its config.toml reads back as the same
+            written.write_text(config.to_toml())
+            assert make_config(read_toml(written)) == config
 
 
 UNREAD = [

@@ -27,6 +27,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 0 (a free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65_535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 0 to 65535, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="vaelab",
@@ -123,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("explore", help="a local web page to explore a run's latent space")
     x.add_argument("run")
-    x.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
+    x.add_argument("--port", type=port, default=0, help="TCP port (default: a free one)")
     x.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     x.add_argument("--open", action="store_true", help="open the page in the web browser")
 

@@ -24,11 +24,18 @@ else:  # pragma: no cover - Python 3.10
 
 
 FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Config)}
+MAX_TOML_BYTES = 1 << 20
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Read a flat TOML file of config keys; unknown keys are an error, not ignored."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # /dev/zero, a FIFO, a folder: no config file
+        raise VaelabError(f"config file {path} is not a regular file; give a .toml file")
+    if path.is_file() and path.stat().st_size > MAX_TOML_BYTES:
+        raise VaelabError(
+            f"config file {path} is over 1 MiB; a run's configuration is a few lines"
+        )
     try:
         with path.open("rb") as fh:
             values = tomllib.load(fh)

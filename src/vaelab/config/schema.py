@@ -9,6 +9,7 @@ others, raising :class:`VaelabError` with the fix; ``Config.to_toml`` writes the
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,27 @@ CHOICES: dict[str, tuple[str, ...]] = {
 # the arches built on the conv encoder (vaelab.core.networks.CONV_DECODERS): square images only
 CONV_ARCHS = ("conv", "gated-conv", "broadcast")
 DEFAULT_SPLIT = "0.8,0.1,0.1"
+# the largest value of each size a run takes: beyond them no run fits the memory or the time
+# vaelab is made for, and torch would fail deep inside (an allocation, an overflow) instead of
+# the user reading one line; the seed's is what every generator seeded from it accepts
+LIMITS = {
+    "latent_dim": 65_536,
+    "latent_dim_2": 65_536,
+    "hidden": 65_536,
+    "hidden_2": 65_536,
+    "prior_components": 100_000,
+    "logistic_components": 256,
+    "image_size": 4_096,
+    "k": 100_000,
+    "batch_size": 10_000_000,
+    "epochs": 10_000_000,
+    "kl_warmup": 10_000_000,
+    "kl_cycles": 1_000_000,
+    "refine_steps": 100_000,
+    "checkpoint_every": 10_000_000,
+    "minutes": 10_000_000.0,
+    "seed": 2**63 - 1,
+}
 
 
 def parse_split(text: str) -> tuple[float, float, float]:
@@ -137,6 +159,16 @@ class Config:
                 raise VaelabError(
                     f"{name} = {getattr(self, name)!r} is not one of {', '.join(allowed)}"
                 )
+        for name, limit in LIMITS.items():
+            value = getattr(self, name)
+            for v in value if isinstance(value, list) else [value]:
+                if v > limit:
+                    raise VaelabError(
+                        f"{name} = {v:,} is beyond {limit:,}, the largest vaelab takes; "
+                        "choose a smaller value"
+                    )
+        if self.seed < 0:
+            raise VaelabError(f"seed must be >= 0 (got {self.seed})")
         positive = {
             "latent_dim": self.latent_dim,
             "epochs": self.epochs,
@@ -311,7 +343,8 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        # a TOML basic string: JSON's escapes are TOML's, but for DEL, which TOML escapes too
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return repr(value)
