@@ -8,6 +8,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -280,3 +281,27 @@ def test_a_healthy_run_is_not_taken_for_a_diverging_one(tmp_path):
     assert main(args) == 0
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 4
+
+
+def test_resume_removes_what_interrupted_writes_left_and_files_get_the_umask_mode(
+    tmp_path, capsys
+):
+    """A kill in the middle of write_atomic leaves its temporary file: --resume removes it.
+    Run files get the mode new files get under the user's umask (0644 under 022), not the
+    owner-only 0600 of a temporary file, so a colleague can open a shared run."""
+    partial = tmp_path / "old.partial"
+    shutil.copytree(Path(__file__).parent / "data" / "pre-layers" / "stopped.partial", partial)
+    stale = [
+        partial / ".model.safetensors.vaelab-k3j4",
+        partial / "checkpoints" / ".last.safetensors.vaelab-x9q1",
+    ]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    assert main(["train", "--resume", str(tmp_path / "old"), "--quiet"]) == 0
+    run = tmp_path / "old"
+    assert not [p for p in run.rglob("*") if p.name.startswith(".")]
+    assert capsys.readouterr().out.count("left by an interrupted write") == 2
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for name in ("model.safetensors", "config.toml", "summary.json", "report.html"):
+        assert (run / name).stat().st_mode & 0o777 == 0o666 & ~mask, name

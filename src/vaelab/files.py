@@ -12,14 +12,28 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+TEMPORARY = ".{name}.vaelab-"  # the prefix of write_atomic's temporary file beside ``name``
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # read by setting it; put back at once
+    os.umask(mask)
+    return mask
+
+
+# files get the mode any new file gets here (0644 under the usual umask 022), not mkstemp's
+# 0600, so that colleagues can read a run the user shares
+FILE_MODE = 0o666 & ~_umask()
+
 
 def write_atomic(path: str | Path, data: bytes | str) -> None:
     """Write ``data`` to ``path`` so that a reader sees the old file or the new, never half."""
     path = Path(path)
     if isinstance(data, str):
         data = data.encode()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMPORARY.format(name=path.name))
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -33,6 +47,15 @@ def write_atomic(path: str | Path, data: bytes | str) -> None:
 
 def write_json(path: str | Path, value: Any) -> None:
     write_atomic(path, json.dumps(value, indent=2) + "\n")
+
+
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Delete what writes killed half-way left in ``folder`` and below (the temporary files of
+    :func:`write_atomic`, never renamed into place); return their paths."""
+    stale = [p for p in folder.rglob(".*.vaelab-*") if p.is_file() and not p.is_symlink()]
+    for path in stale:
+        path.unlink()
+    return stale
 
 
 def regular_files(folder: Path, pattern: str, inside: Path) -> list[Path]:

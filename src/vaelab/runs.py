@@ -40,7 +40,7 @@ from .core.model import VAE
 from .device import resolve_device
 from .errors import VaelabError
 from .evaluate.validation import score, validation_record
-from .files import write_atomic, write_json
+from .files import remove_temporaries, write_atomic, write_json
 from .plots import draw_run
 from .report import write_report
 from .training.guard import checkpoint_status
@@ -184,6 +184,9 @@ def resume(run: str | Path, progress: bool = True, log: Callable[[str], None] = 
 
 
 def _resume(out: Path, partial: Path, progress, log) -> Path:
+    if ranks.is_main():  # a kill in the middle of a write leaves its temporary file behind
+        for path in remove_temporaries(partial):
+            log(f"vaelab: removed {path}, left by an interrupted write")
     if (partial / "summary.json").is_file() and (partial / "model.safetensors").is_file():
         # it was complete, stopped while being renamed into place
         ranks.on_main(_publish, partial, out)
