@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -346,3 +349,42 @@ def test_control_characters_in_a_path_still_make_a_valid_config_toml(tmp_path):
     path = tmp_path / "config.toml"
     path.write_text(config.to_toml())
     assert make_config(read_toml(path)) == config
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` (1-bit grey) and holds no pixels: what
+    Pillow's decompression-bomb guard reads before any pixel."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def test_malformed_files_and_outputs_are_one_line(digits_run, tmp_path, capsys):
+    """A 0-d array, a 20000 x 20000 PNG (a decompression bomb), and outputs that are folders
+    or of the wrong kind: one line each, exit status 2, nothing written."""
+    np.save(tmp_path / "scalar.npy", np.float32(3.0))
+    bombs = tmp_path / "bombs"
+    bombs.mkdir()
+    for i in range(12):
+        (bombs / f"{i}.png").write_bytes(_png_header(20_000, 20_000))
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "folder.html").mkdir()
+    cases = [
+        (["train", "--data", str(tmp_path / "scalar.npy")], "single number"),
+        (["train", "--data", str(bombs)], "too large to read safely"),
+        (["sample", str(digits_run), "--out", str(tmp_path / "folder.png")], ".png file"),
+        (["sample", str(digits_run), "--out", str(tmp_path / "s.jpeg")], ".png file"),
+        (["report", str(digits_run), "--out", str(tmp_path / "folder.html")], "is a folder"),
+    ]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for args, words in cases:
+        out = ["--out", str(tmp_path / "run"), "--quiet"] if args[0] == "train" else []
+        assert main([*args, *out]) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

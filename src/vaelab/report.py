@@ -181,14 +181,16 @@ def render(run: str | Path) -> str:
 
 def write_report(run: str | Path, out: str | Path | None = None) -> Path:
     """Write the report of ``run`` to ``out`` (default ``RUN/report.html``), atomically."""
-    text = render(run)
-    out = Path(out) if out else Path(run) / "report.html"
+    run = check_run(run)  # first: a wrong run is the likelier mistake
+    out = Path(out) if out else run / "report.html"
     _check_parent(out)
-    write_atomic(out, text)
+    write_atomic(out, render(run))
     return out
 
 
 def _check_parent(out: Path) -> None:
+    if out.is_dir():
+        raise VaelabError(f"--out {out} is a folder; give the path of an .html file")
     if not out.parent.is_dir():
         raise VaelabError(f"folder {out.parent} does not exist; create it or choose --out")
 

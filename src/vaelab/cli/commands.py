@@ -179,12 +179,15 @@ def _encode(args) -> None:
 def _sample(args) -> None:
     if not 1 <= args.n <= 10_000:
         raise VaelabError(f"--n must be between 1 and 10000 (got {args.n})")
+    load_config(args.run)  # first: a wrong run is the likelier mistake
+    out = Path(args.out) if args.out else Path(args.run) / "plots" / "samples_grid.png"
+    if out.is_dir() or out.suffix.lower() != ".png":
+        raise VaelabError(f"--out {out} must be the path of a .png file")
+    if not out.parent.is_dir():
+        raise VaelabError(f"folder {out.parent} does not exist; create it or choose --out")
     model = open_run(args.run).model
     torch.manual_seed(args.seed)
     images = model.sample(args.n).numpy()
-    out = Path(args.out) if args.out else Path(args.run) / "plots" / "samples_grid.png"
-    if not out.parent.is_dir():
-        raise VaelabError(f"folder {out.parent} does not exist; create it or choose --out")
     save_grid_png(images, out)
     print(f"vaelab: {args.n} samples from the prior written to {out}")
 

@@ -57,6 +57,10 @@ def read_array(path: Path) -> tuple[np.ndarray, np.ndarray | None, str]:
         x, y = file.read(0, file.shape[0]), None
     else:
         x, y = _read_npz(path)
+    if x.ndim == 0:
+        raise VaelabError(
+            f"{path} holds a single number, not examples; save an array of shape (N, ...)"
+        )
     check_dtype(path, x.dtype)
     x_shape, kind = example_shape(path, x.shape)
     if x.size == 0:

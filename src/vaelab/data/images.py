@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -68,9 +69,15 @@ def read_image_folder(
     images = []
     for path in paths:
         try:
-            with Image.open(path) as image:
-                image.load()
-                images.append(image.copy())
+            with warnings.catch_warnings():  # Pillow's guard against decompression bombs
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as image:
+                    image.load()
+                    images.append(image.copy())
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+            raise VaelabError(
+                f"image {path} is too large to read safely ({exc}); resize it first"
+            ) from None
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise VaelabError(f"cannot read image {path}: {exc}; remove or replace it") from None
     if channels == 0:

@@ -53,6 +53,10 @@ class NpyFile:
         fortran = header.ndim > 1 and not header.flags.c_contiguous
         found = cls(path, header.offset, header.dtype, tuple(header.shape))
         header._mmap.close()  # only the header was wanted; close the mapping now
+        if header.ndim == 0:
+            raise VaelabError(
+                f"{path} holds a single number, not examples; save an array of shape (N, ...)"
+            )
         if fortran:
             raise VaelabError(
                 f"{path} is stored in Fortran order; save it with numpy.save(path, "
