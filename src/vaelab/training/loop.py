@@ -57,9 +57,8 @@ class LoopState:
     def from_counters(cls, counters: dict, path: Path) -> LoopState:
         """The state a checkpoint's counters describe; counters of the wrong names or types
         are one :class:`VaelabError` naming ``path``."""
-        kinds = {"epoch": int, "best_epoch": int, "bad": int, "best_elbo": float, "elapsed": float}
+        kinds = {f.name: int if f.type == "int" else float for f in dataclasses.fields(cls)}
         counters = {"start_elbo": math.nan, **counters}  # checkpoints from before it was kept
-        kinds["start_elbo"] = float
         wrong = sorted(set(counters) ^ set(kinds)) + [
             name
             for name, kind in kinds.items()
