@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import re
 import shutil
 import signal
 import socket
@@ -20,7 +22,7 @@ import torch
 from vaelab.checkpoint import load
 from vaelab.cli import build_parser, main
 from vaelab.explore import Explorer, make_server
-from vaelab.explore.server import MAX_POINTS
+from vaelab.explore.server import MAX_POINTS, READ_TIMEOUT
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +129,10 @@ def raw(server, data: bytes) -> str:
     with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=10) as sock:
         sock.sendall(data)
         chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
+        # a server closing with bytes of ours unread resets the connection after its answer
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
     return b"".join(chunks).decode()
 
 
@@ -249,6 +253,7 @@ def test_the_command_serves_until_interrupted_and_warns_off_loopback(digits_run)
 def test_the_command_binds_loopback_unless_told_otherwise():
     args = build_parser().parse_args(["explore", "runs/x"])
     assert args.host == "127.0.0.1" and args.port == 0 and not args.open
+    assert args.allow_host == []
 
 
 def test_a_port_in_use_is_one_line_and_exit_2(digits_run, capsys):
@@ -293,3 +298,164 @@ def test_a_link_in_plots_is_neither_listed_nor_served(digits_run, tmp_path):
         srv.shutdown()
         srv.server_close()
         thread.join()
+
+
+@contextlib.contextmanager
+def serving(srv):
+    """``srv`` answering on a thread for the length of the block."""
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join()
+
+
+def test_200_concurrent_requests_are_all_answered(server):
+    """A burst larger than http.server's listen backlog of 5, which reset some connections."""
+    port = server.server_address[1]
+    start = threading.Barrier(200)
+    statuses, failures = [], []
+
+    def get():
+        start.wait()  # connect all at once
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.request("GET", "/")
+            response = conn.getresponse()
+            response.read()
+            statuses.append(response.status)
+        except OSError as exc:
+            failures.append(repr(exc))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=get) for _ in range(200)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == [] and statuses == [200] * 200
+
+
+def dropped(sock: socket.socket) -> bool:
+    """Whether the server has closed ``sock`` (waiting at most the socket's own timeout)."""
+    try:
+        return sock.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+
+
+# what a client sends before it stops: nothing, part of a request line, of the headers, a body
+HALF_OPEN = [
+    b"",
+    b"GET /api/in",
+    b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+    b'POST /api/decode HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{"z": [',
+]
+
+
+def test_a_half_open_connection_is_dropped_after_the_timeout_while_others_are_answered(server):
+    assert READ_TIMEOUT >= 5  # a slow client on a slow network still gets its answers
+    with serving(make_server(server.explorer, timeout=1)) as srv:
+        port = srv.server_address[1]
+        opened = time.monotonic()
+        stalled = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in HALF_OPEN]
+        try:
+            for sock, data in zip(stalled, HALF_OPEN, strict=True):
+                sock.sendall(data)
+            for _ in range(3):  # meanwhile, other clients are answered at once
+                assert request(srv, "GET", "/api/info")[0] == 200
+            assert all(dropped(sock) for sock in stalled)
+            assert 1 <= time.monotonic() - opened < 5
+        finally:
+            for sock in stalled:
+                sock.close()
+
+
+SMUGGLED = b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n",
+        b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n",
+        b"POST /api/decode HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 9999999%d\r\n\r\n",
+    ],
+    ids=["POST to an unknown path", "GET with a body", "body over the limit"],
+)
+def test_a_body_left_unread_ends_the_connection_and_is_never_parsed_as_a_request(server, head):
+    """On one kept-alive connection, a request whose unread body is itself a request."""
+    reply = raw(server, head % len(SMUGGLED) + SMUGGLED)
+    assert len(re.findall(r"^HTTP/1\.1 \d{3} ", reply, re.MULTILINE)) == 1
+    assert "\r\nConnection: close\r\n" in reply
+
+
+@pytest.mark.parametrize(
+    "method", ["HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT", "BREW"]
+)
+def test_other_methods_get_405_with_json_and_an_allow_header(server, method):
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+    try:
+        conn.request(method, "/api/info", body=b"{}" if method in ("PUT", "PATCH") else None)
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        conn.close()
+    assert response.status == 405 and response.getheader("Allow") == "GET, POST"
+    assert response.getheader("Content-Type") == "application/json"
+    if method != "HEAD":  # a HEAD answer has no body
+        assert method in json.loads(body)["error"]
+
+
+OUT_OF_BOUNDS = [
+    (b"[" * 3000, "nested too deeply"),
+    (b'{"z": ' + b'{"a": ' * 3000, "nested too deeply"),
+    (b'{"z": [[1' + b"0" * 400 + b", 0.0]]}", "too large"),
+    (b'{"z": [[-1' + b"0" * 5000 + b", 0.0]]}", "too large"),
+    (b'{"z": [[1e400, 0.0]]}', "too large"),
+    (b'{"z": [[0.0, -1.5e309]]}', "too large"),
+]
+
+
+@pytest.mark.parametrize("body, message", OUT_OF_BOUNDS)
+def test_json_nested_too_deeply_or_with_numbers_too_large_gets_400(server, body, message):
+    status, answer = request(server, "POST", "/api/decode", body)
+    assert status == 400 and message in answer["error"]
+
+
+def test_the_host_check_stays_on_off_loopback_and_allow_host_adds_names(server):
+    with serving(make_server(server.explorer, allow_hosts=["vaelab.test"])) as srv:
+        port = srv.server_address[1]
+        for host in (f"vaelab.test:{port}", "VAELAB.test", f"127.0.0.1:{port}", "[::1]"):
+            assert request(srv, "GET", "/api/info", headers={"Host": host})[0] == 200, host
+        status, answer = request(srv, "GET", "/api/info", headers={"Host": "evil.example"})
+        assert status == 403 and "not served" in answer["error"]
+    with serving(make_server(server.explorer, host="0.0.0.0")) as srv:
+        assert request(srv, "GET", "/api/info", headers={"Host": "evil.example"})[0] == 403
+        assert request(srv, "GET", "/api/info")[0] == 200  # 127.0.0.1:PORT
+
+
+def test_allow_host_repeats_and_a_bad_name_is_one_line_and_exit_2(digits_run, capsys):
+    args = build_parser().parse_args(
+        ["explore", "r", "--allow-host", "a.test", "--allow-host", "b"]
+    )
+    assert args.allow_host == ["a.test", "b"]
+    for bad in ("evil.example:80", "http://evil.example", "", "a b"):
+        assert main(["explore", str(digits_run), "--allow-host", bad]) == 2
+        err = capsys.readouterr().err
+        assert "--allow-host" in err and err.count("\n") == 1
+
+
+def test_the_server_header_names_no_python(server):
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+    try:
+        conn.request("GET", "/api/info")
+        response = conn.getresponse()
+        response.read()
+    finally:
+        conn.close()
+    assert response.getheader("Server") == "vaelab-explore"

@@ -229,7 +229,13 @@ def _report(args) -> None:
 
 
 def _explore(args) -> None:
-    serve(args.run, host=args.host, port=args.port, open_browser=args.open)
+    serve(
+        args.run,
+        host=args.host,
+        port=args.port,
+        open_browser=args.open,
+        allow_hosts=args.allow_host,
+    )
 
 
 COMMANDS = {

@@ -137,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--port", type=port, default=0, help="TCP port (default: a free one)")
     x.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     x.add_argument("--open", action="store_true", help="open the page in the web browser")
+    x.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests addressed to NAME (repeatable; loopback and --host always)",
+    )
 
     d = sub.add_parser("disentangle", help="β-VAE, FactorVAE, MIG, DCI, SAP of a shapes run")
     d.add_argument("run")

@@ -18,18 +18,33 @@ spelling of ``..`` ever reaches the disk):
     z ~ q(z|x) ``(K, D)`` (fixed seed per image) and their decodings; K <= :data:`MAX_K`.
 
 A malformed request is answered with HTTP 400 and ``{"error": message}``; an unknown path
-with 404; a failure inside the server with 500 and no traceback. Bound to loopback, the server
-answers only requests whose Host header names loopback (403 otherwise), so a web page that
-rebinds its own domain name to 127.0.0.1 cannot read it.
+with 404; any method but GET and POST with 405 and an ``Allow`` header; a failure inside the
+server with 500 and no traceback. What it promises under abuse:
+
+- a burst of connections waits in a listen backlog of :data:`BACKLOG`, not reset;
+- a connection that sends nothing for :data:`READ_TIMEOUT` seconds (mid-request or idle
+  between requests) is closed, so half-open connections cannot pile up;
+- a request whose body is not read (a POST to an unknown path, a GET with a body, a body over
+  :data:`MAX_BODY`) is answered with ``Connection: close`` and its connection closed, so no
+  byte of a body is ever parsed as a request;
+- JSON nested too deeply or holding a number beyond float range is a 400, never a 500;
+- only requests whose Host header names loopback, the bound host or a name given with
+  ``--allow-host`` are answered (403 otherwise), so a web page that rebinds its own domain
+  name to this address cannot read it;
+- the ``Server`` header names no Python version.
 """
 
 from __future__ import annotations
 
 import errno
+import ipaddress
 import json
 import math
+import re
 import sys
 import webbrowser
+from collections.abc import Iterable
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
@@ -47,6 +62,9 @@ from ..report import check_run
 MAX_POINTS = 1024  # latent vectors per decode request
 MAX_K = 64  # posterior samples per clicked point
 MAX_BODY = 8 << 20  # bytes of a request body: 1,024 vectors of a few hundred numbers fit
+BACKLOG = 128  # connections waiting to be accepted; http.server's 5 reset a page's burst
+READ_TIMEOUT = 10.0  # seconds a connection may stay silent, mid-request or between requests
+ALLOWED_METHODS = "GET, POST"
 PAGES = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/index.html": ("index.html", "text/html; charset=utf-8"),
@@ -56,6 +74,37 @@ PAGES = {
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]"}  # as they appear in a Host header
+HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?")  # a DNS name or an IPv4 address
+
+
+def _header_name(name: str, flag: str = "--allow-host") -> str:
+    """``name`` as a Host header spells it (lowercase, IPv6 in brackets), or VaelabError."""
+    name = name.lower()
+    if ":" in name:  # an IPv6 address, bracketed or not
+        try:
+            return f"[{ipaddress.IPv6Address(name.removeprefix('[').removesuffix(']'))}]"
+        except ValueError:
+            pass
+    elif HOST_NAME.fullmatch(name):
+        return name
+    raise VaelabError(
+        f"{flag} takes a host name or address without scheme or port, such as vaelab.test or "
+        f"192.168.1.5 (got {name!r})"
+    )
+
+
+def served_names(host: str, allow_hosts: Iterable[str] = ()) -> frozenset[str]:
+    """The names a request's Host header may give: loopback, ``host`` and ``allow_hosts``."""
+    names = {_header_name(name) for name in allow_hosts}
+    return frozenset(LOOPBACK_HOSTS | names | {_header_name(host, "--host")})
+
+
+def _host_of(header: str) -> str:
+    """The name in a Host header, without its port: ``[::1]:8000`` -> ``[::1]``."""
+    name, _, port = header.rpartition(":")
+    if not name or "]" in port:  # no port, or the colon was inside an IPv6 address
+        name = header
+    return name.lower()
 
 
 class BadRequest(Exception):
@@ -143,12 +192,31 @@ class Explorer:
         }
 
 
+def _number(text: str) -> float:
+    """json.loads' ``parse_int`` and ``parse_float``: every number a float, refused beyond
+    float range. (As an int, a 10^400 parses and then fails to become a float.)"""
+    value = float(text)
+    if math.isinf(value):
+        short = text if len(text) <= 20 else f"{text[:12]}... ({len(text)} characters)"
+        raise BadRequest(f"number too large for a float: {short}")
+    return value
+
+
+def _constant(name: str) -> float:
+    """``parse_constant``: json.loads takes NaN and Infinity, which are not JSON."""
+    raise BadRequest(f"latent values must be finite numbers (got {name})")
+
+
 def parse_z(body: bytes, latent_dim: int) -> torch.Tensor:
     """``{"z": [[...], ...]}`` -> a float32 tensor ``(N, D)``, or BadRequest saying why."""
     try:
-        payload = json.loads(body)
+        payload = json.loads(
+            body, parse_int=_number, parse_float=_number, parse_constant=_constant
+        )
     except (ValueError, UnicodeDecodeError):
         raise BadRequest('body is not JSON; send {"z": [[z_1, ..., z_D], ...]}') from None
+    except RecursionError:  # the parser recurses once per level of nesting
+        raise BadRequest("JSON nested too deeply; a decode request nests 3 levels") from None
     z = payload.get("z") if isinstance(payload, dict) else None
     if not isinstance(z, list) or not z:
         raise BadRequest('expected {"z": [[z_1, ..., z_D], ...]} with at least one vector')
@@ -158,10 +226,10 @@ def parse_z(body: bytes, latent_dim: int) -> torch.Tensor:
         if not isinstance(row, list) or len(row) != latent_dim:
             raise BadRequest(f"each latent vector must be a list of {latent_dim} numbers")
         for v in row:
-            # bool is an int in Python; a finite float beyond float32 would become inf
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            # every JSON number is a finite float here (_number, _constant)
+            if not isinstance(v, float):
                 raise BadRequest(f"latent values must be finite numbers (got {v!r})")
-            if abs(v) > 1e6:
+            if abs(v) > 1e6:  # a finite float beyond float32 would become inf
                 raise BadRequest(f"latent values must lie within ±1e6 (got {v!r})")
     return torch.tensor(z, dtype=torch.float32)
 
@@ -182,13 +250,23 @@ def _int_param(query: dict, name: str, low: int, high: int, default: int | None 
 
 
 class Handler(BaseHTTPRequestHandler):
-    """One request: route, validate, answer. ``self.server.explorer`` holds the run."""
+    """One connection's requests: route, validate, answer. ``self.server`` holds the run."""
 
     server_version = "vaelab-explore"
     protocol_version = "HTTP/1.1"  # keep-alive: a moving mouse reuses one connection
     # headers and body go out as two writes; with Nagle's algorithm the second waits for the
     # client's delayed ACK, some 40 ms on Linux, on every request of a kept-alive connection
     disable_nagle_algorithm = True
+    # seconds of silence before the connection is closed, set on the socket by setup()
+    timeout = READ_TIMEOUT
+    body_unread = False  # whether this request carries a body not (yet) read
+
+    def setup(self) -> None:
+        self.timeout = self.server.read_timeout  # each server's own (make_server's timeout)
+        super().setup()
+
+    def version_string(self) -> str:
+        return self.server_version  # not http.server's "Python/3.x": no version to aim at
 
     def log_message(self, format, *args) -> None:  # noqa: A002  (quiet: one line per request is noise)
         pass
@@ -201,32 +279,57 @@ class Handler(BaseHTTPRequestHandler):
         except ConnectionError:
             self.close_connection = True
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str, headers: Iterable[tuple] = ()
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
+        for name, value in headers:
+            self.send_header(name, value)
+        if self.close_connection or self.body_unread:
+            # the bytes of an unread body would be parsed as this connection's next request:
+            # a request smuggled inside another's body. send_header also sets close_connection
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _json(self, status: int, value) -> None:
-        self._send(status, json.dumps(value, separators=(",", ":")).encode(), "application/json")
+    def _json(self, status: int, value, headers: Iterable[tuple] = ()) -> None:
+        body = json.dumps(value, separators=(",", ":")).encode()
+        self._send(status, body, "application/json", headers)
+
+    def send_error(
+        self, code: int, message: str | None = None, explain: str | None = None
+    ) -> None:
+        """http.server's own refusals (a malformed request line, headers too long, a method
+        with no ``do_`` function) as JSON like ours; the stream may hold unread bytes, so the
+        connection ends."""
+        self.close_connection = True
+        headers = ()
+        if code == HTTPStatus.NOT_IMPLEMENTED:  # its answer to a method we have no do_ for
+            code, headers = HTTPStatus.METHOD_NOT_ALLOWED, [("Allow", ALLOWED_METHODS)]
+            message = f"method {self.command} is not allowed; use {ALLOWED_METHODS}"
+        self._json(code, {"error": message or HTTPStatus(code).phrase}, headers)
 
     def _answer(self, route) -> None:
-        allowed = self.server.allowed_hosts
-        host = (self.headers.get("Host") or "").rsplit(":", 1)[0].lower()  # drop the port
-        if allowed is not None and host not in allowed:
-            # a page elsewhere that rebinds its own name to 127.0.0.1 gets no answer
+        # Content-Length or Transfer-Encoding: a body follows, and only _read_body reads one
+        self.body_unread = "Content-Length" in self.headers or "Transfer-Encoding" in self.headers
+        host = _host_of(self.headers.get("Host") or "")
+        if host not in self.server.allowed_hosts:
+            # a page elsewhere that rebinds its own name to this address gets no answer
             self.close_connection = True
-            self._json(403, {"error": f"Host {host!r} is not served; use 127.0.0.1"})
+            self._json(403, {"error": f"Host {host!r} is not served; see --allow-host"})
             return
         try:
             route()
         except BadRequest as exc:
-            self.close_connection = True  # an unread or half-read body must not be parsed next
+            self.close_connection = True  # a request framed wrong may go on past what we read
             self._json(400, {"error": str(exc)})
+        except (TimeoutError, ConnectionError):
+            raise  # the client went silent or away: no answer, http.server ends the connection
         except Exception as exc:  # noqa: BLE001  (a bug: say so in one line, never a traceback)
             print(f"vaelab explore: error answering {self.path!r}: {exc!r}", file=sys.stderr)
             self._json(500, {"error": "internal error; see the server's output"})
@@ -264,20 +367,54 @@ class Handler(BaseHTTPRequestHandler):
         if urlsplit(self.path).path != "/api/decode":
             self._json(404, {"error": "POST goes to /api/decode only"})
             return
+        z = parse_z(self._read_body(), self.server.explorer.latent_dim)
+        self._json(200, {"images": self.server.explorer.decode(z)})
+
+    def _read_body(self) -> bytes:
+        """The request's body, 1..MAX_BODY bytes framed by Content-Length, or BadRequest."""
+        if "Transfer-Encoding" in self.headers:  # two framings: where the body ends is unclear
+            raise BadRequest("send the body with a Content-Length, not a Transfer-Encoding")
         try:
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
             raise BadRequest("a Content-Length header is required") from None
         if not 0 < length <= MAX_BODY:
             raise BadRequest(f"request body must be 1..{MAX_BODY} bytes (got {length})")
-        z = parse_z(self.rfile.read(length), self.server.explorer.latent_dim)
-        self._json(200, {"images": self.server.explorer.decode(z)})
+        body = self.rfile.read(length)
+        self.body_unread = False
+        return body
 
 
-def make_server(explorer: Explorer, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
-    """A server bound to ``host:port`` (port 0: a free one), not yet serving."""
+class ExplorerServer(ThreadingHTTPServer):
+    """A thread per connection, a listen backlog for bursts, and what the handler needs."""
+
+    request_queue_size = BACKLOG
+    daemon_threads = True  # Ctrl-C does not wait for a kept-alive connection to go quiet
+
+    def __init__(
+        self, address, explorer: Explorer, allowed_hosts: frozenset[str], read_timeout: float
+    ):
+        super().__init__(address, Handler)
+        self.explorer = explorer
+        self.allowed_hosts = allowed_hosts
+        self.read_timeout = read_timeout
+        static = resources.files("vaelab.explore") / "static"
+        self.static = {name: (static / name).read_bytes() for name, _ in PAGES.values()}
+
+
+def make_server(
+    explorer: Explorer,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    allow_hosts: Iterable[str] = (),
+    timeout: float = READ_TIMEOUT,
+) -> ExplorerServer:
+    """A server bound to ``host:port`` (port 0: a free one), not yet serving, that answers
+    requests addressed to loopback, ``host`` or ``allow_hosts`` and closes a connection silent
+    for ``timeout`` seconds."""
+    names = served_names(host, allow_hosts)
     try:
-        server = ThreadingHTTPServer((host, port), Handler)
+        server = ExplorerServer((host, port), explorer, names, timeout)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise VaelabError(
@@ -285,24 +422,25 @@ def make_server(explorer: Explorer, host: str = "127.0.0.1", port: int = 0) -> T
                 "for a free one"
             ) from None
         raise VaelabError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
-    server.daemon_threads = True
-    server.explorer = explorer
-    # on loopback, only requests addressed to loopback (see Handler._answer); else any
-    server.allowed_hosts = LOOPBACK_HOSTS if host in LOOPBACK else None
-    static = resources.files("vaelab.explore") / "static"
-    server.static = {name: (static / name).read_bytes() for name, _ in PAGES.values()}
     return server
 
 
-def serve(run: str | Path, host: str = "127.0.0.1", port: int = 0, open_browser: bool = False):
+def serve(
+    run: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    open_browser: bool = False,
+    allow_hosts: Iterable[str] = (),
+):
     """Load ``run``, listen on ``host:port`` and answer until interrupted (Ctrl-C)."""
+    names = served_names(host, allow_hosts)  # a bad name is one line before the model loads
     if host not in LOOPBACK:
         print(
-            f"vaelab explore: warning: listening on {host}: anyone who can reach this address "
-            "can use the explorer",
+            f"vaelab explore: warning: listening on {host}: anyone who can reach it can use "
+            f"the explorer by the names {', '.join(sorted(names))} (more with --allow-host)",
             file=sys.stderr,
         )
-    server = make_server(Explorer(run), host, port)
+    server = make_server(Explorer(run), host, port, names)
     url = f"http://{host}:{server.server_address[1]}/"
     print(f"vaelab explore: serving {run} at {url} (Ctrl-C stops)", flush=True)
     if open_browser:
