@@ -14,6 +14,8 @@ from vaelab import VaelabError
 from vaelab import data as data_mod
 from vaelab.cli import main
 
+from .conftest import PLOTS
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -123,3 +125,18 @@ def test_folders_for_each_split_are_used_whole(tmp_path, capsys):
     args += ["--test-data", str(tmp_path / "test"), "--epochs", "1", "--batch-size", "16"]
     assert main([*args, "--hidden", "16", "--out", str(out), "--quiet"]) == 0
     assert json.loads((out / "summary.json").read_text())["test"]["n"] == 6
+
+
+def test_a_folder_of_ten_images_trains_to_a_run_with_every_plot_and_its_report(tmp_path, capsys):
+    """Ten images leave one for the test split: the reconstructions, the report's active
+    units and eval's all have to cope with a single example."""
+    write_images(tmp_path / "ten", 10, size=(8, 8))
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tmp_path / "ten"), "--epochs", "1", "--batch-size", "4"]
+    assert main([*argv, "--hidden", "16", "--out", str(out), "--quiet"]) == 0
+    assert {p.name for p in (out / "plots").iterdir()} == PLOTS
+    assert (out / "report.html").is_file() and (out / "manifest.json").is_file()
+    assert "warning" not in capsys.readouterr().out
+    assert main(["eval", str(out), "--k", "10", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 1 and result["active_units"] is None

@@ -14,7 +14,7 @@ import html
 import json
 from pathlib import Path
 
-from .checkpoint import open_run
+from .checkpoint import open_run, read_metrics
 from .errors import VaelabError
 from .evaluate import active_units, posterior_means
 from .files import read_regular, regular_files, write_atomic
@@ -77,11 +77,14 @@ def check_run(run: str | Path) -> Path:
 
 
 def _posterior_figures(run: Path) -> dict:
-    """Active units and their count from the test set's posterior means; {} if the data is gone."""
+    """Active units and their count from the test set's posterior means; {} if the data is gone
+    or the test set has fewer than the two examples a variance needs."""
     try:
         opened = open_run(run)
         x = opened.split("test")[:PLOT_EXAMPLES]
     except (VaelabError, OSError):
+        return {}
+    if len(x) < 2:
         return {}
     means = posterior_means(opened.model, x)
     return {"active_units": active_units(means), "latent_dim": opened.model.latent_dim}
@@ -199,9 +202,8 @@ def _curves_png(runs: list[Path], names: list[str]) -> bytes | None:
     """Validation ELBO per epoch of every run on one axis, as PNG bytes (None: no metrics)."""
     curves = {}
     for run, name in zip(runs, names, strict=True):
-        path = run / "metrics.jsonl"
-        if path.is_file():
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = [r for r in read_metrics(run) if "valid_elbo" in r]
+        if rows:
             curves[name] = ([r["epoch"] for r in rows], [r["valid_elbo"] for r in rows])
     return figure_png(valid_elbo_curves(curves)) if curves else None
 

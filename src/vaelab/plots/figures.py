@@ -52,7 +52,7 @@ def reconstructions(inputs: np.ndarray, recons: np.ndarray) -> Figure:
     """Each column: an input (top) and its reconstruction E[x | z = mean of q(z|x)] (bottom)."""
     n = len(inputs)
     fig = Figure(figsize=(n * 0.9, 2.2), layout="constrained")
-    axes = fig.subplots(2, n)
+    axes = fig.subplots(2, n, squeeze=False)  # (2, n) even for one image
     for i in range(n):
         show(axes[0, i], inputs[i])
         show(axes[1, i], recons[i])
