@@ -62,6 +62,7 @@ def test_two_epoch_cli_run_on_digits_writes_every_artefact(tmp_path):
         "summary.json",
         "plots",
         "report.html",
+        "manifest.json",
     }
     assert {p.name for p in (out / "plots").iterdir()} == PLOTS
     assert not out.with_name("run.partial").exists()

@@ -98,8 +98,11 @@ def test_bad_input_is_one_line_and_exit_2(digits_run, tmp_path, capsys, argv, me
 
 
 def test_a_report_that_fails_costs_a_warning_not_the_run(tmp_path, monkeypatch):
+    """A report that cannot be drawn (a bug in it, say) must not cost the trained run; a
+    report that cannot be written (a full disk) stops the run for --resume, as any write."""
+
     def broken(run, out=None):
-        raise OSError("disk full")
+        raise ValueError("no glyph for ±")
 
     monkeypatch.setattr("vaelab.runs.write_report", broken)  # where the run reads it
     lines = []
@@ -108,7 +111,7 @@ def test_a_report_that_fails_costs_a_warning_not_the_run(tmp_path, monkeypatch):
     train(config, progress=False, log=lines.append)
     assert (out / "model.safetensors").is_file() and (out / "summary.json").is_file()
     assert not (out / "report.html").exists()
-    assert any("warning: no report.html (disk full)" in line for line in lines)
+    assert any("warning: no report.html (no glyph for ±)" in line for line in lines)
     assert not out.with_name("run.partial").exists()
 
 

@@ -4,6 +4,7 @@ reach the weights. Real processes killed for real; faults injected through the d
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -23,6 +24,8 @@ from vaelab import Config
 from vaelab.build import build_model
 from vaelab.checkpoint import load_training_state
 from vaelab.cli import main
+
+from .conftest import PLOTS
 
 TIMING = {"seconds", "train_samples_per_sec"}
 ARGS = ["--data", "digits", "--hidden", "64", "--latent-dim", "4", "--batch-size", "32"]
@@ -305,3 +308,57 @@ def test_resume_removes_what_interrupted_writes_left_and_files_get_the_umask_mod
     os.umask(mask)
     for name in ("model.safetensors", "config.toml", "summary.json", "report.html"):
         assert (run / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
+def listed_files_match(run: Path) -> None:
+    """The run's manifest names every file it holds, each with its size and SHA-256."""
+    listed = json.loads((run / "manifest.json").read_text())["files"]
+    files = {
+        p.relative_to(run).as_posix(): p.read_bytes()
+        for p in run.rglob("*")
+        if p.is_file() and p.name != "manifest.json"
+    }
+    assert set(listed) == set(files)
+    for name, data in files.items():
+        assert listed[name] == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def test_a_published_run_lists_every_file_in_its_manifest_and_plot_keeps_it_true(
+    digits_run, tmp_path
+):
+    listed_files_match(digits_run)
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    (run / "plots" / "manifold.png").unlink()
+    assert main(["plot", str(run), "--gap"]) == 0  # adds the 2-D run's posterior-gap plots
+    assert main(["sample", str(run), "--n", "4"]) == 0
+    assert main(["report", str(run)]) == 0
+    listed = json.loads((run / "manifest.json").read_text())["files"]
+    assert {"plots/posterior_gap.png", "plots/samples_grid.png"} <= set(listed)
+    assert "plots/manifold.png" not in listed
+    listed_files_match(run)
+
+
+def test_a_run_killed_while_drawing_is_finished_by_resume_not_published_half_drawn(tmp_path):
+    """SIGKILL the moment summary.json appears (the model is trained and scored; the plots,
+    the report and the manifest are still to come): nothing is published, and --resume draws
+    every plot and the report, writes the manifest last and publishes a complete run."""
+    out, partial = tmp_path / "run", tmp_path / "run.partial"
+    proc = vaelab("train", "--data", "digits", "--latent-dim", "2", "--hidden", "32",
+                  "--epochs", "1", "--out", str(out), "--quiet")  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (partial / "summary.json").is_file():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert not out.exists() and not (partial / "manifest.json").exists()
+    assert not (partial / "report.html").exists()
+    code, stdout, err = finish(vaelab("train", "--resume", str(out)))
+    assert code == 0, err
+    assert "drawing its plots and report" in stdout
+    assert {p.name for p in (out / "plots").iterdir()} == PLOTS
+    assert (out / "report.html").is_file() and not partial.exists()
+    assert not (out / "checkpoints").exists()
+    listed_files_match(out)

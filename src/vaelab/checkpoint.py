@@ -62,6 +62,21 @@ def load_transform(run_dir: str | Path) -> dict | None:
     return transform
 
 
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The records of ``RUN/metrics.jsonl``, one per epoch ([] when the run has none); a file
+    that is not JSON lines of records is one line naming it."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    try:
+        metrics = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (UnicodeDecodeError, ValueError):
+        metrics = None
+    if metrics is None or not all(isinstance(m, dict) and "epoch" in m for m in metrics):
+        raise VaelabError(f"{path} is not a vaelab metrics log (JSON lines, one per epoch)")
+    return metrics
+
+
 def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
     """The trained model of a run, in eval mode, on ``device``."""
     return open_run(run_dir, device).model

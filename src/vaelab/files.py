@@ -6,6 +6,7 @@ and never through a link.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -47,6 +48,33 @@ def write_atomic(path: str | Path, data: bytes | str) -> None:
 
 def write_json(path: str | Path, value: Any) -> None:
     write_atomic(path, json.dumps(value, indent=2) + "\n")
+
+
+MANIFEST = "manifest.json"  # a run's list of its files, written last: the run is complete
+
+
+def manifest(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """Every regular file below ``folder`` by relative path, with its size and SHA-256; hidden
+    files (a lock, temporaries), the manifest itself and the subfolders ``skip`` left out."""
+    files = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if (
+            rel.parts[0] in skip
+            or any(part.startswith(".") for part in rel.parts)
+            or rel.as_posix() == MANIFEST
+            or path.is_symlink()
+            or not path.is_file()
+        ):
+            continue
+        digest = hashlib.sha256(read_regular(path)).hexdigest()
+        files[rel.as_posix()] = {"bytes": path.stat().st_size, "sha256": digest}
+    return files
+
+
+def write_manifest(folder: Path, skip: tuple[str, ...] = ()) -> None:
+    """``folder/manifest.json``: :func:`manifest` of ``folder``, written atomically."""
+    write_json(folder / MANIFEST, {"files": manifest(folder, skip)})
 
 
 def remove_temporaries(folder: Path) -> list[Path]:

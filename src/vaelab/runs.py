@@ -2,8 +2,12 @@
 model, fit it (:mod:`vaelab.training.loop`), score it, draw its plots and report, publish it.
 
 A run is built in ``OUT.partial`` and renamed to ``OUT`` only when it is complete, so a
-folder named ``OUT`` always holds a finished run, and an existing run is replaced (with
-``overwrite``) only once its successor is complete. Every ``checkpoint_every`` epochs the
+folder named ``OUT`` always holds a finished run. Complete means: every file written
+atomically, the plots and the report drawn, and ``manifest.json`` (every file with its size
+and SHA-256) written last; ``--resume`` of a trained run without one draws what is missing.
+Commands that add files to a published run (``plot``, ``report``, ``sample``) list them in
+its manifest too. An existing run is replaced (with ``overwrite``) only once its successor
+is complete. Every ``checkpoint_every`` epochs the
 loop writes ``OUT.partial/checkpoints/last.safetensors`` (weights, Adam's moments, the random
 generators, the counters), from which :func:`resume` continues the run exactly: on the CPU,
 a run killed at any point and resumed ends with the same weights, bit for bit, as one never
@@ -21,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import functools
+import json
 import math
 import os
 import shutil
@@ -34,13 +39,13 @@ import torch
 from . import data as data_mod
 from . import ranks
 from .build import build_model
-from .checkpoint import save_model
+from .checkpoint import open_run, read_metrics, save_model
 from .config import CONV_ARCHS, Config, make_config, read_toml
 from .core.model import VAE
 from .device import resolve_device
 from .errors import VaelabError
 from .evaluate.validation import score, validation_record
-from .files import remove_temporaries, write_atomic, write_json
+from .files import MANIFEST, remove_temporaries, write_atomic, write_json, write_manifest
 from .plots import draw_run
 from .report import write_report
 from .training.guard import checkpoint_status
@@ -187,11 +192,18 @@ def _resume(out: Path, partial: Path, progress, log) -> Path:
     if ranks.is_main():  # a kill in the middle of a write leaves its temporary file behind
         for path in remove_temporaries(partial):
             log(f"vaelab: removed {path}, left by an interrupted write")
-    if (partial / "summary.json").is_file() and (partial / "model.safetensors").is_file():
-        # it was complete, stopped while being renamed into place
+    if (partial / MANIFEST).is_file():  # complete, stopped while being renamed into place
         ranks.on_main(_publish, partial, out)
         log(f"vaelab: {out} was complete; it is now in place")
         return out
+    if _trained(partial):  # trained and scored, stopped before its plots, report or manifest
+        if not ranks.is_main():
+            return out
+        log(f"vaelab: {partial} is trained; drawing its plots and report")
+        run = open_run(partial)
+        metrics = read_metrics(partial)
+        binarization = run.config.resolved_binarize
+        return _finish(run.model, run.data(), metrics, binarization, partial, out, log)
     for name in ("config.toml", "metrics.jsonl"):
         if not (partial / name).is_file():
             raise VaelabError(f"{partial} has lost its {name}; start again with --overwrite")
@@ -251,9 +263,8 @@ def _n_parameters(model: VAE) -> int:
 
 
 def _complete(run: Prepared, out: Path, partial: Path, progress, log, resume: bool) -> Path:
-    """Fit, save, score, draw; then rename ``partial`` to ``out``."""
+    """Fit, save and score the model; then :func:`_finish` the run."""
     config, dataset, model = run.config, run.dataset, run.model
-    binarization = config.binarize  # resolved from the data by _prepare
     main = ranks.is_main()
     try:
         if not resume and main:  # atomic, like every file of a run: --resume rebuilds from it
@@ -263,7 +274,7 @@ def _complete(run: Prepared, out: Path, partial: Path, progress, log, resume: bo
         with ranks.lost_contact():  # every rank takes part until the test score
             validate = functools.partial(validation_record, config=config)
             metrics = fit(
-                model, dataset, config, binarization, run.device, partial, validate,
+                model, dataset, config, config.binarize, run.device, partial, validate,
                 resume=resume, progress=progress, log=log,
             )  # fmt: skip
             summary = _summarise(model, dataset, config, metrics)
@@ -276,27 +287,38 @@ def _complete(run: Prepared, out: Path, partial: Path, progress, log, resume: bo
         if not main:
             return out
         save_model(partial, model, config)
-        write_json(partial / "summary.json", summary)
-        draw_run(model, dataset, metrics, partial / "plots", binarization)
+        write_json(partial / "summary.json", summary)  # with the model: the run is trained
     except OSError as exc:  # a full disk, a folder made read-only under us, ...
         if not main:
             raise
-        if (partial / "checkpoints" / "last.safetensors").is_file():
-            hint = f"its last checkpoint is intact: make room, then --resume {out}"
-        else:
-            shutil.rmtree(partial, ignore_errors=True)
-            hint = "nothing was kept: make room and start again"
-        raise VaelabError(
-            f"cannot write the run in {partial} ({exc.strerror or exc}); {hint}"
-        ) from None
+        raise _cannot_write(partial, out, exc) from None
     except BaseException:
         log(f"vaelab: training stopped; the unfinished run is in {partial}")
         raise
-    _write_report(partial, out, log)
+    return _finish(model, dataset, metrics, config.binarize, partial, out, log)
+
+
+def _finish(
+    model: VAE, dataset, metrics: list[dict], binarization: str, partial: Path, out: Path, log
+) -> Path:
+    """Draw the plots and the report of the trained, scored run in ``partial``, write its
+    manifest last (every file with its size and SHA-256: the mark of a complete run), and
+    publish it as ``out``. Every file is written atomically, so a kill here leaves whole files
+    and no manifest, and ``--resume`` comes back here."""
+    try:
+        draw_run(model, dataset, metrics, partial / "plots", binarization)
+        _write_report(partial, out, log)
+        write_manifest(partial, skip=("checkpoints",))  # they go when the run is published
+    except OSError as exc:
+        raise _cannot_write(partial, out, exc) from None
+    except BaseException:
+        log(f"vaelab: drawing stopped; the trained run is in {partial}: --resume {out} draws it")
+        raise
     _publish(partial, out)
+    summary = json.loads((out / "summary.json").read_text())["test"]
     log(
-        f"vaelab: test ELBO {summary['test']['elbo']:.2f} nats "
-        f"(reconstruction {summary['test']['reconstruction']:.2f}, KL {summary['test']['kl']:.2f})"
+        f"vaelab: test ELBO {summary['elbo']:.2f} nats "
+        f"(reconstruction {summary['reconstruction']:.2f}, KL {summary['kl']:.2f})"
     )
     log(f"vaelab: run written to {out}/ ; plots in {out / 'plots'}/")
     if (out / "report.html").is_file():
@@ -304,11 +326,30 @@ def _complete(run: Prepared, out: Path, partial: Path, progress, log, resume: bo
     return out
 
 
+def _cannot_write(partial: Path, out: Path, exc: OSError) -> VaelabError:
+    """The one line for a write that failed: what is kept, and how to go on."""
+    if _trained(partial):
+        hint = f"the trained model is kept: make room, then --resume {out}"
+    elif (partial / "checkpoints" / "last.safetensors").is_file():
+        hint = f"its last checkpoint is intact: make room, then --resume {out}"
+    else:
+        shutil.rmtree(partial, ignore_errors=True)
+        hint = "nothing was kept: make room and start again"
+    return VaelabError(f"cannot write the run in {partial} ({exc.strerror or exc}); {hint}")
+
+
+def _trained(partial: Path) -> bool:
+    """Whether the run in ``partial`` is trained and scored (its plots may still be missing)."""
+    return (partial / "summary.json").is_file() and (partial / "model.safetensors").is_file()
+
+
 def _write_report(partial: Path, out: Path, log) -> None:
     """RUN/report.html, written (atomically) into the run before it is published; a report
-    that cannot be written costs a warning, never the run."""
+    that cannot be drawn costs a warning, never the run (a failed write stops it, as any)."""
     try:
         write_report(partial)
+    except OSError:
+        raise
     except Exception as exc:  # noqa: BLE001  (any failure here must leave the run intact)
         log(f"vaelab: warning: no report.html ({exc}); write it with: vaelab report {out}")
 
@@ -326,6 +367,14 @@ def _publish(partial: Path, out: Path) -> None:
     (out / RunLock.NAME).unlink(missing_ok=True)  # the lock's file; its holder lets go next
     shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
+
+
+def record_in_manifest(run: str | Path, written: str | Path) -> None:
+    """After a command has written ``written`` (a plot, the report, ...) into the finished run
+    ``run``, list it in the run's manifest, so that the manifest keeps naming every file."""
+    run = Path(run)
+    if Path(written).resolve().is_relative_to(run.resolve()):
+        write_manifest(run, skip=("checkpoints",))
 
 
 def _check_data(dataset, config: Config) -> None:

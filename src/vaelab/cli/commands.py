@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .. import evaluate, ranks
-from ..checkpoint import load_config, open_run
+from ..checkpoint import load_config, open_run, read_metrics
 from ..config import FIELD_TYPES, assemble
 from ..device import resolve_device
 from ..encode import encode
@@ -27,7 +27,7 @@ from ..evaluate.statistics import standard_error
 from ..explore import serve
 from ..plots import GAP_PLOTS, draw_gap, draw_run, save_grid_png
 from ..report import write_comparison, write_report
-from ..runs import resume, train
+from ..runs import record_in_manifest, resume, train
 
 
 def _train(args) -> None:
@@ -76,7 +76,8 @@ def _eval(args) -> None:
         "elbo_se": scores["elbo_se"],
         "reconstruction": scores["reconstruction"],
         "kl": scores["kl"],
-        "active_units": evaluate.active_units(means),
+        # a variance over the examples: undefined for one
+        "active_units": evaluate.active_units(means) if len(means) > 1 else None,
         "kl_per_dim": kls.double().mean(0).tolist(),
         "ess_mean": ll["ess_mean"],
     }
@@ -114,7 +115,8 @@ def _eval(args) -> None:
     print(f"  ELBO                 {result['elbo']:10.3f} ± {result['elbo_se']:.3f}")
     print(f"  E_q[log p(x|z)]      {result['reconstruction']:10.3f}")
     print(f"  KL                   {result['kl']:10.3f}")
-    print(f"  active units         {result['active_units']:>6d} of {model.latent_dim}")
+    units = result["active_units"]
+    print(f"  active units         {'—' if units is None else units:>6} of {model.latent_dim}")
     print(f"  mean ESS             {result['ess_mean']:10.1f} of {args.k}")
 
 
@@ -172,6 +174,7 @@ def _disentangle(args) -> None:
 def _encode(args) -> None:
     device = resolve_device(args.device)
     n = encode(args.run, args.data, args.out, args.samples, args.seed, device, args.overwrite)
+    record_in_manifest(args.run, args.out)
     what = "means and standard deviations" + (f", {args.samples} samples" if args.samples else "")
     print(f"vaelab: q(z|x) of {n} examples ({what}) written to {args.out}")
 
@@ -189,6 +192,7 @@ def _sample(args) -> None:
     torch.manual_seed(args.seed)
     images = model.sample(args.n).numpy()
     save_grid_png(images, out)
+    record_in_manifest(args.run, out)
     print(f"vaelab: {args.n} samples from the prior written to {out}")
 
 
@@ -207,14 +211,12 @@ def _plot(args) -> None:
     plot_dir = Path(args.run) / "plots"
     if gap_plots:
         paths = draw_gap(model, dataset, plot_dir, config.resolved_binarize, seed=config.seed)
+        record_in_manifest(args.run, plot_dir)
         if args.gap:
             print(f"vaelab: {len(paths)} plots written to {plot_dir}")
             return
-    metrics_path = Path(args.run) / "metrics.jsonl"
-    metrics = []
-    if metrics_path.is_file():
-        metrics = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
-    paths = draw_run(model, dataset, metrics, plot_dir, config.resolved_binarize)
+    paths = draw_run(model, dataset, read_metrics(args.run), plot_dir, config.resolved_binarize)
+    record_in_manifest(args.run, plot_dir)
     if gap_plots:
         paths += [plot_dir / name for name in GAP_PLOTS]
     print(f"vaelab: {len(paths)} plots written to {plot_dir}")
@@ -223,6 +225,7 @@ def _plot(args) -> None:
 def _report(args) -> None:
     if len(args.runs) == 1:
         out = write_report(args.runs[0], args.out)
+        record_in_manifest(args.runs[0], out)
     else:
         out = write_comparison(args.runs, args.out or "compare.html")
     print(f"vaelab: report written to {out}")

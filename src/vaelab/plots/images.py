@@ -1,5 +1,6 @@
 """Image arrays ``(N, C, H, W)`` in [0, 1] tiled into one grid, written as a PNG, or shown on a
 matplotlib axis: the pieces the figures of images are built from; and a figure saved as a PNG.
+Files are written atomically (:func:`vaelab.files.write_atomic`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
+
+from ..files import write_atomic
 
 
 def tile(images: np.ndarray, ncols: int, pad: int = 1) -> np.ndarray:
@@ -32,7 +35,9 @@ def save_grid_png(
     grid = (np.clip(tile(images, ncols), 0, 1) * 255).round().astype(np.uint8)
     grid = grid[..., 0] if grid.shape[-1] == 1 else grid
     img = Image.fromarray(grid)
-    img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(path)
+    buffer = io.BytesIO()
+    img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(buffer, format="png")
+    write_atomic(path, buffer.getvalue())
 
 
 def show(ax, image: np.ndarray) -> None:
@@ -48,8 +53,8 @@ def show(ax, image: np.ndarray) -> None:
 
 
 def save_figure(fig: Figure, path: Path) -> None:
-    """Write ``fig`` as a PNG at 110 dpi."""
-    fig.savefig(path, dpi=110)
+    """Write ``fig`` as a PNG at 110 dpi, atomically (a reader never sees half a picture)."""
+    write_atomic(path, figure_png(fig))
 
 
 def figure_png(fig: Figure) -> bytes:

@@ -26,7 +26,13 @@ from tqdm import tqdm
 
 from .. import data as data_mod
 from .. import ranks
-from ..checkpoint import load_training_state, load_weights, save_training_state, save_weights
+from ..checkpoint import (
+    load_training_state,
+    load_weights,
+    read_metrics,
+    save_training_state,
+    save_weights,
+)
 from ..errors import VaelabError
 from ..files import write_atomic
 from . import compiled, distributed
@@ -306,22 +312,19 @@ def _resume(run_dir: Path, model, optimizer, generator, critic, log):
     last = run_dir / "checkpoints" / "last.safetensors"
     counters = load_training_state(last, model, optimizer, generator, critic)
     state = LoopState.from_counters(counters, last)
-    metrics = _read_metrics(run_dir / "metrics.jsonl", state.epoch)
+    metrics = _read_metrics(run_dir, state.epoch)
     if ranks.is_main():  # the log cut back atomically: a second kill loses nothing
         write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
     log(f"vaelab: resuming {run_dir} after epoch {state.epoch}")
     return state, metrics
 
 
-def _read_metrics(path: Path, epochs: int) -> list[dict]:
+def _read_metrics(run_dir: Path, epochs: int) -> list[dict]:
     """The first ``epochs`` records of a run's metrics.jsonl (later ones postdate the
     checkpoint)."""
-    try:
-        lines = path.read_text().splitlines()[:epochs]
-        metrics = [json.loads(line) for line in lines]
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        metrics = []
-    if len(metrics) != epochs or not all(isinstance(m, dict) and "seconds" in m for m in metrics):
+    path = run_dir / "metrics.jsonl"
+    metrics = read_metrics(run_dir)[:epochs]
+    if len(metrics) != epochs or not all("seconds" in m for m in metrics):
         raise VaelabError(f"{path} does not hold the {epochs} epochs its checkpoint has done")
     return metrics
 
