@@ -9,10 +9,11 @@ others, raising :class:`VaelabError` with the fix; ``Config.to_toml`` writes the
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
+
+import tomli_w
 
 from ..errors import VaelabError
 
@@ -313,11 +314,10 @@ class Config:
         return dataclasses.asdict(self)
 
     def to_toml(self) -> str:
-        """Flat TOML, one ``key = value`` line per field."""
-        lines = ["# vaelab run configuration; re-run with: vaelab train --config config.toml"]
-        for key, value in self.to_dict().items():
-            lines.append(f"{key} = {_toml_value(value)}")
-        return "\n".join(lines) + "\n"
+        """Flat TOML, one ``key = value`` per field, written by a TOML writer (``tomli_w``), so
+        any string (control characters, quotes, DEL) reads back as it was."""
+        header = "# vaelab run configuration; re-run with: vaelab train --config config.toml\n"
+        return header + tomli_w.dumps(self.to_dict())
 
 
 def default(name: str) -> Any:
@@ -337,14 +337,3 @@ def _check_type(name: str, value: Any, type_name: str) -> None:
     }[type_name]
     if not ok:
         raise VaelabError(f"{name} must be of type {type_name} (got {value!r})")
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        # a TOML basic string: JSON's escapes are TOML's, but for DEL, which TOML escapes too
-        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return repr(value)
