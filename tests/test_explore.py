@@ -22,7 +22,8 @@ import torch
 from vaelab.checkpoint import load
 from vaelab.cli import build_parser, main
 from vaelab.explore import Explorer, make_server
-from vaelab.explore.server import MAX_POINTS, READ_TIMEOUT
+from vaelab.explore.explorer import MAX_POINTS
+from vaelab.explore.server import READ_TIMEOUT
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,11 @@
 """``vaelab explore RUN``: a local web page to look around a trained model's latent space.
 
-The server (:mod:`vaelab.explore.server`) decodes latent vectors with the trained model; the
-page (``static/``, plain HTML and JavaScript on a canvas, no build step) draws the map.
+The model side (:mod:`vaelab.explore.explorer`) opens the run and decodes latent vectors; the
+HTTP server (:mod:`vaelab.explore.server`) answers the page with it; the page (``static/``,
+plain HTML and JavaScript on a canvas, no build step) draws the map.
 """
 
-from .server import Explorer, make_server, serve
+from .explorer import Explorer
+from .server import make_server, serve
 
 __all__ = ["Explorer", "make_server", "serve"]

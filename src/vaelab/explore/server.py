@@ -1,4 +1,5 @@
-"""The explorer's web server: the standard library's ThreadingHTTPServer and a trained model.
+"""The explorer's web server: the standard library's ThreadingHTTPServer in front of an
+:class:`~vaelab.explore.explorer.Explorer` (the model side, with no HTTP in it).
 
 Routes (nothing else is served; the routes are matched on the raw request path, so no
 spelling of ``..`` ever reaches the disk):
@@ -12,10 +13,12 @@ spelling of ``..`` ever reaches the disk):
     dimension, the image shape, and the test set's posterior means in the map dimensions
     ``(N, 2)`` with their labels.
 ``POST /api/decode`` with ``{"z": [[z_1 .. z_D], ...]}``
-    E[x | z] for at most :data:`MAX_POINTS` latent vectors, as 8-bit pixels in (H, W, C) order.
+    E[x | z] for at most :data:`~vaelab.explore.explorer.MAX_POINTS` latent vectors, as 8-bit
+    pixels in (H, W, C) order.
 ``GET /api/point?index=I&k=K``
     test image I, its reconstruction E[x | z = mean], q(z|x) (loc, scale, length D), K draws
-    z ~ q(z|x) ``(K, D)`` (fixed seed per image) and their decodings; K <= :data:`MAX_K`.
+    z ~ q(z|x) ``(K, D)`` (fixed seed per image) and their decodings;
+    K <= :data:`~vaelab.explore.explorer.MAX_K`.
 
 A malformed request is answered with HTTP 400 and ``{"error": message}``; an unknown path
 with 404; any method but GET and POST with 405 and an ``Allow`` header; a failure inside the
@@ -39,7 +42,6 @@ from __future__ import annotations
 import errno
 import ipaddress
 import json
-import math
 import re
 import sys
 import webbrowser
@@ -50,17 +52,10 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import torch
-
-from ..checkpoint import open_run
 from ..errors import VaelabError
-from ..evaluate import posterior_stats
-from ..files import read_regular, regular_files
-from ..plots import PLOT_EXAMPLES
-from ..report import check_run
+from ..files import read_regular
+from .explorer import MAX_K, BadRequest, Explorer, parse_z
 
-MAX_POINTS = 1024  # latent vectors per decode request
-MAX_K = 64  # posterior samples per clicked point
 MAX_BODY = 8 << 20  # bytes of a request body: 1,024 vectors of a few hundred numbers fit
 BACKLOG = 128  # connections waiting to be accepted; http.server's 5 reset a page's burst
 READ_TIMEOUT = 10.0  # seconds a connection may stay silent, mid-request or between requests
@@ -105,133 +100,6 @@ def _host_of(header: str) -> str:
     if not name or "]" in port:  # no port, or the colon was inside an IPv6 address
         name = header
     return name.lower()
-
-
-class BadRequest(Exception):
-    """A request the client got wrong: answered with 400 and this message."""
-
-
-class Explorer:
-    """A run's model and test set, and the answers the page asks for (no HTTP in here).
-
-    Images are ``(N, C, H, W)`` in [0, 1]; latent vectors ``(N, D)``.
-    """
-
-    def __init__(self, run: str | Path):
-        self.run = check_run(run)
-        opened = open_run(self.run)
-        self.model = opened.model
-        if self.model.latent_dim < 2:
-            raise VaelabError("vaelab explore needs a latent space of 2 or more dimensions")
-        if len(self.model.x_shape) != 3:
-            raise VaelabError(
-                f"vaelab explore draws images, and this run's examples have shape "
-                f"{self.model.x_shape}; see its latent space with vaelab report {run}"
-            )
-        dataset = opened.data()
-        # a tensor, also for a test split streamed from disk
-        self.x = opened.split("test", dataset)[:PLOT_EXAMPLES]
-        labels = dataset.test_labels
-        self.labels = None if labels is None else labels[:PLOT_EXAMPLES].tolist()
-        with torch.inference_mode():
-            means, _, kls = posterior_stats(self.model, self.x)
-        self.kl = kls.double().mean(0)
-        self.dims = sorted(int(d) for d in torch.argsort(self.kl, descending=True)[:2])
-        self.map_points = means[:, self.dims]
-        # regular files inside the run only: a link in plots/ is never served
-        self.plots = {p.name: p for p in regular_files(self.run / "plots", "*.png", self.run)}
-
-    @property
-    def latent_dim(self) -> int:
-        return self.model.latent_dim
-
-    def info(self) -> dict:
-        c, h, w = self.model.x_shape
-        return {
-            "run": self.run.resolve().name,
-            "latent_dim": self.latent_dim,
-            "dims": self.dims,
-            "kl_per_dim": [round(v, 4) for v in self.kl.tolist()],
-            "image": {"channels": c, "height": h, "width": w},
-            "points": [[round(a, 4), round(b, 4)] for a, b in self.map_points.tolist()],
-            "labels": self.labels,
-            "plots": sorted(self.plots),
-            "max_points": MAX_POINTS,
-            "max_k": MAX_K,
-        }
-
-    @staticmethod
-    def _pixels(images: torch.Tensor) -> list[list[int]]:
-        """``(N, C, H, W)`` in [0, 1] -> N flat lists of bytes in (H, W, C) order."""
-        scaled = (images.clamp(0, 1) * 255).round().to(torch.uint8)
-        return scaled.permute(0, 2, 3, 1).reshape(len(images), -1).tolist()
-
-    def decode(self, z: torch.Tensor) -> list[list[int]]:
-        """E[x | z] for ``z`` ``(N, D)``, as :meth:`_pixels`."""
-        with torch.inference_mode():
-            return self._pixels(self.model.decode(z))
-
-    def point(self, index: int, k: int) -> dict:
-        """Test image ``index``: q(z|x), K draws from it, their decodings, the reconstruction."""
-        x = self.x[index : index + 1]
-        generator = torch.Generator().manual_seed(index)  # the same dots on every click
-        with torch.inference_mode():
-            qz = self.model.q_z(x)
-            loc, scale = qz.mean[0], qz.stddev[0]
-            z = loc + scale * torch.randn(k, self.latent_dim, generator=generator)
-            decoded = self.model.decode(torch.cat([loc[None], z]))
-        return {
-            "index": index,
-            "label": None if self.labels is None else self.labels[index],
-            "loc": loc.tolist(),
-            "scale": scale.tolist(),
-            "samples": z.tolist(),
-            "image": self._pixels(x)[0],
-            "reconstruction": self._pixels(decoded[:1])[0],
-            "decodings": self._pixels(decoded[1:]),
-        }
-
-
-def _number(text: str) -> float:
-    """json.loads' ``parse_int`` and ``parse_float``: every number a float, refused beyond
-    float range. (As an int, a 10^400 parses and then fails to become a float.)"""
-    value = float(text)
-    if math.isinf(value):
-        short = text if len(text) <= 20 else f"{text[:12]}... ({len(text)} characters)"
-        raise BadRequest(f"number too large for a float: {short}")
-    return value
-
-
-def _constant(name: str) -> float:
-    """``parse_constant``: json.loads takes NaN and Infinity, which are not JSON."""
-    raise BadRequest(f"latent values must be finite numbers (got {name})")
-
-
-def parse_z(body: bytes, latent_dim: int) -> torch.Tensor:
-    """``{"z": [[...], ...]}`` -> a float32 tensor ``(N, D)``, or BadRequest saying why."""
-    try:
-        payload = json.loads(
-            body, parse_int=_number, parse_float=_number, parse_constant=_constant
-        )
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest('body is not JSON; send {"z": [[z_1, ..., z_D], ...]}') from None
-    except RecursionError:  # the parser recurses once per level of nesting
-        raise BadRequest("JSON nested too deeply; a decode request nests 3 levels") from None
-    z = payload.get("z") if isinstance(payload, dict) else None
-    if not isinstance(z, list) or not z:
-        raise BadRequest('expected {"z": [[z_1, ..., z_D], ...]} with at least one vector')
-    if len(z) > MAX_POINTS:
-        raise BadRequest(f"at most {MAX_POINTS} latent vectors per request (got {len(z)})")
-    for row in z:
-        if not isinstance(row, list) or len(row) != latent_dim:
-            raise BadRequest(f"each latent vector must be a list of {latent_dim} numbers")
-        for v in row:
-            # every JSON number is a finite float here (_number, _constant)
-            if not isinstance(v, float):
-                raise BadRequest(f"latent values must be finite numbers (got {v!r})")
-            if abs(v) > 1e6:  # a finite float beyond float32 would become inf
-                raise BadRequest(f"latent values must lie within ±1e6 (got {v!r})")
-    return torch.tensor(z, dtype=torch.float32)
 
 
 def _int_param(query: dict, name: str, low: int, high: int, default: int | None = None) -> int:
