@@ -15,7 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from vaelab import load
-from vaelab.checkpoint import save_weights
+from vaelab.checkpoint import payload_digest, save_weights
 from vaelab.cli import main
 from vaelab.errors import VaelabError
 
@@ -111,3 +111,40 @@ def test_the_same_weights_make_the_same_file_bytes(digits_run, tmp_path):
     assert list(header["__metadata__"]) == sorted(header["__metadata__"])
     assert "sha256" in header["__metadata__"]
     assert load_file(str(paths[0])).keys() == model.state_dict().keys()
+
+
+def _nan_in_first_weight(tensors: dict, metadata: dict) -> None:
+    key = sorted(k for k in tensors if tensors[k].is_floating_point())[0]
+    tensors[key] = tensors[key].clone()
+    tensors[key].view(-1)[0] = float("nan")
+    metadata["sha256"] = payload_digest(tensors)  # a consistent file, forged whole
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda t, m: m.__setitem__("x_shape", "[1, 99999, 99999]"), "does not match"),
+        (lambda t, m: m.__setitem__("x_shape", "[-1, 8, 8]"), "no valid x_shape"),
+        (lambda t, m: m.__setitem__("x_shape", "[1.5]"), "no valid x_shape"),
+        (_nan_in_first_weight, "NaN or Inf"),
+    ],
+    ids=["huge-x-shape", "negative-x-shape", "float-x-shape", "nan-weight"],
+)
+@pytest.mark.parametrize("command", ["eval", "sample", "encode"])
+def test_a_forged_model_file_is_one_line_for_every_command(
+    digits_run, tmp_path, capsys, change, words, command
+):
+    """An x_shape of 10^10 pixels used to allocate 16 TB before the weights were compared
+    (a RuntimeError), a negative one failed in torch, and NaN weights gave NaN nats, exit 0."""
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    _rewrite(run / "model.safetensors", change)
+    argv = {
+        "eval": ["eval", str(run), "--k", "2"],
+        "sample": ["sample", str(run), "--n", "2", "--out", str(tmp_path / "s.png")],
+        "encode": ["encode", str(run), "--data", "digits", "--out", str(tmp_path / "z.npz")],
+    }[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0]
+    assert not (tmp_path / "s.png").exists() and not (tmp_path / "z.npz").exists()

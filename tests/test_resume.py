@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -362,3 +363,29 @@ def test_a_run_killed_while_drawing_is_finished_by_resume_not_published_half_dra
     assert (out / "report.html").is_file() and not partial.exists()
     assert not (out / "checkpoints").exists()
     listed_files_match(out)
+
+
+def test_a_run_whose_test_elbo_is_not_finite_is_not_published_and_says_why(tmp_path, capsys):
+    """Finite data, but one test value of 3e38 that no Gaussian decoder can score: training
+    is healthy and the test ELBO is -inf. The run is not published, and the line blames the
+    test data, not the learning rate. NaN in a held-out split is refused up front."""
+    rng = np.random.default_rng(0)
+    paths = {name: tmp_path / f"{name}.npy" for name in ("train", "valid", "test")}
+    for name, n in (("train", 200), ("valid", 20), ("test", 20)):
+        np.save(paths[name], rng.normal(size=(n, 5)).astype(np.float32))
+    test = np.load(paths["test"])
+    test[3, 2] = 3e38
+    np.save(paths["test"], test)
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(paths["train"]), "--valid-data", str(paths["valid"])]
+    argv += ["--test-data", str(paths["test"]), "--epochs", "1", "--batch-size", "20"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "the test ELBO is -inf" in err[-1] and "check the test data" in err[-1]
+    assert "lower --lr" not in err[-1] and not out.exists()
+    test[3, 2] = np.nan
+    np.save(paths["test"], test)
+    assert main([*argv, "--out", str(out), "--quiet", "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{paths['test']} contains NaN or Inf" in err[0]
+    assert not out.exists()

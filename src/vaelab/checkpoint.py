@@ -90,20 +90,31 @@ def _load_model(run_dir: Path, config: Config, device: str | torch.device) -> VA
     metadata, tensors = _read_safetensors(path)
     if metadata.get("format") != FORMAT:
         raise VaelabError(f"{path} is not a vaelab model (no vaelab format tag in its header)")
-    try:
-        x_shape = tuple(int(n) for n in json.loads(metadata["x_shape"]))
-    except (KeyError, ValueError, TypeError):
-        raise VaelabError(f"{path} has no valid x_shape in its metadata") from None
+    x_shape = _x_shape(metadata, path)
     n_local = len(tensors["local.loc"]) if "local.loc" in tensors else 0  # --inference local
-    model = build_model(config, x_shape, n_local)
-    problems = _mismatches(tensors, model)
+    with torch.device("meta"):  # shapes without memory: a forged x_shape cannot allocate
+        skeleton = build_model(config, x_shape, n_local)
+    problems = _mismatches(tensors, skeleton)
     if problems:
         raise VaelabError(
             f"{path} does not match {run_dir / 'config.toml'} ({'; '.join(problems[:3])}); "
             "the weights belong to another configuration"
         )
+    model = build_model(config, x_shape, n_local)
     model.load_state_dict(tensors)
     return model.to(device).eval()
+
+
+def _x_shape(metadata: dict[str, str], path: Path) -> tuple[int, ...]:
+    """The example shape in a model file's header: ``(D,)`` or ``(C, H, W)``, positive."""
+    try:
+        x_shape = tuple(json.loads(metadata["x_shape"]))
+        ok = len(x_shape) in (1, 3) and all(type(n) is int and n > 0 for n in x_shape)
+    except (KeyError, ValueError, TypeError):
+        ok = False
+    if not ok:
+        raise VaelabError(f"{path} has no valid x_shape in its metadata")
+    return x_shape
 
 
 @dataclass
@@ -158,8 +169,8 @@ def _read_safetensors(
     path: str | Path, what: str = "safetensors file"
 ) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     """(header metadata, tensors) of a safetensors file: data only, nothing is unpickled.
-    A file whose tensors do not match the SHA-256 in its header is refused (files written
-    before vaelab stored one are read without it)."""
+    A file whose tensors do not match the SHA-256 in its header (files written before vaelab
+    stored one are read without it) or hold NaN or Inf is refused."""
     try:
         with safe_open(str(path), framework="pt") as fh:
             metadata = fh.metadata() or {}
@@ -171,6 +182,9 @@ def _read_safetensors(
             f"{path} is damaged: its tensors do not match the SHA-256 in its header; "
             "use an intact copy of it"
         )
+    # vaelab never saves NaN or Inf (its guard skips such steps): a file with them was altered
+    if not all(t.isfinite().all() for t in tensors.values() if t.is_floating_point()):
+        raise VaelabError(f"{path} holds NaN or Inf values; use an intact copy of it")
     return metadata, tensors
 
 

@@ -278,12 +278,8 @@ def _complete(run: Prepared, out: Path, partial: Path, progress, log, resume: bo
                 resume=resume, progress=progress, log=log,
             )  # fmt: skip
             summary = _summarise(model, dataset, config, metrics)
-        if not math.isfinite(summary["test"]["elbo"]):  # never publish a run that diverged
-            raise VaelabError(
-                f"training diverged: the test ELBO is {summary['test']['elbo']}. "
-                f"{checkpoint_status(partial / 'checkpoints')}; start again with a lower --lr, "
-                "or check the data"
-            )
+        if not math.isfinite(summary["test"]["elbo"]):  # never publish such a run
+            raise _not_finite(summary, metrics, partial)
         if not main:
             return out
         save_model(partial, model, config)
@@ -324,6 +320,23 @@ def _finish(
     if (out / "report.html").is_file():
         log(f"vaelab: open {out / 'report.html'} to see the run on one page")
     return out
+
+
+def _not_finite(summary: dict, metrics: list[dict], partial: Path) -> VaelabError:
+    """The one line for a test ELBO that is not finite: a diverged model, or test data the
+    model cannot score (a validation ELBO that is finite says which)."""
+    test, valid = summary["test"]["elbo"], metrics[-1].get("valid_elbo", math.nan)
+    status = checkpoint_status(partial / "checkpoints")
+    if math.isfinite(valid):
+        return VaelabError(
+            f"the test ELBO is {test} while the validation ELBO is {valid:.2f}: some test "
+            f"examples have no finite likelihood under the model (values far outside the "
+            f"training data?); check the test data. {status}"
+        )
+    return VaelabError(
+        f"training diverged: the test ELBO is {test}. {status}; start again with a lower "
+        "--lr, or check the data"
+    )
 
 
 def _cannot_write(partial: Path, out: Path, exc: OSError) -> VaelabError:
