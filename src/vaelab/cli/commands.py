@@ -48,8 +48,6 @@ def _train(args) -> None:
 
 
 def _eval(args) -> None:
-    if args.k < 1:
-        raise VaelabError(f"--k must be >= 1 (got {args.k})")
     config = load_config(args.run)
     if config.inference == "local":
         raise VaelabError(
@@ -132,11 +130,6 @@ def _gap(args) -> None:
             f"{args.run} is a two-layer model (--arch hvae2), whose q(z1|x) q(z2|z1) is not "
             "one diagonal Gaussian; vaelab gap compares such q, so use a one-layer run"
         )
-    for name in ("n", "k", "samples", "ais_chains"):
-        if getattr(args, name) < 1:
-            raise VaelabError(f"--{name.replace('_', '-')} must be >= 1")
-    if args.steps is not None and args.steps < 0 or args.ais_steps < 0:
-        raise VaelabError("--steps and --ais-steps must be >= 0")
     run = open_run(args.run, resolve_device(args.device))
     model, x = run.model, run.split("test")
     if args.n > len(x):
@@ -180,8 +173,6 @@ def _encode(args) -> None:
 
 
 def _sample(args) -> None:
-    if not 1 <= args.n <= 10_000:
-        raise VaelabError(f"--n must be between 1 and 10000 (got {args.n})")
     load_config(args.run)  # first: a wrong run is the likelier mistake
     out = Path(args.out) if args.out else Path(args.run) / "plots" / "samples_grid.png"
     if out.is_dir() or out.suffix.lower() != ".png":

@@ -9,9 +9,10 @@ exit status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
-from ..config import CHOICES
+from ..config import CHOICES, LIMITS
 from ..core.inference import PROTOCOL_LR, PROTOCOL_SAMPLES
 from ..errors import VaelabError
 from ..evaluate import DEFAULT_K, ais
@@ -27,15 +28,38 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def port(text: str) -> int:
-    """An argparse type: a TCP port, 0 (a free one) to 65535."""
+def whole(low: int, high: int, what: str = "a whole number"):
+    """An argparse type: an integer from ``low`` to ``high``, refused at parsing (one line)
+    before any run is opened, so no value can overflow torch or run for ever."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} is from {low} to {high}, got {text!r}")
+        return value
+
+    return parse
+
+
+def positive(text: str) -> float:
+    """An argparse type: a finite number > 0 (a learning rate)."""
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        value = -1
-    if not 0 <= value <= 65_535:
-        raise argparse.ArgumentTypeError(f"a port is a number from 0 to 65535, got {text!r}")
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"a finite number > 0, got {text!r}")
     return value
+
+
+port = whole(0, 65_535, "a port")  # 0: a free one
+seed = whole(0, LIMITS["seed"], "a seed")
+k = whole(1, LIMITS["k"], "K")
+STEPS = 10_000_000  # Adam or AIS steps: far past any protocol, short of for ever
+SAMPLE_MAX = 10_000  # images in one sample grid
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", choices=["test", "valid", "train"], default="test")
     e.add_argument(
         "--k",
-        type=int,
+        type=k,
         default=DEFAULT_K,
         help="importance samples per example for the log-likelihood estimate "
         f"(default {DEFAULT_K})",
@@ -66,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument(
         "--ais",
-        type=int,
+        type=whole(1, STEPS, "STEPS"),
         nargs="?",
         const=ais.STEPS,
         metavar="STEPS",
@@ -77,36 +101,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("gap", help="approximation and amortization gaps (Cremer et al. 2018)")
     g.add_argument("run")
-    g.add_argument("--n", type=int, default=1000, help="test images (default 1000)")
-    g.add_argument("--steps", type=int, help="Adam steps per datapoint (default: to convergence)")
     g.add_argument(
-        "--k", type=int, default=DEFAULT_K, help=f"importance samples (default {DEFAULT_K})"
+        "--n", type=whole(1, LIMITS["batch_size"]), default=1000, help="test images (default 1000)"
+    )
+    g.add_argument(
+        "--steps",
+        type=whole(0, STEPS),
+        help="Adam steps per datapoint (default: to convergence)",
+    )
+    g.add_argument(
+        "--k", type=k, default=DEFAULT_K, help=f"importance samples (default {DEFAULT_K})"
     )
     g.add_argument(
         "--samples",
-        type=int,
+        type=k,
         default=PROTOCOL_SAMPLES,
         help=f"z per datapoint and step ({PROTOCOL_SAMPLES})",
     )
     g.add_argument(
         "--lr",
-        type=float,
+        type=positive,
         default=PROTOCOL_LR,
         help=f"Adam's learning rate for q* ({PROTOCOL_LR})",
     )
     g.add_argument(
-        "--ais-steps", type=int, default=ais.STEPS, help=f"AIS targets; 0: no AIS ({ais.STEPS})"
+        "--ais-steps",
+        type=whole(0, STEPS),
+        default=ais.STEPS,
+        help=f"AIS targets; 0: no AIS ({ais.STEPS})",
     )
     g.add_argument(
-        "--ais-chains", type=int, default=ais.CHAINS, help=f"AIS chains per image ({ais.CHAINS})"
+        "--ais-chains",
+        type=whole(1, LIMITS["k"]),
+        default=ais.CHAINS,
+        help=f"AIS chains per image ({ais.CHAINS})",
     )
     g.add_argument("--json", action="store_true", help="print one JSON object")
     g.add_argument("--device", choices=CHOICES["device"], default="auto")
 
     s = sub.add_parser("sample", help="a PNG grid of samples from the prior")
     s.add_argument("run")
-    s.add_argument("--n", type=int, default=64)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--n", type=whole(1, SAMPLE_MAX), default=64, help="images (default 64)")
+    s.add_argument("--seed", type=seed, default=0)
     s.add_argument("--out", help="PNG path (default RUN/plots/samples_grid.png)")
 
     p = sub.add_parser("plot", help="draw every plot of a run again")
@@ -123,9 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("run")
     n.add_argument("--data", required=True, help="data to encode (as for train --data)")
     n.add_argument("--out", required=True, help=".npy (N, 2+K, D) or .npz (loc, scale, ...)")
-    n.add_argument("--samples", type=int, default=0, help="K draws z ~ q(z|x) per example")
+    n.add_argument(
+        "--samples", type=whole(0, LIMITS["k"]), default=0, help="K draws z ~ q(z|x) per example"
+    )
     n.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    n.add_argument("--seed", type=int, default=0)
+    n.add_argument("--seed", type=seed, default=0)
     n.add_argument("--device", choices=CHOICES["device"], default="auto")
 
     r = sub.add_parser("report", help="one self-contained HTML page of a run, or runs compared")
@@ -148,12 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("disentangle", help="β-VAE, FactorVAE, MIG, DCI, SAP of a shapes run")
     d.add_argument("run")
     d.add_argument(
-        "--n", type=int, default=N_POINTS, help=f"points per metric (default {N_POINTS})"
+        "--n",
+        type=whole(10, LIMITS["batch_size"]),
+        default=N_POINTS,
+        help=f"points per metric (default {N_POINTS})",
     )
     d.add_argument(
-        "--trees", type=int, default=N_TREES, help=f"DCI: boosting stages (default {N_TREES})"
+        "--trees",
+        type=whole(1, STEPS),
+        default=N_TREES,
+        help=f"DCI: boosting stages (default {N_TREES})",
     )
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=seed, default=0)
     d.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
