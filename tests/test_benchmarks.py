@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from vaelab.config import read_toml
+
 from .test_data import write_mnist_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,8 +169,8 @@ def test_disentangle_trains_one_model_briefly_and_prints_its_metrics(tmp_path):
     assert row.startswith("| β-TCVAE, TC weight 6 | 1 |")
     record = json.loads((out / "benchmark.json").read_text())["rows"][0]
     assert record["tc_beta"] == 6.0 and record["epochs"] == 1
-    config = (out / "tcvae6" / "config.toml").read_text()
-    assert 'arch = "linear"' in config and "hidden = [8]" in config
+    config = read_toml(out / "tcvae6" / "config.toml")
+    assert config["arch"] == "linear" and config["hidden"] == [8]
     assert all(0 <= record[k] <= 1 for k in ("mig", "beta_vae", "dci_disentanglement"))
     assert (out / "tcvae6" / "plots" / "traversals.png").is_file()
 
