@@ -128,6 +128,22 @@ def test_factor_vae_metric_perfect_noise_mixed():
     assert abs(score("mixed") - 2 / 3) < 0.1
 
 
+def test_factor_vae_metric_prunes_a_collapsed_dimension_as_disentanglement_lib_does():
+    """A dimension whose code barely moves (std 0.01 < 0.05, a dim collapsed to the prior)
+    is dropped before the vote, as disentanglement_lib's prune_dims.threshold = 0.05 does;
+    before, any variance above zero kept it, so it took the votes of the factor it echoed."""
+    perfect = code("perfect")
+
+    def with_collapsed(v):
+        return np.concatenate([perfect(v), 0.004 * v[:, :1]], 1)  # std 0.004 * 1.1
+
+    result = factor_vae_score(
+        with_collapsed, Factors(), n_train=300, n_eval=300, batch_size=16, n_variance=1000
+    )
+    assert result["active_dims"] == 3
+    assert result["eval_accuracy"] > 0.95
+
+
 def test_mismatched_shapes_are_user_errors():
     with pytest.raises(VaelabError):
         mig(np.zeros((10, 3)), np.zeros((9, 2), int))

@@ -223,6 +223,9 @@ def beta_vae_score(
     }
 
 
+PRUNE_SCALE = 0.05  # disentanglement_lib's prune_dims.threshold, on the codes' std
+
+
 def factor_vae_score(
     representation: Representation,
     ground_truth,
@@ -235,8 +238,8 @@ def factor_vae_score(
     """FactorVAE metric (Kim & Mnih 2018): accuracy of a majority-vote classifier from the code
     dimension of least normalized variance to the factor held fixed.
 
-    Codes are divided by their standard deviation over ``n_variance`` random examples (dims of
-    zero variance are dropped); each point: k ~ U{1..K}, a batch of ``batch_size`` examples
+    Codes are divided by their standard deviation over ``n_variance`` random examples (dims
+    whose standard deviation is below :data:`PRUNE_SCALE` are collapsed and dropped); each point: k ~ U{1..K}, a batch of ``batch_size`` examples
     sharing v_k, vote d* = argmin_d Var_batch(z_d) / Var(z_d). The classifier maps each d to
     the factor it votes for most often; accuracy on ``n_eval`` fresh votes. In [1/K, 1].
     """
@@ -244,7 +247,7 @@ def factor_vae_score(
     n_factors = len(ground_truth.factor_sizes)
     codes = representation(ground_truth.observations(ground_truth.sample_factors(n_variance, rng)))
     variance = np.var(codes, axis=0, ddof=1)
-    active = variance > 0
+    active = np.sqrt(variance) >= PRUNE_SCALE  # dims collapsed to the prior do not vote
     if not active.any():
         return {"train_accuracy": 0.0, "eval_accuracy": 0.0, "active_dims": 0}
 
