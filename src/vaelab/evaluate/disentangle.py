@@ -239,8 +239,9 @@ def factor_vae_score(
     dimension of least normalized variance to the factor held fixed.
 
     Codes are divided by their standard deviation over ``n_variance`` random examples (dims
-    whose standard deviation is below :data:`PRUNE_SCALE` are collapsed and dropped); each point: k ~ U{1..K}, a batch of ``batch_size`` examples
-    sharing v_k, vote d* = argmin_d Var_batch(z_d) / Var(z_d). The classifier maps each d to
+    whose standard deviation is below :data:`PRUNE_SCALE` are collapsed and dropped); each
+    point: k ~ U{1..K}, a batch of ``batch_size`` examples sharing v_k, vote
+    d* = argmin_d Var_batch(z_d) / Var(z_d). The classifier maps each d to
     the factor it votes for most often; accuracy on ``n_eval`` fresh votes. In [1/K, 1].
     """
     rng = np.random.default_rng(seed)
