@@ -14,7 +14,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from vaelab import load
+from vaelab import VAE, load, save
 from vaelab.checkpoint import payload_digest, save_weights
 from vaelab.cli import main
 from vaelab.errors import VaelabError
@@ -148,3 +148,31 @@ def test_a_forged_model_file_is_one_line_for_every_command(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0]
     assert not (tmp_path / "s.png").exists() and not (tmp_path / "z.npz").exists()
+
+
+def test_save_writes_a_run_that_load_opens_and_never_replaces_one_unasked(digits_run, tmp_path):
+    """vaelab.save: a trained model (fine-tuned, say) saved on its own opens with vaelab.load
+    to the same weights; an existing model is replaced only with overwrite; a model vaelab
+    did not build is refused in one line."""
+    model = load(digits_run)
+    with torch.no_grad():
+        next(model.parameters()).add_(0.5)  # changed since training
+    saved = save(model, tmp_path / "tuned")
+    again = load(saved)
+    pairs = zip(model.state_dict().values(), again.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    x = torch.rand(3, *model.x_shape).round()
+    torch.manual_seed(0)
+    first = model.elbo(x)
+    torch.manual_seed(0)
+    assert torch.equal(first, again.elbo(x))
+    before = (saved / "model.safetensors").read_bytes()
+    with pytest.raises(VaelabError, match="already holds a model"):
+        save(load(digits_run), saved)
+    assert (saved / "model.safetensors").read_bytes() == before
+    save(load(digits_run), saved, overwrite=True)
+    assert (saved / "model.safetensors").read_bytes() != before
+    bare = VAE(model.encoder, model.decoder, model.prior, model.likelihood, model.x_shape)
+    with pytest.raises(VaelabError, match="no vaelab Config"):
+        save(bare, tmp_path / "bare")
+    assert not (tmp_path / "bare").exists()

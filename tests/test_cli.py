@@ -9,10 +9,12 @@ import struct
 import subprocess
 import sys
 import zlib
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -442,3 +444,39 @@ def test_malformed_files_and_outputs_are_one_line(digits_run, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and words in err[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_train_help_is_grouped_in_sections_and_every_key_shows_its_default():
+    result = run_cli("train", "--help")
+    assert result.returncode == 0
+    text = result.stdout
+    sections = ["start:", "data:", "model:", "objective:", "optimizer and budget:", "machine:"]
+    at = [text.index(f"\n{title}\n") for title in sections]
+    assert at == sorted(at)  # in the README's order
+    model = text[at[2] : at[3]]
+    assert "--latent-dim N" in model and "--prior {" in model and "--lr" not in model
+    for key in ("--batch-size", "--lr", "--seed", "--binarize", "--device", "--latent-dim"):
+        entry = text[text.index(f"  {key}") :].split("\n  --")[0]
+        assert "(default " in " ".join(entry.split()), entry
+
+
+@pytest.mark.parametrize(
+    "argv, suggestion",
+    [
+        (["train", "--latnet-dim", "4"], "did you mean --latent-dim?"),
+        (["train", "--batchsize=64"], "did you mean --batch-size?"),
+        (["eval", "somewhere", "--kk", "3"], "did you mean --k?"),
+        (["train", "--zzzzzz", "3"], None),
+    ],
+)
+def test_a_misspelt_flag_gets_the_flag_it_most_likely_meant(capsys, argv, suggestion):
+    assert exit_code(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unrecognized arguments" in err[0]
+    assert (suggestion in err[0]) if suggestion else ("did you mean" not in err[0])
+
+
+def test_version_names_vaelab_and_torch(capsys):
+    assert exit_code(["--version"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() == f"vaelab {version('vaelab')} (torch {torch.__version__})"

@@ -11,8 +11,10 @@ config -> data -> core -> objectives -> build, checkpoint -> training -> evaluat
 report, encode, explore -> runs -> cli.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from . import evaluate
-from .checkpoint import Run, load, open_run
+from .checkpoint import Run, load, open_run, save
 from .config import Config
 from .core import baselines, inference
 from .core.gaussian import reparameterize
@@ -34,6 +36,10 @@ __all__ = [
     "open_run",
     "reparameterize",
     "resume",
+    "save",
     "train",
 ]
-__version__ = "0.1.0"
+try:
+    __version__ = version("vaelab")  # pyproject.toml's, as installed
+except PackageNotFoundError:  # a source tree never installed
+    __version__ = "unknown"

@@ -81,16 +81,21 @@ def build_model(config: Config, x_shape: tuple[int, ...], n_train: int = 0) -> V
 
     With ``inference = "local"`` it also holds ``local``, the per-example posteriors of
     ``n_train`` training examples; with ``arch = "hvae2"`` it is a :class:`HierarchicalVAE`.
+    ``model.config`` keeps ``config``, so that the model can be saved as a run on its own.
     """
     if config.arch == "hvae2":
-        return _build_hierarchical(config, x_shape)
-    likelihood, encoder, decoder = likelihood_and_networks(
-        config, x_shape, config.arch, config.latent_dim
-    )
-    prior = make_prior(config.prior, config.latent_dim, config.prior_components, encoder, x_shape)
-    model = VAE(encoder, decoder, prior, likelihood, x_shape)
-    if config.inference == "local":
-        model.local = LocalTable(n_train, config.latent_dim)
+        model = _build_hierarchical(config, x_shape)
+    else:
+        likelihood, encoder, decoder = likelihood_and_networks(
+            config, x_shape, config.arch, config.latent_dim
+        )
+        prior = make_prior(
+            config.prior, config.latent_dim, config.prior_components, encoder, x_shape
+        )
+        model = VAE(encoder, decoder, prior, likelihood, x_shape)
+        if config.inference == "local":
+            model.local = LocalTable(n_train, config.latent_dim)
+    model.config = config  # what vaelab.save writes beside the weights
     return model
 
 

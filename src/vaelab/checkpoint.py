@@ -38,6 +38,26 @@ def save_model(run_dir: str | Path, model: VAE, config: Config) -> None:
     write_atomic(run_dir / "config.toml", config.to_toml())
 
 
+def save(model: VAE, run_dir: str | Path, overwrite: bool = False) -> Path:
+    """Write ``model`` as a run folder that :func:`load` opens again: ``model.safetensors``
+    and the ``config.toml`` it was built from (``model.config``, set by every vaelab model).
+    An existing model file is replaced only with ``overwrite``."""
+    run_dir = Path(run_dir)
+    config = getattr(model, "config", None)
+    if not isinstance(config, Config):
+        raise VaelabError(
+            "this model has no vaelab Config (model.config); build it with vaelab (train, "
+            "load or vaelab.build.build_model), or save its state_dict with safetensors"
+        )
+    if (run_dir / "model.safetensors").exists() and not overwrite:
+        raise VaelabError(f"{run_dir} already holds a model; choose another folder or overwrite")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise VaelabError(f"{run_dir} is a file; give a folder to save the model in")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_model(run_dir, model, config)
+    return run_dir
+
+
 def load_config(run_dir: str | Path) -> Config:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

@@ -9,8 +9,13 @@ exit status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
+import re
 import sys
+from importlib.metadata import PackageNotFoundError, version
+
+import torch
 
 from ..config import CHOICES, LIMITS
 from ..core.inference import PROTOCOL_LR, PROTOCOL_SAMPLES
@@ -22,7 +27,10 @@ from .train_flags import add_train_flags
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line (not usage + error) and exit status 2."""
+    """argparse, but a bad flag is one line (not usage + error) and exit status 2;
+    ``commands`` holds the subcommands' parsers by name."""
+
+    commands: dict[str, argparse.ArgumentParser]
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -62,14 +70,40 @@ STEPS = 10_000_000  # Adam or AIS steps: far past any protocol, short of for eve
 SAMPLE_MAX = 10_000  # images in one sample grid
 
 
+try:
+    VERSION = version("vaelab")  # pyproject.toml's, as installed
+except PackageNotFoundError:  # run from a source tree never installed
+    VERSION = "unknown"
+
+
+def _did_you_mean(unknown: list[str], command: argparse.ArgumentParser) -> str:
+    """ "; did you mean --latent-dim?" for ``--latnet-dim`` (the closest flag of ``command``),
+    or nothing when no flag is close."""
+    flags = sorted(set(re.findall(r"--[a-z0-9][a-z0-9-]*", command.format_help())))
+    for word in unknown:
+        if word.startswith("--"):
+            close = difflib.get_close_matches(word.split("=")[0], flags, n=1, cutoff=0.7)
+            if close:
+                return f"; did you mean {close[0]}?"
+    return ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="vaelab",
         description="Train, evaluate and look at variational autoencoders.",
     )
+    parser.add_argument(
+        "--version", action="version", version=f"vaelab {VERSION} (torch {torch.__version__})"
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    t = sub.add_parser("train", help="train a VAE and write a run folder")
+    t = sub.add_parser(
+        "train",
+        help="train a VAE and write a run folder",
+        usage="vaelab train [--preset NAME] [--config FILE] [--FLAG VALUE ...] [--out RUN]\n"
+        "       vaelab train --resume RUN",
+    )
     add_train_flags(t)
 
     e = sub.add_parser("eval", help="score a run on its test split")
@@ -199,11 +233,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--seed", type=seed, default=0)
     d.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.commands = sub.choices
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse's own message, with the flag a typo most likely meant
+        command = parser.commands[args.command]
+        command.error(
+            f"unrecognized arguments: {' '.join(unknown)}{_did_you_mean(unknown, command)}"
+        )
     try:
         COMMANDS[args.command](args)
     except VaelabError as exc:

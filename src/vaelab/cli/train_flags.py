@@ -28,16 +28,46 @@ def int_list(text: str) -> list[int]:
         ) from None
 
 
+# the sections of `vaelab train --help`, in the README's order; every flag is in one
+GROUPS = {
+    "start": ("--preset", "--config", "--resume", "--out", "--overwrite", "--quiet"),
+    "data": (
+        "--data", "--data-dir", "--split", "--valid-data", "--test-data", "--label-column",
+        "--stream", "--channels", "--image-size", "--binarize",
+    ),
+    "model": (
+        "--latent-dim", "--hidden", "--arch", "--activation", "--prior", "--prior-components",
+        "--likelihood", "--sigma", "--learn-sigma", "--shared-sigma", "--logistic-components",
+        "--decoder-bias", "--latent-dim-2", "--hidden-2",
+    ),
+    "objective": (
+        "--objective", "--k", "--iwae-grad", "--beta", "--kl-warmup", "--kl-schedule",
+        "--kl-cycles", "--free-bits", "--tc-beta", "--factor-gamma", "--inference",
+        "--refine-steps",
+    ),
+    "optimizer and budget": (
+        "--epochs", "--minutes", "--batch-size", "--lr", "--lr-schedule", "--adam-eps",
+        "--keep-best", "--checkpoint-every",
+    ),
+    "machine": ("--seed", "--device", "--compile"),
+}  # fmt: skip
+
+
 def add_train_flags(t: argparse.ArgumentParser) -> None:
-    """Add ``vaelab train``'s flags to its subparser ``t``; a configuration key's help ends
-    with its default."""
+    """Add ``vaelab train``'s flags to its subparser ``t``, in the sections of
+    :data:`GROUPS`; a configuration key's help ends with its default."""
+    sections = {title: t.add_argument_group(title) for title in GROUPS}
+    section_of = {flag: sections[title] for title, flags in GROUPS.items() for flag in flags}
 
     def add(*names: str, shown: str | None = None, **kwargs) -> None:
-        """``t.add_argument``; ``shown`` words a default that is not a value to type."""
+        """``add_argument`` in the flag's section; ``shown`` words a default that is not a
+        value to type."""
         key = names[0].lstrip("-").replace("-", "_")
+        if kwargs.get("type") in METAVARS:
+            kwargs.setdefault("metavar", METAVARS[kwargs["type"]])
         if key in FIELD_TYPES and kwargs.get("help"):
             kwargs["help"] = f"{kwargs['help']} (default {shown or _shown(default(key))})"
-        t.add_argument(*names, **kwargs)
+        section_of[names[0]].add_argument(*names, **kwargs)
 
     add(
         "--preset",
@@ -220,6 +250,9 @@ def add_train_flags(t: argparse.ArgumentParser) -> None:
     )
     add("--latent-dim-2", type=int, help="--arch hvae2: units of z2; 0: latent-dim / 2")
     add("--hidden-2", type=int_list, help="--arch hvae2: layers between z1 and z2; none: --hidden")
+
+
+METAVARS = {int: "N", float: "X", int_list: "N[,N...]"}  # what --help shows a value as
 
 
 def _shown(value) -> str:
