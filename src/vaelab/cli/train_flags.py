@@ -30,7 +30,7 @@ def int_list(text: str) -> list[int]:
 
 # the sections of `vaelab train --help`, in the README's order; every flag is in one
 GROUPS = {
-    "start": ("--preset", "--config", "--resume", "--out", "--overwrite", "--quiet"),
+    "start": ("--preset", "--config", "--resume", "--out", "--overwrite", "--quiet", "--log"),
     "data": (
         "--data", "--data-dir", "--split", "--valid-data", "--test-data", "--label-column",
         "--stream", "--channels", "--image-size", "--binarize",
@@ -205,6 +205,12 @@ def add_train_flags(t: argparse.ArgumentParser) -> None:
     add("--out", help="run folder to write; none: runs/DATA-TIMESTAMP")
     add("--overwrite", action="store_true", help="replace an existing run folder")
     add("--quiet", action="store_true", help="no progress bar")
+    add(
+        "--log",
+        choices=CHOICES["log"],
+        help="tensorboard: also TensorBoard event files in RUN/tensorboard/ (each epoch's "
+        "metrics, then the plots; pip install 'vaelab[tensorboard]')",
+    )
     add(
         "--tc-beta",
         type=float,

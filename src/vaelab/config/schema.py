@@ -32,6 +32,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "kl_schedule": ("linear", "cyclical"),
     "prior": ("normal", "mog", "vamp"),
     "compile": ("auto", "on", "off"),
+    "log": ("none", "tensorboard"),
 }
 # the arches built on the conv encoder (vaelab.core.networks.CONV_DECODERS): square images only
 CONV_ARCHS = ("conv", "gated-conv", "broadcast")
@@ -144,6 +145,7 @@ class Config:
     latent_dim_2: int = 0  # hvae2: units of z2 (0: latent_dim / 2)
     hidden_2: list[int] = field(default_factory=list)  # hvae2: layers between z1 and z2
     compile: str = "auto"  # torch.compile the objective (auto: long runs on CUDA)
+    log: str = "none"  # tensorboard: also event files in RUN/tensorboard/ (metrics.jsonl always)
 
     def __post_init__(self) -> None:
         self.validate()

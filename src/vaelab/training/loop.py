@@ -38,6 +38,7 @@ from ..files import write_atomic
 from . import compiled, distributed
 from .critic import Critic
 from .guard import BadSteps, all_finite, guarded_step, step_sums
+from .records import EpochLog
 from .schedules import kl_weight, lr_factor
 
 PROGRESS_EVERY = 20  # steps between progress-bar updates: each costs one host sync
@@ -165,8 +166,7 @@ def fit(
     bad = BadSteps(state, checkpoints, log)
     bar = _progress_bar(config, state, steps_per_epoch, budget, progress)
     main = ranks.is_main()
-    metrics_path = run_dir / "metrics.jsonl" if main else Path(os.devnull)
-    with bar, metrics_path.open("a" if resume else "w") as metrics_file:
+    with bar, EpochLog(run_dir if main else None, resume, config.log) as epoch_log:
         for epoch in range(state.epoch + 1, config.epochs + 1):
             start = time.perf_counter()
             if metrics and start - run_start + metrics[-1]["seconds"] > budget:
@@ -203,8 +203,7 @@ def fit(
             record["seconds"] = time.perf_counter() - start  # all of the epoch's work
             record["train_samples_per_sec"] = seen / train_seconds
             metrics.append(record)
-            metrics_file.write(json.dumps(record) + "\n")
-            metrics_file.flush()
+            epoch_log.write(record)  # metrics.jsonl, and TensorBoard if asked
             state.epoch, state.elapsed = epoch, time.perf_counter() - run_start
             if main and config.checkpoint_every and epoch % config.checkpoint_every == 0:
                 counters = dataclasses.asdict(state)
