@@ -94,6 +94,49 @@ def test_a_point_has_its_posterior_samples_and_reconstruction(server):
     assert request(server, "GET", "/api/point?index=7&k=5")[1] == point  # same dots each click
 
 
+def test_a_points_draws_are_decoded_as_means_and_as_samples_from_p_x_given_z(server):
+    """For one x, many z: each z_k ~ q(z|x) as E[x|z_k] and as a draw x_k ~ p(x|z_k)."""
+    status, point = request(server, "GET", "/api/point?index=3&k=64")
+    assert status == 200 and server.explorer.likelihood == "Bernoulli"
+    means = torch.tensor(point["decodings"], dtype=torch.float64) / 255
+    draws = torch.tensor(point["x_samples"], dtype=torch.float64) / 255
+    assert means.shape == draws.shape == (64, 64) and len(point["samples"]) == 64
+    # a Bernoulli draw is an image of 0s and 1s, unlike the grey means it is drawn from ...
+    assert set(draws.unique().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(draws, means) and 0.05 < means.mean() < 0.95
+    # ... and from those means: the 4,096 pixels agree with them on average within 3 s.e.
+    # (0.5 / 64 at most), and each pixel's 64 draws within 4.5 s.e. (0.5 / 8 at most)
+    assert abs(draws.mean() - means.mean()) < 3 * 0.5 / 64
+    assert (draws.mean(0) - means.mean(0)).abs().max() < 4.5 * 0.5 / 8
+    # the model's own likelihood gives these means for these z
+    z = torch.tensor(point["samples"])
+    expected = server.explorer.model.p_x(z).mean.detach().reshape(64, -1)
+    assert (means - expected).abs().max() <= 0.5 / 255 + 1e-6
+
+
+def test_a_points_draws_are_fixed_by_the_seed_even_under_concurrent_requests(server):
+    def get(seed):
+        status, point = request(server, "GET", f"/api/point?index=3&k=16&seed={seed}")
+        assert status == 200 and point["seed"] == seed
+        return point
+
+    once = {seed: get(seed) for seed in (0, 1)}
+    assert once[0]["x_samples"] != once[1]["x_samples"]  # a new seed, new draws
+    assert once[0]["samples"] != once[1]["samples"]
+    assert once[0]["loc"] == once[1]["loc"]  # and the same q(z|x)
+    # twelve threads asking at once: each answer is the one its seed gives alone, though the
+    # likelihood's sampler draws from torch's one global generator
+    answers = {}
+    threads = [
+        threading.Thread(target=lambda i=i: answers.__setitem__(i, get(i % 2))) for i in range(12)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(answers[i] == once[i % 2] for i in range(12))
+
+
 BAD_DECODES = [
     (b'{"z": [[0.0]]}', "list of 2 numbers"),
     (b'{"z": [[0.0, 1.0, 2.0]]}', "list of 2 numbers"),
@@ -146,7 +189,18 @@ def test_a_body_too_large_or_without_length_is_refused_unread(server):
 
 
 @pytest.mark.parametrize(
-    "query", ["", "index=-1", "index=180", "index=abc", "index=1&k=0", "index=1&k=65"]
+    "query",
+    [
+        "",
+        "index=-1",
+        "index=180",
+        "index=abc",
+        "index=1&k=0",
+        "index=1&k=65",
+        "index=1&seed=-1",
+        "index=1&seed=2147483648",
+        "index=1&seed=x",
+    ],
 )
 def test_bad_point_requests_get_400(server, query):
     status, answer = request(server, "GET", f"/api/point?{query}")

@@ -1,19 +1,23 @@
 """The explorer's model side: a run opened once and the answers the page asks of it, no HTTP.
 
 :class:`Explorer` answers info, decode (E[x | z] for ``(N, D)`` latent vectors) and point
-(one test image's q(z|x), draws and decodings); :func:`parse_z` reads a decode request's JSON
-into ``(N, D)``, refusing what a client got wrong with :class:`BadRequest`.
+(one test image's q(z|x), K draws z_k from it, and for each z_k both the decoder's mean
+E[x | z_k] and a draw x_k ~ p(x | z_k)); :func:`parse_z` reads a decode request's JSON into
+``(N, D)``, refusing what a client got wrong with :class:`BadRequest`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import threading
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..checkpoint import open_run
+from ..device import fork_rng
 from ..errors import VaelabError
 from ..evaluate import posterior_stats
 from ..files import regular_files
@@ -22,6 +26,10 @@ from ..report import check_run
 
 MAX_POINTS = 1024  # latent vectors per decode request
 MAX_K = 64  # posterior samples per clicked point
+MAX_SEED = 2**31 - 1  # a point request's seed: 0..MAX_SEED
+
+# torch.distributions draw from torch's one global generator; requests come on many threads
+_GLOBAL_RNG = threading.Lock()
 
 
 class BadRequest(Exception):
@@ -62,6 +70,11 @@ class Explorer:
     def latent_dim(self) -> int:
         return self.model.latent_dim
 
+    @property
+    def likelihood(self) -> str:
+        """The name of p(x | z)'s family, for the page: Bernoulli, Gaussian, ..."""
+        return type(self.model.likelihood).__name__.removesuffix("Likelihood")
+
     def info(self) -> dict:
         c, h, w = self.model.x_shape
         return {
@@ -75,6 +88,7 @@ class Explorer:
             "plots": sorted(self.plots),
             "max_points": MAX_POINTS,
             "max_k": MAX_K,
+            "likelihood": self.likelihood,
         }
 
     @staticmethod
@@ -88,17 +102,39 @@ class Explorer:
         with torch.inference_mode():
             return self._pixels(self.model.decode(z))
 
-    def point(self, index: int, k: int) -> dict:
-        """Test image ``index``: q(z|x), K draws from it, their decodings, the reconstruction."""
+    def sample_x(self, z: torch.Tensor, seed: int) -> torch.Tensor:
+        """x ~ p(x | z) for ``z`` ``(N, D)``: ``(N, C, H, W)``, one draw per z from the
+        model's own likelihood (``model.p_x(z).sample()``), the same for the same ``seed``.
+
+        The likelihood draws from torch's global generator, so it is seeded for this call and
+        restored after; the lock keeps another request's thread from seeding or drawing in
+        between, which would make the draw depend on what else the server was answering.
+        """
+        with _GLOBAL_RNG, fork_rng(torch.device("cpu")), torch.inference_mode():
+            torch.default_generator.manual_seed(seed)
+            return self.model.p_x(z).sample()
+
+    def point(self, index: int, k: int, seed: int = 0) -> dict:
+        """Test image ``index`` and "for one x, many z":
+
+        q(z|x) = N(loc, diag scale^2) (``loc``, ``scale``: D numbers), K draws
+        z_k = loc + scale * eps_k ``(K, D)``, and for each z_k the decoder's mean E[x | z_k]
+        (``decodings``) and one image x_k ~ p(x | z_k) (``x_samples``), the reconstruction
+        E[x | z = loc], and the test image. Images as :meth:`_pixels`. The draws depend on
+        (``seed``, ``index``) only: the same dots and images on every click.
+        """
         x = self.x[index : index + 1]
-        generator = torch.Generator().manual_seed(index)  # the same dots on every click
+        z_seed, x_seed = np.random.SeedSequence([seed, index]).generate_state(2, np.uint64)
+        generator = torch.Generator().manual_seed(int(z_seed))
         with torch.inference_mode():
             qz = self.model.q_z(x)
             loc, scale = qz.mean[0], qz.stddev[0]
             z = loc + scale * torch.randn(k, self.latent_dim, generator=generator)
             decoded = self.model.decode(torch.cat([loc[None], z]))
+        x_samples = self.sample_x(z, int(x_seed))
         return {
             "index": index,
+            "seed": seed,
             "label": None if self.labels is None else self.labels[index],
             "loc": loc.tolist(),
             "scale": scale.tolist(),
@@ -106,6 +142,7 @@ class Explorer:
             "image": self._pixels(x)[0],
             "reconstruction": self._pixels(decoded[:1])[0],
             "decodings": self._pixels(decoded[1:]),
+            "x_samples": self._pixels(x_samples),
         }
 
 

@@ -15,10 +15,11 @@ spelling of ``..`` ever reaches the disk):
 ``POST /api/decode`` with ``{"z": [[z_1 .. z_D], ...]}``
     E[x | z] for at most :data:`~vaelab.explore.explorer.MAX_POINTS` latent vectors, as 8-bit
     pixels in (H, W, C) order.
-``GET /api/point?index=I&k=K``
+``GET /api/point?index=I&k=K&seed=S``
     test image I, its reconstruction E[x | z = mean], q(z|x) (loc, scale, length D), K draws
-    z ~ q(z|x) ``(K, D)`` (fixed seed per image) and their decodings;
-    K <= :data:`~vaelab.explore.explorer.MAX_K`.
+    z ~ q(z|x) ``(K, D)``, and for each the decoder's mean E[x | z] (``decodings``) and a draw
+    x ~ p(x | z) from the model's likelihood (``x_samples``), all fixed by (S, I);
+    K <= :data:`~vaelab.explore.explorer.MAX_K` (default 16), S in 0..2^31 - 1 (default 0).
 
 A malformed request is answered with HTTP 400 and ``{"error": message}``; an unknown path
 with 404; any method but GET and POST with 405 and an ``Allow`` header; a failure inside the
@@ -54,7 +55,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..errors import VaelabError
 from ..files import read_regular
-from .explorer import MAX_K, BadRequest, Explorer, parse_z
+from .explorer import MAX_K, MAX_SEED, BadRequest, Explorer, parse_z
 
 MAX_BODY = 8 << 20  # bytes of a request body: 1,024 vectors of a few hundred numbers fit
 BACKLOG = 128  # connections waiting to be accepted; http.server's 5 reset a page's burst
@@ -222,7 +223,8 @@ class Handler(BaseHTTPRequestHandler):
             query = parse_qs(url.query)
             index = _int_param(query, "index", 0, len(explorer.x) - 1)
             k = _int_param(query, "k", 1, MAX_K, default=16)
-            self._json(200, explorer.point(index, k))
+            seed = _int_param(query, "seed", 0, MAX_SEED, default=0)
+            self._json(200, explorer.point(index, k, seed))
         elif url.path.startswith("/plots/") and url.path[7:] in explorer.plots:
             try:
                 self._send(200, read_regular(explorer.plots[url.path[7:]]), "image/png")
