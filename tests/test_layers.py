@@ -20,6 +20,7 @@ FLOORS = {
     "files": 1,
     "device": 1,
     "ranks": 1,
+    "progress": 1,
     "config": 1,
     "data": 2,
     "core": 3,

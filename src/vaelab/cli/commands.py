@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .. import evaluate, ranks
+from .. import evaluate, progress, ranks
 from ..checkpoint import load_config, open_run, read_metrics
 from ..config import FIELD_TYPES, assemble
 from ..device import resolve_device
@@ -23,11 +23,20 @@ from ..encode import encode
 from ..errors import VaelabError
 from ..evaluate.disentangle import score_run
 from ..evaluate.gap import measure_gap
+from ..evaluate.likelihood import is_discrete
 from ..evaluate.statistics import standard_error
 from ..explore import serve
+from ..files import write_json
 from ..plots import GAP_PLOTS, draw_gap, draw_run, save_grid_png
 from ..report import write_comparison, write_report
 from ..runs import record_in_manifest, resume, train
+
+# the quicker options a long command suggests before it starts
+QUICK_K = 100  # --k: importance samples per example
+QUICK_AIS = 50  # --ais, --ais-steps: annealing steps
+QUICK_STEPS = 500  # gap --steps: Adam steps per datapoint
+QUICK_IMAGES = 100  # gap --n: test images
+QUICK_POINTS = 1000  # disentangle --n: points per metric
 
 
 def _train(args) -> None:
@@ -58,10 +67,16 @@ def _eval(args) -> None:
     run = open_run(args.run, ranks.init(resolve_device(args.device)))  # torchrun: join
     model = run.model
     x = run.split(args.split)
+    shown = _progress(args, _eval_notice(args, len(x)))
     # under torchrun each process scores its share of the examples; all get the totals
     scores = evaluate.evaluate_elbo(model, x, seed=config.seed, distributed=True)
-    ll = evaluate.log_likelihood(model, x, k=args.k, seed=config.seed, distributed=True)
+    ll = evaluate.log_likelihood(
+        model, x, k=args.k, seed=config.seed, distributed=True, progress=shown
+    )
     means, _, kls = evaluate.posterior_stats(model, x)
+    # bits per dimension are a code length: only where p(x|z) is a probability of discrete x
+    n_dims = math.prod(model.x_shape)
+    bits = evaluate.bits_per_dim(ll["nll_nats"], n_dims) if is_discrete(model, x) else None
     result = {
         "run": str(args.run),
         "split": args.split,
@@ -69,7 +84,7 @@ def _eval(args) -> None:
         "k": args.k,
         "nll_nats": ll["nll_nats"],
         "nll_se": ll["nll_se"],
-        "bits_per_dim": evaluate.bits_per_dim(ll["nll_nats"], math.prod(model.x_shape)),
+        "bits_per_dim": bits,
         "elbo": scores["elbo"],
         "elbo_se": scores["elbo_se"],
         "reconstruction": scores["reconstruction"],
@@ -84,20 +99,25 @@ def _eval(args) -> None:
         result["exact_nll_nats"] = -exact["log_px"]
         result["exact_nll_se"] = exact["log_px_se"]
     if args.ais:
-        nll = -evaluate.ais_log_px(model, x, steps=args.ais, seed=config.seed)
+        nll = -evaluate.ais_log_px(model, x, steps=args.ais, seed=config.seed, progress=shown)
         result["ais_nll_nats"] = nll.mean().item()
         result["ais_nll_se"] = standard_error(nll)
     main = ranks.is_main()
     ranks.close()
     if not main:  # rank 0 prints for all
         return
+    if args.save:  # the test split's result is the one the report shows
+        name = "eval.json" if args.split == "test" else f"eval-{args.split}.json"
+        saved = Path(args.run) / name
+        write_json(saved, result)
+        record_in_manifest(args.run, saved)
     if args.json:
         print(json.dumps(result))
         return
     print(f"{args.run} ({args.split}, {result['n']} examples), nats per example:")
     print(
         f"  -log p(x), K={args.k:<6} {result['nll_nats']:10.3f} ± {result['nll_se']:.3f}"
-        f"   ({result['bits_per_dim']:.4f} bits/dim)"
+        + (f"   ({bits:.4f} bits/dim)" if bits is not None else "")
     )
     if args.exact:
         print(
@@ -116,6 +136,44 @@ def _eval(args) -> None:
     units = result["active_units"]
     print(f"  active units         {'—' if units is None else units:>6} of {model.latent_dim}")
     print(f"  mean ESS             {result['ess_mean']:10.1f} of {args.k}")
+    if args.save:
+        shows = " (vaelab report shows it)" if saved.name == "eval.json" else ""
+        print(f"vaelab: written to {saved}{shows}")
+
+
+def _progress(args, notice=None) -> progress.Reporter:
+    """What a long command shows on stderr as it works (:class:`vaelab.progress.Reporter`):
+    nothing with --quiet or on a torchrun rank other than 0; ``notice`` words the line
+    printed before a long stage."""
+    enabled = not args.quiet and ranks.is_main()
+    return progress.Reporter(enabled, progress.interval(), notice)
+
+
+def _expected(
+    command: str, what: str, seconds: float, option: str | None, share: float, bound: str = ""
+) -> str:
+    """The line before a long stage: ``vaelab eval: K = 5,000 on 10,000 examples: about 6 min
+    here; --k 100 answers in about 7 s`` (the option when it would take ``share`` < 1 of the
+    time)."""
+    line = f"vaelab {command}: {what}: {bound}about {progress.duration(seconds)} here"
+    if option and share < 1:
+        line += f"; {option} answers in about {progress.duration(seconds * share)}"
+    return line
+
+
+def _eval_notice(args, n: int):
+    """The line ``vaelab eval`` prints before a long importance sampling or AIS."""
+
+    def notice(desc: str, seconds: float, total: float) -> str | None:
+        if desc == "importance sampling":
+            what = f"K = {args.k:,} on {n:,} examples"
+            return _expected("eval", what, seconds, f"--k {QUICK_K}", QUICK_K / args.k)
+        if desc == "AIS":
+            what = f"AIS with {args.ais:,} steps on {n:,} examples"
+            return _expected("eval", what, seconds, f"--ais {QUICK_AIS}", QUICK_AIS / args.ais)
+        return None
+
+    return notice
 
 
 def _gap(args) -> None:
@@ -137,12 +195,32 @@ def _gap(args) -> None:
     result = measure_gap(
         model, x[: args.n], steps=args.steps, k=args.k, lr=args.lr, samples=args.samples,
         ais_steps=args.ais_steps, ais_chains=args.ais_chains, seed=config.seed,
+        progress=_progress(args, _gap_notice(args)),
     )  # fmt: skip
     result.pop("trace")
     if args.json:
         print(json.dumps({"run": str(args.run), **result}))
         return
     print(gap_table(result, args.run))
+
+
+def _gap_notice(args):
+    """The line ``vaelab gap`` prints before each long stage, with its quicker option."""
+
+    def notice(desc: str, seconds: float, total: float) -> str | None:
+        what, bound = f"{desc}, {args.n:,} images", ""
+        option, share = f"--n {QUICK_IMAGES}", QUICK_IMAGES / args.n
+        if desc == "fitting q*":
+            option, share = f"--steps {QUICK_STEPS}", QUICK_STEPS / total
+            if args.steps is None:  # total is the step limit: it stops when converged
+                bound = "at most "
+        elif desc.endswith("importance sampling"):
+            option, share = f"--k {QUICK_K}", QUICK_K / args.k
+        elif desc == "AIS":
+            option, share = f"--ais-steps {QUICK_AIS}", QUICK_AIS / args.ais_steps
+        return _expected("gap", what, seconds, option, share, bound)
+
+    return notice
 
 
 def _disentangle(args) -> None:
@@ -153,7 +231,8 @@ def _disentangle(args) -> None:
             "factors of --data shapes"
         )
     model = open_run(args.run).model
-    scores = score_run(model, config.image_size or 64, args.n, args.seed, args.trees)
+    shown = _progress(args, _disentangle_notice(args))
+    scores = score_run(model, config.image_size or 64, args.n, args.seed, args.trees, shown)
     scores = {"run": str(args.run), **scores}
     if args.json:
         print(json.dumps(scores))
@@ -162,6 +241,17 @@ def _disentangle(args) -> None:
     for key, value in scores.items():
         if key not in ("run", "n"):
             print(f"  {key:<24} {value:.3f}")
+
+
+def _disentangle_notice(args):
+    """The line ``vaelab disentangle`` prints before a long metric."""
+
+    def notice(desc: str, seconds: float, total: float) -> str | None:
+        what = f"{desc} on {args.n:,} points"
+        option = f"--n {QUICK_POINTS}"
+        return _expected("disentangle", what, seconds, option, QUICK_POINTS / args.n)
+
+    return notice
 
 
 def _encode(args) -> None:
@@ -262,12 +352,19 @@ def gap_table(r: dict, run) -> str:
     ]
     for label, key, note in rows:
         lines.append(f"  {label:24s} {r[key]:10.3f} ± {r[key + '_se']:.3f}   {note}")
+    # peak memory is measured on CUDA only (None elsewhere): a dash, never a made-up 0.0
+    amortized, local = (
+        "—" if r[key] is None else f"{r[key]:.1f}"
+        for key in ("memory_amortized_mb", "memory_local_mb")
+    )
     lines += [
         "price of inferring the posteriors of these images:",
         f"  {'':24s} {'seconds':>10s} {'peak MiB':>9s} {'parameters':>11s}",
         f"  {'amortized (one pass)':24s} {r['seconds_amortized']:10.4f} "
-        f"{r['memory_amortized_mb']:9.1f} {r['params_amortized']:11,d}   encoder, fixed",
+        f"{amortized:>9s} {r['params_amortized']:11,d}   encoder, fixed",
         f"  {'per-datapoint (Adam)':24s} {r['seconds_local']:10.2f} "
-        f"{r['memory_local_mb']:9.1f} {r['params_local']:11,d}   2 x latent x n, grows",
+        f"{local:>9s} {r['params_local']:11,d}   2 x latent x n, grows",
     ]
+    if r["memory_amortized_mb"] is None:
+        lines.append("  (peak MiB: measured on CUDA only)")
     return "\n".join(lines)

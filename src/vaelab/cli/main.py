@@ -22,6 +22,7 @@ from ..core.inference import PROTOCOL_LR, PROTOCOL_SAMPLES
 from ..errors import VaelabError
 from ..evaluate import DEFAULT_K, ais
 from ..evaluate.disentangle import N_POINTS, N_TREES
+from ..progress import EVERY, EVERY_VARIABLE
 from .commands import COMMANDS
 from .train_flags import add_train_flags
 
@@ -68,6 +69,11 @@ seed = whole(0, LIMITS["seed"], "a seed")
 k = whole(1, LIMITS["k"], "K")
 STEPS = 10_000_000  # Adam or AIS steps: far past any protocol, short of for ever
 SAMPLE_MAX = 10_000  # images in one sample grid
+QUIET = (
+    "show no progress on stderr (otherwise a bar with the time left on a terminal, else one "
+    f"line every {EVERY:.0f} s, or every S seconds with {EVERY_VARIABLE}=S, and before a long "
+    "stage its expected time)"
+)
 
 
 try:
@@ -118,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument(
+        "--save",
+        action="store_true",
+        help="also write that JSON object into the run: RUN/eval.json (the report shows it; "
+        "--split valid or train: eval-SPLIT.json)",
+    )
+    e.add_argument(
         "--exact",
         action="store_true",
         help="also the exact log p(x) (runs with --arch linear --likelihood gaussian)",
@@ -132,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"({ais.STEPS}), {ais.CHAINS} chains",
     )
     e.add_argument("--device", choices=CHOICES["device"], default="auto")
+    e.add_argument("--quiet", action="store_true", help=QUIET)
 
     g = sub.add_parser("gap", help="approximation and amortization gaps (Cremer et al. 2018)")
     g.add_argument("run")
@@ -172,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--json", action="store_true", help="print one JSON object")
     g.add_argument("--device", choices=CHOICES["device"], default="auto")
+    g.add_argument("--quiet", action="store_true", help=QUIET)
 
     s = sub.add_parser("sample", help="a PNG grid of samples from the prior")
     s.add_argument("run")
@@ -186,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only the posterior-gap plots (2-D latent runs; drawn by default for those)",
     )
+    p.add_argument("--quiet", action="store_true", help=QUIET)
 
     n = sub.add_parser(
         "encode", help="q(z|x) for every example of a data set: means, std devs, samples"
@@ -199,10 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     n.add_argument("--seed", type=seed, default=0)
     n.add_argument("--device", choices=CHOICES["device"], default="auto")
+    n.add_argument("--quiet", action="store_true", help=QUIET)
 
     r = sub.add_parser("report", help="one self-contained HTML page of a run, or runs compared")
     r.add_argument("runs", nargs="+", metavar="RUN")
     r.add_argument("--out", help="HTML path (default RUN/report.html; several runs: compare.html)")
+    r.add_argument("--quiet", action="store_true", help=QUIET)
 
     x = sub.add_parser("explore", help="a local web page to explore a run's latent space")
     x.add_argument("run")
@@ -233,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--seed", type=seed, default=0)
     d.add_argument("--json", action="store_true", help="print one JSON object")
+    d.add_argument("--quiet", action="store_true", help=QUIET)
     parser.commands = sub.choices
     return parser
 

@@ -22,6 +22,7 @@ from torch.distributions import Distribution
 
 from ..device import fork_rng
 from ..errors import VaelabError
+from ..progress import Progress, silent
 from .gaussian import Noise, bounded_log_var, diagonal_normal
 
 INITS = ("encoder", "prior")
@@ -132,6 +133,7 @@ def fit_local(
     max_steps: int = 50_000,
     seed: int = 0,
     posteriors: LocalPosteriors | None = None,
+    progress: Progress = silent,
 ) -> LocalFit:
     """Fit q*_i(z) = N(m_i, diag s_i^2) to each datapoint x_i by maximising its ELBO.
 
@@ -147,6 +149,7 @@ def fit_local(
 
     ``x``: ``(N, *x_shape)``. ``posteriors`` continues an earlier fit instead of ``init``.
     The global random generator is left as it was (the noise comes from ``seed``).
+    ``progress`` is told of every step (out of ``steps``, or at most ``max_steps``).
     """
     if steps is not None and not (isinstance(steps, int) and steps >= 0):
         raise VaelabError(f"steps must be a non-negative integer (got {steps!r})")
@@ -168,7 +171,7 @@ def fit_local(
     start = time.perf_counter()
     # p(z) computed once: the weights stand still (a VampPrior would re-encode its
     # pseudo-inputs at every step)
-    with fork_rng(device), model.fixed_prior():
+    with fork_rng(device), model.fixed_prior(), progress("fitting q*", limit, "steps") as task:
         torch.manual_seed(seed)
         for step in range(limit):
             # the model's noise source, if a data-parallel training step set one
@@ -179,6 +182,7 @@ def fit_local(
                 p.grad = g
             optimizer.step()
             trace.append(elbo.detach().double().mean())
+            task.update()
             if steps is None and (step + 1) % window == 0:
                 current = torch.stack(trace[-window:]).mean().item()
                 if current > best:

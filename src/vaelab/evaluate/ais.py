@@ -22,6 +22,7 @@ import torch
 
 from ..device import fork_rng
 from ..errors import VaelabError
+from ..progress import Progress, Task, silent
 
 STEPS = 500  # intermediate distributions: vaelab eval --ais's and vaelab gap's default
 CHAINS = 16  # annealing runs per example
@@ -66,6 +67,7 @@ def ais_log_px(
     start: str = "prior",
     batch_size: int = 100,
     seed: int = 0,
+    progress: Progress = silent,
 ) -> torch.Tensor:
     """Per-example AIS estimate of log p(x) ``(N,)`` float64, nats.
 
@@ -80,6 +82,7 @@ def ais_log_px(
     start : "prior" (q0 = p(z)) or "encoder" (q0 = q(z | x)).
     batch_size : examples annealed at a time. seed : fixes the noise; the global generator
         is left as it was.
+    progress : told of every transition, in examples x steps (one stage).
     """
     if start not in ("prior", "encoder"):
         raise VaelabError(f"start must be 'prior' or 'encoder' (got {start!r})")
@@ -90,7 +93,7 @@ def ais_log_px(
     betas = sigmoid_schedule(steps).tolist()
     out = []
     # one p(z) for every HMC step: the weights stand still
-    with fork_rng(device), model.fixed_prior():
+    with fork_rng(device), model.fixed_prior(), progress("AIS", len(x) * steps, "steps") as task:
         torch.manual_seed(seed)
         for begin in range(0, len(x), batch_size):
             xb = x[begin : begin + batch_size].to(device)
@@ -104,13 +107,13 @@ def ais_log_px(
             else:
                 q0 = model.q_z(xb)
                 z0 = q0.sample((chains,))
-            out.append(_anneal(model, xb, q0, z0, betas, leapfrog, step_size).cpu())
+            out.append(_anneal(model, xb, q0, z0, betas, leapfrog, step_size, task).cpu())
     return torch.cat(out)
 
 
-def _anneal(model, x, q0, z, betas, leapfrog, step_size) -> torch.Tensor:
+def _anneal(model, x, q0, z, betas, leapfrog, step_size, task: Task | None = None) -> torch.Tensor:
     """log p^(x) ``(B,)`` from chains started at ``z`` ``(C, B, D)`` drawn from ``q0``
-    (``None``: the prior)."""
+    (``None``: the prior); ``task`` is told of each transition."""
     chains = z.shape[0]
     b = z.shape[1]
     eps = torch.full((1, b, 1), step_size, dtype=z.dtype, device=z.device)
@@ -136,4 +139,6 @@ def _anneal(model, x, q0, z, betas, leapfrog, step_size) -> torch.Tensor:
         log_ratio = torch.where(accept, ratio_new, log_ratio)
         rate = accept.to(z.dtype).mean(0).view(1, b, 1)
         eps = torch.where(rate > TARGET_ACCEPT, eps * 1.02, eps * 0.98)
+        if task is not None:
+            task.update(b)
     return torch.logsumexp(log_w, dim=0) - math.log(chains)

@@ -26,6 +26,7 @@ import torch
 
 from ..data.shapes import Shapes
 from ..errors import VaelabError
+from ..progress import Progress, silent
 
 Representation = Callable[[np.ndarray], np.ndarray]
 N_POINTS = 10_000  # points per metric (disentanglement_lib's)
@@ -107,6 +108,7 @@ def dci(
     test_factors: np.ndarray,
     n_trees: int = 100,
     seed: int = 0,
+    progress: Progress = silent,
 ) -> dict[str, float]:
     """Disentanglement, completeness, informativeness (Eastwood & Williams 2018).
 
@@ -115,7 +117,8 @@ def dci(
     sum_d rho_d (1 - H_K(P_d.)), rho_d = sum_k R_dk / sum R; completeness likewise over the
     columns, 1 - H_D(R_.k / sum_d R_dk) weighted by factor; informativeness = mean test
     accuracy of the K classifiers (disentanglement_lib: 10,000 train, 5,000 test points).
-    ``H_n`` is entropy with log base n, so every score lies in [0, 1].
+    ``H_n`` is entropy with log base n, so every score lies in [0, 1]. ``progress`` is told
+    of each classifier fitted.
     """
     codes, factors = _check(codes, factors)
     test_codes, test_factors = _check(test_codes, test_factors)
@@ -123,12 +126,14 @@ def dci(
     accuracy = []
     from sklearn.ensemble import GradientBoostingClassifier
 
-    for k in range(factors.shape[1]):
-        model = GradientBoostingClassifier(n_estimators=n_trees, random_state=seed)
-        with _quiet():
-            model.fit(codes, factors[:, k])
-        importance[:, k] = np.abs(model.feature_importances_)
-        accuracy.append(np.mean(model.predict(test_codes) == test_factors[:, k]))
+    with progress("DCI", factors.shape[1], "factors") as task:
+        for k in range(factors.shape[1]):
+            model = GradientBoostingClassifier(n_estimators=n_trees, random_state=seed)
+            with _quiet():
+                model.fit(codes, factors[:, k])
+            importance[:, k] = np.abs(model.feature_importances_)
+            accuracy.append(np.mean(model.predict(test_codes) == test_factors[:, k]))
+            task.update()
     return {
         "disentanglement": _weighted_purity(importance),
         "completeness": _weighted_purity(importance.T),
@@ -151,13 +156,18 @@ def _weighted_purity(importance: np.ndarray) -> float:
 
 
 def sap(
-    codes: np.ndarray, factors: np.ndarray, test_codes: np.ndarray, test_factors: np.ndarray
+    codes: np.ndarray,
+    factors: np.ndarray,
+    test_codes: np.ndarray,
+    test_factors: np.ndarray,
+    progress: Progress = silent,
 ) -> float:
     """Separated Attribute Predictability (Kumar et al. 2018).
 
     S_dk = test accuracy of a linear SVM (C = 0.01, balanced classes) predicting factor k from
     code dimension d alone; SAP = 1/K sum_k (largest S_dk - second largest S_dk) over d, as in
-    disentanglement_lib (discrete factors; 10,000 train, 5,000 test points).
+    disentanglement_lib (discrete factors; 10,000 train, 5,000 test points). ``progress`` is
+    told of each code dimension done.
     """
     codes, factors = _check(codes, factors)
     test_codes, test_factors = _check(test_codes, test_factors)
@@ -166,12 +176,14 @@ def sap(
     from sklearn.svm import LinearSVC
 
     score = np.zeros((codes.shape[1], factors.shape[1]))
-    for d in range(codes.shape[1]):
-        for k in range(factors.shape[1]):
-            svm = LinearSVC(C=0.01, class_weight="balanced", dual=True, max_iter=1000)
-            with _quiet():
-                svm.fit(codes[:, d : d + 1], factors[:, k])
-            score[d, k] = np.mean(svm.predict(test_codes[:, d : d + 1]) == test_factors[:, k])
+    with progress("SAP", codes.shape[1], "dims") as task:
+        for d in range(codes.shape[1]):
+            for k in range(factors.shape[1]):
+                svm = LinearSVC(C=0.01, class_weight="balanced", dual=True, max_iter=1000)
+                with _quiet():
+                    svm.fit(codes[:, d : d + 1], factors[:, k])
+                score[d, k] = np.mean(svm.predict(test_codes[:, d : d + 1]) == test_factors[:, k])
+            task.update()
     top = np.sort(score, axis=0)[::-1]
     return float(np.mean(top[0] - top[1]))
 
@@ -186,6 +198,7 @@ def beta_vae_score(
     n_eval: int = 5_000,
     batch_size: int = 64,
     seed: int = 0,
+    progress: Progress = silent,
 ) -> dict[str, float]:
     """β-VAE metric (Higgins et al. 2017): accuracy of a linear classifier that tells which
     factor was held fixed from the mean absolute code difference over ``batch_size`` pairs.
@@ -193,9 +206,10 @@ def beta_vae_score(
     Each point: k ~ U{1..K}; ``batch_size`` pairs (x1_b, x2_b), pair b sharing its own draw of
     v_k and nothing else (as in disentanglement_lib); feature = mean_b |z(x1_b) - z(x2_b)|
     ``(D,)``; label k. Logistic regression on ``n_train`` points, scored on ``n_eval``.
-    Chance is 1/K; 1 is the maximum.
+    Chance is 1/K; 1 is the maximum. ``progress`` is told of each point.
     """
     rng = np.random.default_rng(seed)
+    task = progress("β-VAE metric", n_train + n_eval, "points")
 
     def points(n):
         features, labels = [], []
@@ -208,10 +222,12 @@ def beta_vae_score(
             z2 = representation(ground_truth.observations(f2))
             features.append(np.mean(np.abs(z1 - z2), axis=0))
             labels.append(k)
+            task.update()
         return np.array(features), np.array(labels)
 
-    x_train, y_train = points(n_train)
-    x_eval, y_eval = points(n_eval)
+    with task:
+        x_train, y_train = points(n_train)
+        x_eval, y_eval = points(n_eval)
     from sklearn.linear_model import LogisticRegression
 
     model = LogisticRegression(max_iter=1000)
@@ -234,6 +250,7 @@ def factor_vae_score(
     batch_size: int = 64,
     n_variance: int = 10_000,
     seed: int = 0,
+    progress: Progress = silent,
 ) -> dict[str, float]:
     """FactorVAE metric (Kim & Mnih 2018): accuracy of a majority-vote classifier from the code
     dimension of least normalized variance to the factor held fixed.
@@ -243,6 +260,7 @@ def factor_vae_score(
     point: k ~ U{1..K}, a batch of ``batch_size`` examples sharing v_k, vote
     d* = argmin_d Var_batch(z_d) / Var(z_d). The classifier maps each d to
     the factor it votes for most often; accuracy on ``n_eval`` fresh votes. In [1/K, 1].
+    ``progress`` is told of each vote.
     """
     rng = np.random.default_rng(seed)
     n_factors = len(ground_truth.factor_sizes)
@@ -261,9 +279,11 @@ def factor_vae_score(
             z = representation(ground_truth.observations(factors))
             ratio = np.var(z, axis=0, ddof=1)[active] / variance[active]
             table[np.flatnonzero(active)[np.argmin(ratio)], k] += 1
+            task.update()
         return table
 
-    train, test = votes(n_train), votes(n_eval)
+    with progress("FactorVAE metric", n_train + n_eval, "votes") as task:
+        train, test = votes(n_train), votes(n_eval)
     classifier = np.argmax(train, axis=1)
     rows = np.arange(len(classifier))
     return {
@@ -277,7 +297,12 @@ def factor_vae_score(
 
 
 def score_run(
-    model, image_size: int, n: int = N_POINTS, seed: int = 0, n_trees: int = N_TREES
+    model,
+    image_size: int,
+    n: int = N_POINTS,
+    seed: int = 0,
+    n_trees: int = N_TREES,
+    progress: Progress = silent,
 ) -> dict[str, float]:
     """Every metric for a model trained on ``shapes``, its code being the encoder mean
     E_q[z|x] ``(N, D)``.
@@ -285,7 +310,7 @@ def score_run(
     ``n`` training points (disentanglement_lib's 10,000) and ``n // 2`` held-out points for each
     metric; ``n_trees`` boosting stages per factor in DCI (scikit-learn's 100). The β-VAE and
     FactorVAE metrics render 64 to 128 images per point (batches of 64), so they and DCI's
-    trees take most of the time.
+    trees take most of the time. ``progress`` is told of each metric's work as it goes.
     """
     if n < 10 or n_trees < 1:
         raise VaelabError(f"--n must be at least 10 and --trees at least 1 (got {n}, {n_trees})")
@@ -303,11 +328,13 @@ def score_run(
     codes = representation(shapes.observations(factors))
     train, test = (codes[:n], factors[:n]), (codes[n:], factors[n:])
     scores = {"n": n, "mig": mig(*train)}
-    scores.update({f"dci_{k}": v for k, v in dci(*train, *test, n_trees, seed).items()})
-    scores["sap"] = sap(*train, *test)
-    scores["beta_vae"] = beta_vae_score(representation, shapes, n, n // 2, seed=seed)[
-        "eval_accuracy"
-    ]
-    factor_vae = factor_vae_score(representation, shapes, n, n // 2, n_variance=n, seed=seed)
+    dci_scores = dci(*train, *test, n_trees, seed, progress=progress)
+    scores.update({f"dci_{k}": v for k, v in dci_scores.items()})
+    scores["sap"] = sap(*train, *test, progress=progress)
+    beta_vae = beta_vae_score(representation, shapes, n, n // 2, seed=seed, progress=progress)
+    scores["beta_vae"] = beta_vae["eval_accuracy"]
+    factor_vae = factor_vae_score(
+        representation, shapes, n, n // 2, n_variance=n, seed=seed, progress=progress
+    )
     scores["factor_vae"] = factor_vae["eval_accuracy"]
     return scores

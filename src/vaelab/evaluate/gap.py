@@ -7,12 +7,12 @@ q_phi is the encoder's q(z | x); q* the best Gaussian of the same mean-field fam
 x alone, fitted by :func:`vaelab.core.inference.fit_local`. log p(x) is estimated by log p^(x),
 the largest mean of three stochastic lower bounds: importance sampling with K samples from
 q_phi, the same from q*, and annealed importance sampling (:mod:`.ais`). Also the price
-of each kind of inference: seconds, memory and parameters to infer the n posteriors.
+of each kind of inference: seconds, memory (on CUDA, where it is measured) and parameters to
+infer the n posteriors.
 """
 
 from __future__ import annotations
 
-import resource
 import time
 
 import numpy as np
@@ -21,6 +21,7 @@ import torch
 from ..core.inference import PROTOCOL_LR, PROTOCOL_SAMPLES, Amortized, fit_local
 from ..device import fork_rng
 from ..errors import VaelabError
+from ..progress import Progress, prefixed, silent
 from . import ais
 from .ais import ais_log_px
 from .likelihood import DEFAULT_K, importance_sampled_log_px
@@ -48,23 +49,43 @@ def decompose(
 
 
 @torch.no_grad()
-def elbo_per_example(model, x, q, samples: int = 1000, chunk: int = 100, seed: int = 0):
+def elbo_per_example(
+    model, x, q, samples: int = 1000, chunk: int = 100, seed: int = 0,
+    progress: Progress = silent,
+):  # fmt: skip
     """ELBO(x_i; q_i) ``(n,)`` float64 for an inference object ``q`` (``q_z(x, index)``), the
-    reconstruction term averaged over ``samples`` draws, in chunks of ``chunk`` examples."""
+    reconstruction term averaged over ``samples`` draws, in chunks of ``chunk`` examples
+    (``progress`` is told of each)."""
     device = next(model.parameters()).device
     out = []
-    with fork_rng(device):
+    with fork_rng(device), progress("ELBO", len(x), "examples") as task:
         torch.manual_seed(seed)
         for start in range(0, len(x), chunk):
             xb = x[start : start + chunk].to(device)
             index = torch.arange(start, start + len(xb), device=device)
             out.append(model.elbo(xb, k=samples, qz=q.q_z(xb, index)).double().cpu())
+            task.update(len(xb))
     return torch.cat(out)
 
 
-def _peak_mb() -> float:
-    """The process's peak resident memory so far, MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _start_peak(device: torch.device) -> int | None:
+    """Start measuring the peak memory of what follows: on CUDA, reset the peak counter and
+    return the bytes allocated now; elsewhere None (nothing is measured)."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    return torch.cuda.memory_allocated(device)
+
+
+def _peak_mb(device: torch.device, base: int | None) -> float | None:
+    """MiB allocated at the peak since :func:`_start_peak` beyond its ``base``; None off CUDA.
+    The CPU has no such counter: the process's resident high-water mark is mostly set before
+    (by loading the data), so its growth read 0.0 MiB, which measured nothing."""
+    if base is None:
+        return None
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
 
 
 def measure_gap(
@@ -78,6 +99,7 @@ def measure_gap(
     ais_steps: int = ais.STEPS,
     ais_chains: int = ais.CHAINS,
     seed: int = 0,
+    progress: Progress = silent,
 ) -> dict:
     """Everything ``vaelab gap`` reports, for the examples ``x`` ``(n, *x_shape)``.
 
@@ -85,35 +107,49 @@ def measure_gap(
     ``log_px_ais`` (the three estimates' means; ``ais_steps = 0`` skips AIS) and
     ``log_px_estimator`` (which one log_px is); ``seconds_amortized`` (one batched encoder
     pass) and ``seconds_local`` (the per-datapoint optimisation, ``local_steps`` Adam steps);
-    ``memory_*_mb`` (growth of the process's peak resident memory during each: amortized
-    first, so each figure is what that inference needed beyond what came before);
+    ``memory_*_mb`` (on CUDA, the peak device memory each inference allocated beyond what
+    was allocated before it; None elsewhere, where it is not measured);
     ``params_amortized`` (encoder weights) and ``params_local`` (2 x latent x n).
+    ``progress`` is told of each stage: fitting q*, importance sampling from q and from q*,
+    AIS, and the two ELBOs.
     """
     model.eval()
     device = next(model.parameters()).device
     x = x.to(device)
     amortized = Amortized(model)
 
-    peak = _peak_mb()
+    base = _start_peak(device)
     start = time.perf_counter()
     with torch.no_grad():
         model.q_z(x).mean.sum().item()  # .item(): wait for the result on any device
     seconds_amortized = time.perf_counter() - start
-    memory_amortized = _peak_mb() - peak
+    memory_amortized = _peak_mb(device, base)
 
-    peak = _peak_mb()
-    fit = fit_local(model, x, steps=steps, init="encoder", lr=lr, samples=samples, seed=seed)
-    memory_local = _peak_mb() - peak
+    base = _start_peak(device)
+    fit = fit_local(
+        model, x, steps=steps, init="encoder", lr=lr, samples=samples, seed=seed,
+        progress=progress,
+    )  # fmt: skip
+    memory_local = _peak_mb(device, base)
 
+    on_q, on_star = prefixed(progress, "q(z|x): "), prefixed(progress, "q*: ")
     estimates = {
-        "is_amortized": importance_sampled_log_px(model, x, k=k, seed=seed)[0],
-        "is_local": importance_sampled_log_px(model, x, k=k, seed=seed, q=fit.posteriors)[0],
+        "is_amortized": importance_sampled_log_px(model, x, k=k, seed=seed, progress=on_q)[0],
+        "is_local": importance_sampled_log_px(
+            model, x, k=k, seed=seed, q=fit.posteriors, progress=on_star
+        )[0],
     }
     if ais_steps:
-        estimates["ais"] = ais_log_px(model, x, steps=ais_steps, chains=ais_chains, seed=seed)
+        estimates["ais"] = ais_log_px(
+            model, x, steps=ais_steps, chains=ais_chains, seed=seed, progress=progress
+        )
     best = max(estimates, key=lambda name: estimates[name].mean().item())
-    elbo_amortized = elbo_per_example(model, x, amortized, elbo_samples, seed=seed + 1)
-    elbo_local = elbo_per_example(model, x, fit.posteriors, elbo_samples, seed=seed + 1)
+    elbo_amortized = elbo_per_example(
+        model, x, amortized, elbo_samples, seed=seed + 1, progress=on_q
+    )
+    elbo_local = elbo_per_example(
+        model, x, fit.posteriors, elbo_samples, seed=seed + 1, progress=on_star
+    )
     result = decompose(estimates[best], elbo_local, elbo_amortized)
     result.update({f"log_px_{name}": v.mean().item() for name, v in estimates.items()})
     result.update(

@@ -1,6 +1,6 @@
 """The log-likelihood of a data split: the importance-sampled estimate log p^(x) with its
-effective sample size (Burda et al. 2015), the NLL it gives in nats and in bits per dimension,
-and the exact log p(x) of a linear-Gaussian VAE to check it against.
+effective sample size (Burda et al. 2015), the NLL it gives in nats and, for discrete data,
+in bits per dimension, and the exact log p(x) of a linear-Gaussian VAE to check it against.
 """
 
 from __future__ import annotations
@@ -10,10 +10,15 @@ import math
 import torch
 
 from ..core.baselines import linear_gaussian_log_px
-from ..core.likelihoods import GaussianLikelihood
+from ..core.likelihoods import (
+    BernoulliLikelihood,
+    DiscretizedLogisticLikelihood,
+    GaussianLikelihood,
+)
 from ..core.priors import StandardNormal
 from ..device import fork_rng
 from ..errors import VaelabError
+from ..progress import Progress, silent
 from .sampling import _all_reduce_sum, _check_positive, _default_chunk, _ranks, samples_from_q
 from .statistics import standard_error
 
@@ -30,6 +35,7 @@ def importance_sampled_log_px(
     seed: int = 0,
     q=None,
     distributed: bool = False,
+    progress: Progress = silent,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-example importance-sampling estimate of log p(x) and its effective sample size.
 
@@ -58,6 +64,8 @@ def importance_sampled_log_px(
     distributed : in a torchrun launch of W processes, rank r estimates batches r, r + W,
         ... and the ranks exchange their examples' estimates: every rank returns all N, the
         same as one process computes (the samples depend on the batch, not on the rank).
+    progress : told of every chunk evaluated, in samples z (one stage, this rank's
+        share: ``k`` times its examples).
 
     Returns
     -------
@@ -72,10 +80,15 @@ def importance_sampled_log_px(
     # (log p^(x), ESS) of every example, float64; a rank fills in its batches' rows, and the
     # zeros elsewhere make a sum over the ranks gather the whole
     result = torch.zeros(2, len(x), dtype=torch.float64)
-    with fork_rng(device), model.fixed_prior():
-        for batch_index, start in enumerate(range(0, len(x), batch_size)):
-            if batch_index % world != rank:
-                continue
+    # this rank's batches: (batch index, first row)
+    mine = [(i, s) for i, s in enumerate(range(0, len(x), batch_size)) if i % world == rank]
+    rows = sum(min(batch_size, len(x) - start) for _, start in mine)
+    with (
+        fork_rng(device),
+        model.fixed_prior(),
+        progress("importance sampling", rows * k, "samples") as task,
+    ):
+        for batch_index, start in mine:
             xb = x[start : start + batch_size].to(device)
             index = torch.arange(start, start + len(xb), device=device)
             qz = model.q_z(xb) if q is None else q.q_z(xb, index)
@@ -86,6 +99,7 @@ def importance_sampled_log_px(
                 log_w = (model.log_joint(xb, z) - qz.log_prob(z)).double()  # (chunk, B)
                 lse_w = torch.logaddexp(lse_w, torch.logsumexp(log_w, dim=0))
                 lse_w2 = torch.logaddexp(lse_w2, torch.logsumexp(2 * log_w, dim=0))
+                task.update(log_w.numel())
             result[0, start : start + len(xb)] = (lse_w - log_k).cpu()
             result[1, start : start + len(xb)] = torch.exp(2 * lse_w - lse_w2).cpu()
     if world > 1:
@@ -101,13 +115,14 @@ def log_likelihood(
     chunk: int | None = None,
     seed: int = 0,
     distributed: bool = False,
+    progress: Progress = silent,
 ) -> dict[str, float]:
     """The importance-sampled negative log-likelihood of ``x``, nats per example.
 
     -log p^(x) averaged over the N examples, with log p^(x) from
     :func:`importance_sampled_log_px` (same arguments; ``distributed`` splits the examples
-    across the processes of a torchrun launch). Since E[log p^(x)] <= log p(x) this
-    is, in expectation, an upper bound on the true NLL.
+    across the processes of a torchrun launch; ``progress`` is told of each chunk). Since
+    E[log p^(x)] <= log p(x) this is, in expectation, an upper bound on the true NLL.
 
     Returns
     -------
@@ -117,7 +132,7 @@ def log_likelihood(
     ``k`` and ``n``.
     """
     log_px, ess = importance_sampled_log_px(
-        model, x, k, batch_size, chunk, seed, distributed=distributed
+        model, x, k, batch_size, chunk, seed, distributed=distributed, progress=progress
     )
     n = len(log_px)
     nll = -log_px
@@ -139,6 +154,18 @@ def bits_per_dim(nll_nats: float, n_dims: int) -> float:
     move the density to the 0..255 scale.
     """
     return nll_nats / (n_dims * math.log(2))
+
+
+def is_discrete(model, x: torch.Tensor) -> bool:
+    """Whether ``model``'s p(x | z) is a probability of discrete values for the data ``x``
+    ``(N, *x_shape)``, so that -log2 p(x) is a code length and bits per dimension mean
+    something: a Bernoulli on 0/1 data (binarized or binary), or the discretized logistic of
+    8-bit levels. A Gaussian or continuous Bernoulli is a density (its -log p(x) can be
+    negative and changes with the units of x); a Bernoulli on grey levels is no likelihood."""
+    likelihood = model.likelihood
+    if isinstance(likelihood, DiscretizedLogisticLikelihood):
+        return True
+    return isinstance(likelihood, BernoulliLikelihood) and bool(((x == 0) | (x == 1)).all())
 
 
 @torch.no_grad()
