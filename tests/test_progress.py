@@ -19,18 +19,20 @@ import sys
 import termios
 import time
 
+import numpy as np
 import pytest
 import torch
 
-from vaelab import Config, load
+from vaelab import Config, load, save
 from vaelab.build import build_model
+from vaelab.cli import main
 from vaelab.core.inference import fit_local
 from vaelab.evaluate import ais_log_px, importance_sampled_log_px
 from vaelab.evaluate.disentangle import score_run
 from vaelab.evaluate.gap import elbo_per_example
 from vaelab.progress import EVERY_VARIABLE, Reporter, Task, duration, silent
 
-FAST = "0.2"  # seconds between progress lines in these tests, instead of a minute
+FAST = "0.05"  # seconds between progress lines in these tests, instead of a minute
 # the eval these tests watch: K = 500 on digits' 180 test images lasts a second or more
 EVAL = ["--k", "500"]
 
@@ -119,15 +121,23 @@ def test_library_estimators_report_their_whole_work_and_print_nothing(digits_run
     assert capsys.readouterr() == ("", "")  # the library itself never prints
 
 
-def test_disentanglement_metrics_report_each_stage(capsys):
+@pytest.fixture(scope="module")
+def shapes_model():
+    """An untrained model of 32 x 32 shapes whose codes vary (none collapsed): enough for
+    the disentanglement metrics to run every stage, in seconds."""
     torch.manual_seed(0)
     config = Config(
         data="shapes", image_size=32, latent_dim=3, hidden=[16], likelihood="bernoulli"
     )
     model = build_model(config, (1, 32, 32))
-    with torch.no_grad():  # codes that vary more than an untrained encoder's: none collapsed
+    with torch.no_grad():  # an untrained encoder's codes barely move: spread them
         for p in model.encoder.parameters():
             p.mul_(20)
+    return model
+
+
+def test_disentanglement_metrics_report_each_stage(shapes_model, capsys):
+    model = shapes_model
     stages, progress = recorder()
     score_run(model, 32, n=20, n_trees=2, progress=progress)
     assert [s["desc"] for s in stages] == ["DCI", "SAP", "β-VAE metric", "FactorVAE metric"]
@@ -226,11 +236,58 @@ def _free_port() -> int:
 def test_under_torchrun_only_rank_0_shows_progress(digits_run):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2"]
     cmd += ["--master-addr=127.0.0.1", f"--master-port={_free_port()}", "-m", "vaelab"]
-    cmd += ["eval", str(digits_run), *EVAL, "--json"]
+    cmd += ["eval", str(digits_run), "--k", "2000", "--json"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "VAELAB_DIST_TIMEOUT": "30", EVERY_VARIABLE: FAST}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     # rank 0 scores 100 of the 180 images (batches 0 and 1 go to ranks 0 and 1)
-    assert result.stderr.count("vaelab eval: K = 500 on 180 examples") == 1, result.stderr
+    assert result.stderr.count("vaelab eval: K = 2,000 on 180 examples") == 1, result.stderr
     assert result.stderr.count("importance sampling: done in") == 1, result.stderr
-    assert "of 50,000 samples" in result.stderr and "of 40,000 samples" not in result.stderr
+    assert "of 200,000 samples" in result.stderr and "of 160,000 samples" not in result.stderr
+
+
+# --- the other long commands, in a log -----------------------------------------------------
+
+
+def test_gap_in_a_log_announces_each_long_stage_and_shows_life(digits_run, monkeypatch, capsys):
+    monkeypatch.setenv(EVERY_VARIABLE, "0.01")
+    small = ["--n", "20", "--steps", "200", "--k", "300", "--samples", "10", "--ais-steps", "5"]
+    assert main(["gap", str(digits_run), *small]) == 0
+    out, err = capsys.readouterr()
+    assert "amortization gap" in out
+    # each long stage first says how long it will take, and what would be quicker
+    notices = [
+        r"vaelab gap: fitting q\*, 20 images: about \d+ s here",
+        r"vaelab gap: q\(z\|x\): importance sampling, 20 images: about \d+ s here; "
+        r"--k 100 answers in about \d+ s",
+    ]
+    for notice in notices:
+        assert re.search(f"^{notice}$", err, re.M), err
+    for stage in ("fitting q*", "q(z|x): importance sampling", "q*: importance sampling"):
+        assert re.search(rf"^{re.escape(stage)}: [\d,]+ of [\d,]+ \w+ \(\d+%\)", err, re.M), err
+    assert main(["gap", str(digits_run), *small, "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_encode_in_a_log_shows_life(digits_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(EVERY_VARIABLE, "0.01")
+    data = tmp_path / "many.npy"  # five chunks of 4,096 examples
+    np.save(data, np.random.default_rng(0).integers(0, 2, (20_000, 1, 8, 8)).astype(np.float32))
+    args = ["encode", str(digits_run), "--data", str(data), "--samples", "100"]
+    assert main([*args, "--out", str(tmp_path / "z.npz")]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"^encoding: [\d,]+ of 20,000 examples \(\d+%\)", err, re.M), err
+    assert re.search(r"^encoding: done in \d+ s$", err, re.M), err
+    assert main([*args, "--out", str(tmp_path / "quiet.npz"), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_disentangle_in_a_log_shows_each_metric(shapes_model, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(EVERY_VARIABLE, "0.01")
+    run = save(shapes_model, tmp_path / "shapes")
+    assert main(["disentangle", str(run), "--n", "20", "--trees", "2"]) == 0
+    err = capsys.readouterr().err
+    for stage in ("DCI", "β-VAE metric", "FactorVAE metric"):
+        assert f"{stage}: done in" in err, err
+    notice = r"^vaelab disentangle: β-VAE metric on 20 points: about \d+ s here$"
+    assert re.search(notice, err, re.M), err

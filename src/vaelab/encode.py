@@ -34,6 +34,7 @@ from .data.stream import NpyFile, to_unit_float
 from .data.tables import apply_transform
 from .device import fork_rng
 from .errors import VaelabError
+from .progress import Progress, silent
 
 CHUNK = 4096  # examples read and encoded at a time
 
@@ -46,17 +47,19 @@ def encode(
     seed: int = 0,
     device: str | torch.device = "cpu",
     overwrite: bool = False,
+    progress: Progress = silent,
 ) -> int:
     """Encode every example of ``data`` with the run's encoder into ``out``; return N.
 
     ``out`` is checked before anything is read: never the data itself, an existing file only
-    with ``overwrite``, in a folder that exists and can be written."""
+    with ``overwrite``, in a folder that exists and can be written. ``progress`` is told of
+    every chunk encoded."""
     out = Path(out)
     _check_out(out, Path(data).expanduser(), overwrite)
     if samples < 0:
         raise VaelabError(f"--samples must be >= 0 (got {samples})")
     try:
-        return _encode(run, data, out, samples, seed, device)
+        return _encode(run, data, out, samples, seed, device, progress)
     except OSError as exc:  # a full disk, a folder made read-only under us, ...
         raise VaelabError(
             f"cannot write {out} ({exc.strerror or exc}); nothing was written: make room or "
@@ -79,7 +82,7 @@ def _check_out(out: Path, data: Path, overwrite: bool) -> None:
         raise VaelabError(f"folder {out.parent} cannot be written; choose another --out")
 
 
-def _encode(run, data: str, out: Path, samples: int, seed: int, device) -> int:
+def _encode(run, data: str, out: Path, samples: int, seed: int, device, progress) -> int:
     opened = open_run(run, device)
     model = opened.model
     source, n, labels = _source(opened.path, opened.config, data)
@@ -96,7 +99,7 @@ def _encode(run, data: str, out: Path, samples: int, seed: int, device) -> int:
         whole = _NpyWriter(tmp / "whole.npy", shape) if out.suffix == ".npy" else None
         torch.manual_seed(seed)  # the draws z ~ q(z | x)
         seen = 0
-        with torch.no_grad():
+        with torch.no_grad(), progress("encoding", n, "examples") as task:
             for x in source:
                 if tuple(x.shape[1:]) != model.x_shape:
                     raise VaelabError(
@@ -113,6 +116,7 @@ def _encode(run, data: str, out: Path, samples: int, seed: int, device) -> int:
                     stacked = [rows[0][:, None], rows[1][:, None]] + rows[2:]
                     whole.write(torch.cat(stacked, dim=1).numpy())
                 seen += len(x)
+                task.update(len(x))
         if out.suffix == ".npy":
             result = tmp / "whole.npy"
         else:

@@ -256,10 +256,18 @@ def _disentangle_notice(args):
 
 def _encode(args) -> None:
     device = resolve_device(args.device)
-    n = encode(args.run, args.data, args.out, args.samples, args.seed, device, args.overwrite)
+    shown = _progress(args, _encode_notice)
+    n = encode(
+        args.run, args.data, args.out, args.samples, args.seed, device, args.overwrite, shown
+    )
     record_in_manifest(args.run, args.out)
     what = "means and standard deviations" + (f", {args.samples} samples" if args.samples else "")
     print(f"vaelab: q(z|x) of {n} examples ({what}) written to {args.out}")
+
+
+def _encode_notice(desc: str, seconds: float, total: float) -> str:
+    """The line ``vaelab encode`` prints before a long encoding."""
+    return _expected("encode", f"{total:,.0f} examples", seconds, None, 1.0)
 
 
 def _sample(args) -> None:
