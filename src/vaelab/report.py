@@ -1,10 +1,11 @@
 """One self-contained HTML page per run, and one page that puts several runs side by side.
 
 The page opens with the run's headline figures (test ELBO, the importance-sampled -log p(x)
-when a benchmark or evaluation of the run recorded one, KL, active units, training time,
-throughput), then its configuration, then every PNG in ``RUN/plots`` with a caption that says
-what it shows and how to read it. Images are embedded as base64 ``data:`` URIs, so the file
-needs no network and no neighbouring files: it can be mailed or archived on its own.
+when a benchmark or evaluation of the run recorded one, KL, active units by both criteria,
+training time, throughput), then the configuration keys that differ from vaelab's defaults
+(the whole configuration folded below them), then every PNG in ``RUN/plots`` with a caption
+that says what it shows and how to read it. Images are embedded as base64 ``data:`` URIs, so
+the file needs no network and no neighbouring files: it can be mailed or archived on its own.
 """
 
 from __future__ import annotations
@@ -15,10 +16,18 @@ import json
 from pathlib import Path
 
 from .checkpoint import open_run, read_metrics
+from .config import default, read_toml
 from .errors import VaelabError
-from .evaluate import active_units, posterior_means
+from .evaluate import active_units, posterior_stats
 from .files import read_regular, regular_files, write_atomic
-from .plots import PLOT_EXAMPLES, figure_png, valid_elbo_curves
+from .plots import (
+    ACTIVE_KL,
+    GAP_IMAGES,
+    GAP_PLOTS,
+    PLOT_EXAMPLES,
+    figure_png,
+    valid_elbo_curves,
+)
 
 # what each plot of a run shows, and how to read it (one line each)
 CAPTIONS = {
@@ -35,11 +44,20 @@ CAPTIONS = {
     "with the largest KL (others at 0): how the decoder fills the latent plane.",
     "posterior_samples.png": "Each ellipse is q(z|x) for one test image: 1σ (solid) and 2σ "
     "(dashed), with z ~ q(z|x) as dots and their decodings to the right.",
-    "kl_per_dim.png": "Mean KL(q(z_d|x) || p(z_d)) per latent dimension: bars near 0 are "
-    "inactive (collapsed) dimensions that the decoder ignores.",
+    "kl_per_dim.png": "Mean KL(q(z_d|x) || p(z_d)) over the test set per latent dimension, "
+    f"on a log scale: coloured bars are above {ACTIVE_KL:g} nats (the dashed line), the count "
+    "in the headline; grey bars are inactive (collapsed) dimensions that the decoder ignores.",
     "traversals.png": "One row per latent dimension, by KL: that dimension swept from -3 to 3 "
     "around one test image's code, the others fixed. A row that changes one thing (position, "
     "size, shape) is a disentangled dimension; a row that does not change is inactive.",
+    "posterior_gap.png": "For four test images, the true posterior p(z|x) (grey, normalised on "
+    "a grid) with the encoder's q(z|x) (red) and the per-datapoint optimum q*(z) (blue): the "
+    "distance between red and blue is the amortization gap, between blue and grey the "
+    "approximation gap of a Gaussian q.",
+    "local_elbo_trace.png": f"The mean ELBO of q* fitted to each of {GAP_IMAGES} test images "
+    "by Adam, climbing from the encoder's (dashed): its height above the dashed line is the "
+    "amortization gap in nats (a picture; `vaelab gap` measures it with Cremer et al.'s "
+    "protocol).",
 }
 PLOT_ORDER = list(CAPTIONS)
 
@@ -52,7 +70,8 @@ figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{color:#555;font-size:.92em;margin-top:.3em}
 .side{display:grid;gap:1em}.side figure{margin:0}
 details pre{background:#f6f6f6;padding:.6em;overflow:auto}
-#config{columns:3 18em;white-space:pre-wrap;background:#f6f6f6;padding:.6em;font-size:.85em}
+#config td{font-family:monospace}#config td.default{color:#777}
+details{margin-top:.8em}details pre.toml{columns:3 18em;white-space:pre-wrap;font-size:.85em}
 """
 
 
@@ -76,9 +95,19 @@ def check_run(run: str | Path) -> Path:
     return run
 
 
+# the two counts of the latent dimensions a run uses, as the headline names them
+ACTIVE_UNITS = "active units: Cov_x(E_q[z_d]) > 0.01 (Burda et al.)"
+KL_UNITS = f"dimensions with mean KL > {ACTIVE_KL:g} nats (kl_per_dim.png)"
+
+
 def _posterior_figures(run: Path) -> dict:
-    """Active units and their count from the test set's posterior means; {} if the data is gone
-    or the test set has fewer than the two examples a variance needs."""
+    """How many latent dimensions the run uses, by two criteria, on the test examples that
+    kl_per_dim.png is drawn from: Burda et al.'s active units (the posterior mean moves with
+    x) and the dimensions whose mean KL is above :data:`~vaelab.plots.ACTIVE_KL` (the bars
+    above the plot's dashed line). Mostly they agree; a dimension whose mean barely moves can
+    still carry KL (a posterior narrower than the prior), and one with a variance of the mean
+    just above 0.01 carries only 0.005 nats or more. {} if the data is gone or the test set
+    has fewer than the two examples a variance needs."""
     try:
         opened = open_run(run)
         x = opened.split("test")[:PLOT_EXAMPLES]
@@ -86,8 +115,12 @@ def _posterior_figures(run: Path) -> dict:
         return {}
     if len(x) < 2:
         return {}
-    means = posterior_means(opened.model, x)
-    return {"active_units": active_units(means), "latent_dim": opened.model.latent_dim}
+    means, _, kls = posterior_stats(opened.model, x)
+    return {
+        "active_units": active_units(means),
+        "kl_units": int((kls.mean(0) > ACTIVE_KL).sum()),
+        "latent_dim": opened.model.latent_dim,
+    }
 
 
 def headline(run: Path) -> dict:
@@ -113,8 +146,9 @@ def headline(run: Path) -> dict:
             figures["-log p(x) estimate"] = (found[nll], found.get(se), found.get(k))
             break
     post = _posterior_figures(run)
-    units = post.get("active_units")
-    figures["active units"] = f"{units} of {post['latent_dim']}" if units is not None else None
+    for name, key in ((ACTIVE_UNITS, "active_units"), (KL_UNITS, "kl_units")):
+        units = post.get(key)
+        figures[name] = f"{units} of {post['latent_dim']}" if units is not None else None
     seconds = summary.get("train_seconds")
     figures["training time"] = None if seconds is None else f"{seconds:.1f} s"
     rate = summary.get("train_samples_per_sec")
@@ -136,6 +170,56 @@ def _cell(value) -> str:
             text += f" (K = {value[2]})"
         return f"<td class=num>{html.escape(text)}</td>"
     return f"<td class=num>{html.escape(str(value))}</td>"
+
+
+def _config_values(run: Path) -> dict | None:
+    """The run's config.toml as a dict, or None when this version cannot read it."""
+    try:
+        return read_toml(run / "config.toml")
+    except VaelabError:
+        return None
+
+
+def _configuration(run: Path, values: dict | None) -> str:
+    """The keys of ``values`` whose value differs from its default
+    (:func:`vaelab.config.default`), with the default beside it; then the whole config.toml,
+    folded. What a run changed is what a reader wants; the ~50 keys left at their defaults
+    (most of them options the run did not use) are one click away."""
+    text = (run / "config.toml").read_text()
+    full = (
+        "<details><summary>the whole configuration (config.toml: re-run it with "
+        f"<code>vaelab train --config config.toml</code>)</summary><pre class=toml>"
+        f"{html.escape(text)}</pre></details>"
+    )
+    if values is None:  # a file this version cannot read: shown as it is
+        return full
+    changed = {k: v for k, v in values.items() if v != default(k)}
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(json.dumps(v))}</td>"
+        f"<td class=default>default {html.escape(json.dumps(default(k)))}</td></tr>"
+        for k, v in changed.items()
+    )
+    return (
+        f"<p>{len(changed)} of {len(values)} keys differ from vaelab's defaults:</p>"
+        f"<table id=config>{rows}</table>{full}"
+    )
+
+
+def _gap_note(run: Path, values: dict | None) -> str:
+    """A line saying how to draw the posterior-gap figures when a 2-D run lacks them (a run
+    trained before they were drawn at the end of training, or whose plots were deleted)."""
+    if values is None or values.get("latent_dim") != 2 or values.get("arch") == "hvae2":
+        return ""
+    missing = [n for n in GAP_PLOTS if not (run / "plots" / n).is_file()]
+    if not missing:
+        return ""
+    # the run's name once published: the report of a new run is written in OUT.partial
+    where = html.escape(str(run.with_name(run.name.removesuffix(".partial"))))
+    return (
+        f"<p id=gap-note>{' and '.join(missing)}: not drawn for this run. "
+        f"<code>vaelab plot {where}</code> draws them (a few seconds), then "
+        f"<code>vaelab report {where}</code> shows them here.</p>"
+    )
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -169,15 +253,17 @@ def render(run: str | Path) -> str:
     """The HTML text of the report of one run."""
     run = check_run(run)
     name = run.resolve().name.removesuffix(".partial")  # written before the run is published
-    rows = "".join(f"<tr><th>{k}</th>{_cell(v)}</tr>" for k, v in headline(run).items())
-    config = html.escape((run / "config.toml").read_text())
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th>{_cell(v)}</tr>" for k, v in headline(run).items()
+    )
+    values = _config_values(run)
     figures = "".join(_figure(p) for p in _plots(run)) or "<p>This run has no plots.</p>"
     body = (
         f"<h1>vaelab run: {html.escape(name)}</h1>"
         f"<p>Log-densities in nats per example, summed over the data's dimensions.</p>"
         f"<h2>Headline figures</h2><table id=headline>{rows}</table>"
-        f"<h2>Configuration</h2><pre id=config>{config}</pre>"
-        f"<h2>Plots</h2>{figures}"
+        f"<h2>Configuration</h2>{_configuration(run, values)}"
+        f"<h2>Plots</h2>{_gap_note(run, values)}{figures}"
     )
     return _page(f"vaelab report: {name}", body)
 
@@ -217,7 +303,8 @@ def render_comparison(runs: list[str | Path]) -> str:
     tables = [headline(r) for r in runs]
     head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
     rows = "".join(
-        f"<tr><th>{k}</th>{''.join(_cell(t.get(k)) for t in tables)}</tr>" for k in tables[0]
+        f"<tr><th>{html.escape(k)}</th>{''.join(_cell(t.get(k)) for t in tables)}</tr>"
+        for k in tables[0]
     )
     columns = f"style='grid-template-columns:repeat({len(runs)},1fr)'"
     body = [

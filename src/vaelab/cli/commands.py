@@ -27,7 +27,7 @@ from ..evaluate.likelihood import is_discrete
 from ..evaluate.statistics import standard_error
 from ..explore import serve
 from ..files import write_json
-from ..plots import GAP_PLOTS, draw_gap, draw_run, save_grid_png
+from ..plots import draw_gap, draw_run, save_grid_png
 from ..report import write_comparison, write_report
 from ..runs import record_in_manifest, resume, train
 
@@ -298,16 +298,15 @@ def _plot(args) -> None:
         )
     dataset = run.data()
     plot_dir = Path(args.run) / "plots"
-    if gap_plots:
-        paths = draw_gap(model, dataset, plot_dir, config.resolved_binarize, seed=config.seed)
-        record_in_manifest(args.run, plot_dir)
-        if args.gap:
-            print(f"vaelab: {len(paths)} plots written to {plot_dir}")
-            return
-    paths = draw_run(model, dataset, read_metrics(args.run), plot_dir, config.resolved_binarize)
+    # the same seed as at the end of training, so that the plots come out as they were drawn
+    if args.gap:
+        paths = draw_gap(model, dataset, plot_dir, config.resolved_binarize)
+    else:  # every plot, the posterior-gap ones too where the run has them
+        metrics = read_metrics(args.run)
+        paths = draw_run(
+            model, dataset, metrics, plot_dir, config.resolved_binarize, gap_seconds=None
+        )
     record_in_manifest(args.run, plot_dir)
-    if gap_plots:
-        paths += [plot_dir / name for name in GAP_PLOTS]
     print(f"vaelab: {len(paths)} plots written to {plot_dir}")
 
 

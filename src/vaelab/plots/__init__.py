@@ -6,14 +6,18 @@ Images are arrays of shape ``(N, C, H, W)`` with values in [0, 1], ``C`` = 1 or 
 The modules, from arrays to files: ``images`` (tiling, PNG grids, an image on an axis),
 ``figures`` (curves, reconstructions, latent space, posterior samples, KL per dimension),
 ``sweeps`` (the manifold and the traversals, with the z they decode), ``run``
-(:func:`draw_run`) and ``gap`` (the true posterior of a 2-D latent space beside q and q*,
-drawn by ``vaelab plot``). Every name is importable from ``vaelab.plots`` itself. Figures are
-built with matplotlib's object API (``Figure``), never pyplot, so importing vaelab leaves the
-user's backend (a notebook's, say) as it was.
+(:func:`run_figures`, :func:`draw_run`) and ``gap`` (the true posterior of a 2-D latent space
+beside q and q*, drawn by :func:`draw_run` for 2-D runs). Every name is importable from
+``vaelab.plots`` itself. Figures are built with matplotlib's object API (``Figure``), never
+pyplot, so importing vaelab leaves the user's backend (a notebook's, say) as it was.
 """
 
 from .figures import (
+    ACTIVE_KL,
+    KL_FLOOR,
+    fit_title,
     image_grid,
+    integer_ticks,
     kl_per_dim,
     latent_scatter,
     learning_curves,
@@ -21,9 +25,18 @@ from .figures import (
     reconstructions,
     valid_elbo_curves,
 )
-from .gap import GAP_PLOTS, draw_gap, local_elbo_trace, posterior_gap
+from .gap import (
+    GAP_IMAGES,
+    GAP_PLOTS,
+    GAP_SECONDS,
+    draw_gap,
+    gap_figures,
+    gap_seconds,
+    local_elbo_trace,
+    posterior_gap,
+)
 from .images import figure_png, save_figure, save_grid_png, show, tile
-from .run import PLOT_EXAMPLES, TRAVERSAL_DIMS, draw_run
+from .run import PLOT_EXAMPLES, TRAVERSAL_DIMS, draw_run, gap_plots, run_figures
 from .sweeps import (
     MANIFOLD_LEVELS,
     PRIOR_DRAWS,
@@ -34,15 +47,24 @@ from .sweeps import (
 )
 
 __all__ = [
+    "ACTIVE_KL",
+    "GAP_IMAGES",
     "GAP_PLOTS",
+    "GAP_SECONDS",
+    "KL_FLOOR",
     "MANIFOLD_LEVELS",
     "PLOT_EXAMPLES",
     "PRIOR_DRAWS",
     "TRAVERSAL_DIMS",
     "draw_gap",
     "figure_png",
+    "fit_title",
     "draw_run",
+    "gap_figures",
+    "gap_plots",
+    "gap_seconds",
     "image_grid",
+    "integer_ticks",
     "kl_per_dim",
     "latent_scatter",
     "learning_curves",
@@ -52,6 +74,7 @@ __all__ = [
     "posterior_gap",
     "posterior_samples",
     "reconstructions",
+    "run_figures",
     "save_figure",
     "save_grid_png",
     "show",

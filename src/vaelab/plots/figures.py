@@ -6,12 +6,34 @@ Figure out.
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
+from matplotlib.ticker import MaxNLocator
 
 from .images import show, tile
+
+ACTIVE_KL = 0.01  # nats: a dimension whose mean KL is above it is active (plot and report)
+KL_FLOOR = 1e-4  # nats: the bottom of kl_per_dim's log axis; smaller KLs sit on it
+
+
+def fit_title(text: str, inches: float, fontsize: float = 12.0) -> str:
+    """``text`` broken at spaces into lines that fit ``inches`` at ``fontsize`` points, so that
+    no title runs off its figure: a character of matplotlib's DejaVu Sans is at most about
+    0.6 em wide on average over a line."""
+    return textwrap.fill(text, width=max(16, int(inches * 72 / (0.6 * fontsize))))
+
+
+def integer_ticks(axis, n: int | None = None) -> None:
+    """Ticks only at integers on ``axis`` (epochs, latent dimensions): every one of ``0..n-1``
+    when there are at most 32, else a few chosen by matplotlib."""
+    if n is not None and n <= 32:
+        axis.set_ticks(range(n))
+    else:
+        axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def learning_curves(metrics: list[dict]) -> Figure:
@@ -29,6 +51,7 @@ def learning_curves(metrics: list[dict]) -> Figure:
         ax.plot(epochs, [m[f"valid_{key}"] for m in metrics], "o-", ms=3, label="valid")
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        integer_ticks(ax.xaxis)
         ax.set_ylabel("nats per example")
         ax.grid(alpha=0.3)
     axes[0].legend()
@@ -42,6 +65,7 @@ def valid_elbo_curves(curves: dict[str, tuple[list, list]]) -> Figure:
     for name, (epochs, elbos) in curves.items():
         ax.plot(epochs, elbos, label=name)
     ax.set_xlabel("epoch")
+    integer_ticks(ax.xaxis)
     ax.set_ylabel("validation ELBO (nats)")
     ax.set_title("Validation ELBO per epoch (higher is better)")
     ax.legend()
@@ -68,7 +92,7 @@ def image_grid(images: np.ndarray, title: str, ncols: int = 8) -> Figure:
     )
     ax = fig.subplots()
     show(ax, tile(images, ncols))
-    ax.set_title(title)
+    ax.set_title(fit_title(title, ncols * 0.8))
     return fig
 
 
@@ -138,7 +162,8 @@ def posterior_samples(
         _ellipses(ax, means[i], stds[i], colors[i], samples[i])
     ax.set_xlabel(f"z[{dims[0]}]")
     ax.set_ylabel(f"z[{dims[1]}]")
-    ax.set_title("q(z|x) of test images: 1σ (solid), 2σ (dashed), sampled z (dots)")
+    title = "q(z|x) of test images: 1σ (solid), 2σ (dashed), sampled z (dots)"
+    ax.set_title(fit_title(title, 13 * m * 1.5 / (m * 1.5 + 2.15 + j)))  # the column's width
     for i in range(m):
         cell = fig.add_subplot(grid[i, 2])
         show(cell, inputs[i])
@@ -160,12 +185,32 @@ def posterior_samples(
     return fig
 
 
-def kl_per_dim(kl: np.ndarray) -> Figure:
-    """Mean KL(q(z_d|x) || p(z_d)) over the test set for each latent dimension d."""
-    fig = Figure(figsize=(max(4, 0.35 * len(kl) + 2), 3.4), layout="constrained")
+def kl_per_dim(kl: np.ndarray, threshold: float = ACTIVE_KL) -> Figure:
+    """Mean KL(q(z_d|x) || p(z_d)) over the test set for each latent dimension d, ``kl``
+    ``(D,)``, on a log axis: the dimensions above ``threshold`` nats (the dashed line) are
+    counted active and coloured, the others grey. A log axis, because a dimension of 0.05 nats
+    beside one of 10 looks collapsed on a linear one, yet it is not."""
+    d = len(kl)
+    active = kl > threshold
+    width = max(5.0, 0.35 * d + 2)
+    fig = Figure(figsize=(width, 3.6), layout="constrained")
     ax = fig.subplots()
-    ax.bar(np.arange(len(kl)), kl)
+    shown = np.maximum(kl, KL_FLOOR)  # a collapsed dimension, or a Monte Carlo KL below 0
+    ax.bar(
+        np.arange(d), shown - KL_FLOOR, bottom=KL_FLOOR,
+        color=np.where(active, "tab:blue", "0.65"),
+    )  # fmt: skip
+    ax.axhline(threshold, color="k", ls="--", lw=1)
+    ax.set_yscale("log")
+    ax.set_ylim(KL_FLOOR, max(shown.max(), threshold) * 3)
+    integer_ticks(ax.xaxis, d)
+    if d > 16:
+        ax.tick_params(axis="x", labelsize=7)
     ax.set_xlabel("latent dimension")
-    ax.set_ylabel("nats")
-    ax.set_title("KL per latent dimension (near 0: an inactive, collapsed dimension)")
+    ax.set_ylabel("mean KL, nats (log scale)")
+    title = (
+        f"KL per latent dimension: {int(active.sum())} of {d} above {threshold:g} nats (dashed "
+        "line); grey bars are inactive, collapsed dimensions"
+    )
+    ax.set_title(fit_title(title, width, 10), fontsize=10)
     return fig

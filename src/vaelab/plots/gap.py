@@ -1,8 +1,11 @@
 """Pictures of the inference gap: the true posterior of a 2-D latent space with the amortized
 q(z|x) and the optimised q*(z) on top, and the per-datapoint ELBO climbing above the
-encoder's. matplotlib functions take arrays and return a Figure; :func:`draw_gap` computes
-the arrays from a trained model. Not part of :func:`~vaelab.plots.draw_run`: these need an
-optimisation per image, and are drawn by ``vaelab plot`` only.
+encoder's. matplotlib functions take arrays and return a Figure; :func:`gap_figures` computes
+the arrays from a trained model and :func:`draw_gap` saves them. They need an optimisation per
+image, bounded (:data:`GAP_IMAGES` images, at most :data:`GAP_STEPS` steps, a
+:data:`GAP_GRID` grid): :func:`~vaelab.plots.draw_run` draws them at the end of training for
+2-D runs under one Gaussian q when :func:`gap_seconds` expects them to take at most
+``seconds``, and ``vaelab plot`` always.
 """
 
 from __future__ import annotations
@@ -18,9 +21,16 @@ from .. import data as data_mod
 from ..core.inference import Amortized, fit_local
 from ..errors import VaelabError
 from ..evaluate.gap import elbo_per_example, grid_bounds, grid_posterior
+from .figures import fit_title
 from .images import save_figure, show
 
 GAP_PLOTS = ("posterior_gap.png", "local_elbo_trace.png")
+GAP_IMAGES = 8  # test images q* is fitted to (the first 4 are drawn)
+GAP_STEPS = 500  # at most this many Adam steps (a 2-D MNIST model converges in about as many)
+GAP_GRID = 100  # p(z|x) on a GAP_GRID x GAP_GRID grid per image drawn
+GAP_SAMPLES = 10  # z per image and step of the fit
+GAP_SECONDS = 20.0  # draw_run at the end of training draws them when expected within this
+PROBE_STEPS = 5  # fit steps timed by gap_seconds
 
 
 def _ellipse(ax, mean, std, color, label) -> None:
@@ -61,9 +71,8 @@ def posterior_gap(
         ax.tick_params(labelsize=7)
     axes[1, 0].set_ylabel("z[1]")
     axes[1, 0].legend(fontsize=7, loc="upper left")
-    fig.suptitle(
-        "true posterior p(z|x) (grey contours, normalised on a grid); 1σ solid, 2σ dashed"
-    )
+    title = "true posterior p(z|x) (grey contours, normalised on a grid); 1σ solid, 2σ dashed"
+    fig.suptitle(fit_title(title, 3.2 * m))
     return fig
 
 
@@ -76,32 +85,65 @@ def local_elbo_trace(trace: np.ndarray, amortized: float, n: int) -> Figure:
     ax.axhline(amortized, color="tab:red", ls="--", label="amortized q(z|x)")
     ax.set_xlabel("optimisation step")
     ax.set_ylabel("mean ELBO, nats per image")
-    ax.set_title(f"per-datapoint ELBO of {n} test images")
+    ax.set_title(fit_title(f"per-datapoint ELBO of {n} test images", 6.5))
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
 
 
 def draw_gap(
-    model, dataset, plot_dir: str | Path, binarization: str, n: int = 32, shown: int = 4,
-    max_steps: int = 1000, seed: int = 0,
+    model, dataset, plot_dir: str | Path, binarization: str, n: int = GAP_IMAGES,
+    shown: int = 4, max_steps: int = GAP_STEPS, seed: int = 0, seconds: float | None = None,
 ) -> list[Path]:  # fmt: skip
+    """Write the figures of :func:`gap_figures` into ``plot_dir``; return their paths: none
+    when :func:`gap_seconds` expects them to take more than ``seconds`` (None: no limit)."""
+    figures = gap_figures(model, dataset, binarization, n, shown, max_steps, seed, seconds)
+    plot_dir = Path(plot_dir)
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fig in figures.items():
+        save_figure(fig, plot_dir / name)
+        written.append(plot_dir / name)
+    return written
+
+
+def gap_seconds(
+    model, x: torch.Tensor, shown: int = 4, max_steps: int = GAP_STEPS, seed: int = 0
+) -> float:
+    """The seconds :func:`gap_figures` is expected to take on ``x`` ``(n, *x_shape)``: a few
+    steps of the fit timed, then scaled to ``max_steps`` steps, the grids of ``shown``
+    images (each point one decoding without the gradient, a third of a fitted z's cost) and
+    the encoder's ELBO, plus a second for matplotlib."""
+    probe = fit_local(
+        model, x, steps=PROBE_STEPS, init="encoder", lr=1e-2, samples=GAP_SAMPLES, seed=seed
+    )
+    step = probe.seconds / PROBE_STEPS  # one step: n * GAP_SAMPLES decodings and a gradient
+    decodings = shown * GAP_GRID**2 + len(x) * 100  # the grids and the encoder's ELBO
+    return step * (max_steps + decodings / (3 * len(x) * GAP_SAMPLES)) + 1.0
+
+
+def gap_figures(
+    model, dataset, binarization: str, n: int = GAP_IMAGES, shown: int = 4,
+    max_steps: int = GAP_STEPS, seed: int = 0, seconds: float | None = None,
+) -> dict[str, Figure]:  # fmt: skip
     """Fit q* to ``n`` test images (from the encoder's q, at most ``max_steps`` Adam steps);
-    draw the first ``shown`` images' posteriors and the ELBO trace."""
+    the first ``shown`` images' posteriors and the ELBO trace, by file name. Empty when
+    :func:`gap_seconds` expects more than ``seconds`` (None: draw whatever it takes): a large
+    conv decoder on the CPU, where the fit would take minutes."""
     if model.latent_dim != 2:
         raise VaelabError(
             f"the posterior-gap plot needs a 2-D latent space; this run's is "
             f"{model.latent_dim}-D (train with --latent-dim 2)"
         )
-    plot_dir = Path(plot_dir)
-    plot_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
     x = data_mod.eval_split(dataset, "test", binarization)[:n]
+    if seconds is not None and gap_seconds(model, x, shown, max_steps, seed) > seconds:
+        return {}
     # a picture, not a measurement: 10 samples a step at learning rate 1e-2, stopping when the
     # mean over 50 steps has not improved for more than 4 windows (vaelab gap uses Cremer et
-    # al.'s full protocol), so that `vaelab plot` stays quick
+    # al.'s full protocol), so that drawing them stays quick
     fit = fit_local(
-        model, x, init="encoder", lr=1e-2, samples=10, window=50, patience=4,
+        model, x, init="encoder", lr=1e-2, samples=GAP_SAMPLES, window=50, patience=4,
         max_steps=max_steps, seed=seed,
     )  # fmt: skip
     amortized = elbo_per_example(model, x, Amortized(model), samples=100, seed=seed).mean()
@@ -109,16 +151,11 @@ def draw_gap(
         xs = x[:shown].to(next(model.parameters()).device)
         qz, star = model.q_z(xs), fit.posteriors.q_z(xs, torch.arange(len(xs)))
         lo, hi = grid_bounds([qz.mean, star.mean], [qz.stddev, star.stddev], width=4)
-        z, log_density, _, _ = grid_posterior(model, xs, lo, hi, n=150)
+        z, log_density, _, _ = grid_posterior(model, xs, lo, hi, n=GAP_GRID)
     arrays = [t.cpu().numpy() for t in (qz.mean, qz.stddev, star.mean, star.stddev)]
-    figures = {
+    return {
         "posterior_gap.png": posterior_gap(
             x[:shown].numpy(), z.numpy(), log_density.exp().numpy(), *arrays
         ),
         "local_elbo_trace.png": local_elbo_trace(fit.trace.numpy(), amortized.item(), len(x)),
     }
-    written = []
-    for name, fig in figures.items():
-        save_figure(fig, plot_dir / name)
-        written.append(plot_dir / name)
-    return written

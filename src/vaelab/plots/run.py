@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
 from .. import data as data_mod
 from ..device import fork_rng
@@ -20,6 +21,7 @@ from .figures import (
     posterior_samples,
     reconstructions,
 )
+from .gap import GAP_SECONDS, draw_gap
 from .images import save_figure
 from .sweeps import manifold, manifold_grid, traversal_codes, traversals
 
@@ -27,11 +29,37 @@ PLOT_EXAMPLES = 10_000
 TRAVERSAL_DIMS = 32  # rows of traversals.png; wider latent spaces show their 32 largest-KL dims
 
 
-@torch.no_grad()
 def draw_run(
-    model, dataset, metrics: list[dict], plot_dir: str | Path, binarization: str, seed: int = 0
-) -> list[Path]:
-    """Draw every plot of a run into ``plot_dir``; return the paths written.
+    model, dataset, metrics: list[dict], plot_dir: str | Path, binarization: str, seed: int = 0,
+    gap_seconds: float | None = GAP_SECONDS,
+) -> list[Path]:  # fmt: skip
+    """Draw every plot of a run into ``plot_dir``; return the paths written: the figures of
+    :func:`run_figures` and, when :func:`gap_plots` says so, the posterior-gap figures of
+    :func:`~vaelab.plots.gap.draw_gap` if they are expected to take at most ``gap_seconds``
+    (None: whatever they take; a 2-D MLP on MNIST takes a few seconds, so the limit only
+    skips large decoders, and the report then says how to draw them)."""
+    plot_dir = Path(plot_dir)
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fig in run_figures(model, dataset, metrics, binarization, seed).items():
+        save_figure(fig, plot_dir / name)
+        written.append(plot_dir / name)
+    if gap_plots(model):
+        written += draw_gap(model, dataset, plot_dir, binarization, seed=seed, seconds=gap_seconds)
+    return written
+
+
+def gap_plots(model) -> bool:
+    """Whether a run gets the posterior-gap figures: a 2-D latent space under one Gaussian
+    q(z|x), whose true posterior can be normalised on a grid (not hvae2's two layers)."""
+    return model.latent_dim == 2 and not hasattr(model.decoder, "d1")
+
+
+@torch.no_grad()
+def run_figures(
+    model, dataset, metrics: list[dict], binarization: str, seed: int = 0
+) -> dict[str, Figure]:
+    """Every figure of a run but the posterior-gap ones, by file name.
 
     Latent plots use the two dimensions with the largest mean KL on the test set (the only two
     when the latent space is 2-D); the other dimensions are held at 0, the prior's mean. The
@@ -41,8 +69,6 @@ def draw_run(
     :data:`PLOT_EXAMPLES` test examples. Data that are not images (tables, vectors) get the
     learning curves, the latent space and the KL per dimension.
     """
-    plot_dir = Path(plot_dir)
-    plot_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
     device = next(model.parameters()).device
     x_test = data_mod.eval_split(dataset, "test", binarization)[:PLOT_EXAMPLES]
@@ -56,12 +82,10 @@ def draw_run(
     by_kl = [int(d) for d in np.argsort(-kl_mean) if d < read]
     dims = tuple(by_kl[:2]) if read > 1 else (0, 0)
     dims = tuple(sorted(dims))
-    written = []
+    figures = {}
 
     def save(fig, name):
-        path = plot_dir / name
-        save_figure(fig, path)
-        written.append(path)
+        figures[name] = fig
 
     if metrics:
         save(learning_curves(metrics), "learning_curves.png")
@@ -70,7 +94,7 @@ def draw_run(
         if read >= 2:
             save(latent_scatter(means[:, dims].numpy(), labels, dims), "latent_space.png")
         save(kl_per_dim(kl_mean), "kl_per_dim.png")
-        return written
+        return figures
     with fork_rng(device):
         torch.manual_seed(seed)
         first = x_test[:12]
@@ -114,4 +138,4 @@ def draw_run(
         decoded = decoded.reshape(len(order), len(values), *model.x_shape).numpy()
         save(traversals(decoded, values.numpy(), order, kl_mean), "traversals.png")
     save(kl_per_dim(kl_mean), "kl_per_dim.png")
-    return written
+    return figures

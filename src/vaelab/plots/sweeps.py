@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from ..core.priors import StandardNormal
 from ..device import fork_rng
+from .figures import fit_title
 from .images import show, tile
 
 MANIFOLD_LEVELS = torch.linspace(0.03, 0.97, 20)  # the grid's quantile levels, per dimension
@@ -45,11 +46,11 @@ def manifold(images: np.ndarray, z_values: np.ndarray, dims: tuple[int, int]) ->
     fig = Figure(figsize=(7, 7), layout="constrained")
     ax = fig.subplots()
     show(ax, tile(images, n))
-    ax.set_title(
+    title = (
         f"decoded manifold at the prior's quantiles 3%..97%: z[{dims[0]}] from {a0:.2f} to "
-        f"{a1:.2f} (left to right), z[{dims[1]}] from {b1:.2f} to {b0:.2f} (top to bottom)",
-        fontsize=8,
+        f"{a1:.2f} (left to right), z[{dims[1]}] from {b1:.2f} to {b0:.2f} (top to bottom)"
     )
+    ax.set_title(fit_title(title, 7, 9), fontsize=9)
     return fig
 
 
@@ -68,9 +69,12 @@ def traversals(images: np.ndarray, values: np.ndarray, dims: list[int], kl: np.n
     fig = Figure(figsize=(n * 0.7 + 1.2, rows * 0.7 + 0.5), layout="constrained")
     ax = fig.subplots()
     show(ax, tile(images.reshape(rows * n, *images.shape[2:]), n))
+    # flush left against its labels: centred, constrained layout needs a second pass to place
+    # an axes of fixed aspect, and savefig's one pass cut the labels by a few pixels
+    ax.set_anchor("W")
     step = images.shape[3] + 1  # tile's row height: image plus one pixel of padding
     ax.set_yticks(1 + step * np.arange(rows) + step / 2)
     ax.set_yticklabels([f"z[{d}]  KL {kl[d]:.2f}" for d in dims], fontsize=7)
     title = f"each row: one z[d] from {values[0]:g} to {values[-1]:g}, the others fixed"
-    ax.set_title(title, fontsize=8)
+    ax.set_title(fit_title(title, n * 0.7 + 1.2, 8), fontsize=8)
     return fig
