@@ -10,6 +10,7 @@ import functools
 import gzip
 import hashlib
 import http.server
+import json
 import struct
 import subprocess
 import sys
@@ -23,8 +24,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vaelab.checkpoint import open_run
+from vaelab.cli import main
+from vaelab.config import read_toml
 from vaelab.data import Dataset, binarize, epoch_batches, eval_split, load
 from vaelab.data.binarization import BLOCK_ROWS
+from vaelab.data.dataset import split_arrays
 from vaelab.data.digits import load_digits
 from vaelab.data.idx import MNIST_FILES, read_idx
 from vaelab.data.mnist import MNIST_SHA256, cache_dir, download_mnist, load_mnist
@@ -602,3 +607,62 @@ def test_real_mnist_gives_50000_10000_10000():
     assert ds.train.min() == 0 and ds.train.max() == 1
     assert ds.train_labels[:5].tolist() == [5, 0, 4, 1, 9]  # the well-known first five
     assert len(ds.test_labels) == 10_000 and set(ds.test_labels.tolist()) == set(range(10))
+
+
+# --- 8. real-valued arrays: standardized like tables (issue 26) --------------------------------
+
+
+def test_real_valued_arrays_are_standardized_with_the_training_split_statistics(tmp_path):
+    rng = np.random.default_rng(5)
+    scale, shift = np.array([1, 5, 10, 0.1, 3]), np.array([10, -10, 0, 5, 100])
+    x = (rng.normal(size=(200, 5)) * scale + shift).astype(np.float32)
+    np.save(tmp_path / "real.npy", x)
+    raw = split_arrays("real", x, None)  # the same fixed split, as the values are
+    mean, std = raw.train.double().mean(0), raw.train.double().std(0, unbiased=False)
+    ds = load(str(tmp_path / "real.npy"))
+    assert ds.standardized and ds.kind == "arrays"
+    np.testing.assert_allclose(ds.transform["mean"], mean.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ds.transform["std"], std.numpy(), rtol=1e-12)
+    for split in ("train", "valid", "test"):  # every split with the training split's numbers
+        expected = ((getattr(raw, split).double() - mean) / std).float()
+        torch.testing.assert_close(getattr(ds, split), expected)
+    # a run's stored transform is used as it is; a run that stored none is not standardized
+    kept = load(str(tmp_path / "real.npy"), transform={"mean": [0.0] * 5, "std": [2.0] * 5})
+    torch.testing.assert_close(kept.train, raw.train / 2)
+    assert torch.equal(load(str(tmp_path / "real.npy"), transform={}).train, raw.train)
+    # values in [0, 1] keep today's rule: as they are
+    np.save(tmp_path / "unit.npy", rng.random((50, 5)).astype(np.float32))
+    assert not load(str(tmp_path / "unit.npy")).standardized
+
+
+def test_a_real_valued_array_trains_with_a_learned_sigma_and_encode_standardizes_alike(
+    tmp_path, capsys
+):
+    """Values around ±10 (issue 26): standardized, one learned σ, and `encode` applies the
+    stored transform to new examples."""
+    rng = np.random.default_rng(6)
+    x = (rng.normal(size=(200, 4)) * 10).astype(np.float32)
+    np.save(tmp_path / "wide.npy", x)
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tmp_path / "wide.npy"), "--epochs", "1", "--hidden", "8"]
+    assert main([*argv, "--latent-dim", "2", "--batch-size", "32", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("real values outside [0, 1]: Gaussian likelihood with a learned σ") == 1
+    assert "standardized per feature" in printed
+    config = read_toml(out / "config.toml")
+    assert config["learn_sigma"] and config["shared_sigma"]
+    stored = json.loads((out / "data.json").read_text())
+    assert set(stored) == {"mean", "std"} and len(stored["mean"]) == 4
+    new = (rng.normal(size=(12, 4)) * 10).astype(np.float32)
+    np.save(tmp_path / "new.npy", new)
+    for suffix in (".npy", ".npz"):  # read in chunks, and read whole
+        source = tmp_path / f"new{suffix}"
+        if suffix == ".npz":
+            np.savez(source, x=new)
+        z = tmp_path / f"z{suffix}"
+        assert main(["encode", str(out), "--data", str(source), "--out", str(z)]) == 0
+        loc = np.load(z)[:, 0] if suffix == ".npy" else np.load(z)["loc"]
+        model = open_run(out).model
+        standardized = (new - np.array(stored["mean"])) / np.array(stored["std"])
+        expected = model.q_z(torch.from_numpy(standardized.astype(np.float32))).mean
+        np.testing.assert_allclose(loc, expected.detach().numpy(), rtol=1e-5, atol=1e-6)

@@ -12,7 +12,10 @@ from PIL import Image
 
 from vaelab import VaelabError
 from vaelab import data as data_mod
+from vaelab.checkpoint import open_run
 from vaelab.cli import main
+from vaelab.config import read_toml
+from vaelab.plots.figures import latent_scatter
 
 from .conftest import PLOTS
 
@@ -140,3 +143,97 @@ def test_a_folder_of_ten_images_trains_to_a_run_with_every_plot_and_its_report(t
     assert main(["eval", str(out), "--k", "10", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n"] == 1 and result["active_units"] is None
+
+
+def _config(run: Path) -> dict:
+    return read_toml(run / "config.toml")
+
+
+def test_colour_images_get_a_gaussian_with_a_learned_sigma_not_binarized_channels(
+    tmp_path, capsys
+):
+    """Issue 26: a Bernoulli on each binarized channel models 8 colours, not the image."""
+    write_images(tmp_path / "colour", 20, mode="RGB")
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tmp_path / "colour"), "--epochs", "1", "--batch-size", "8"]
+    assert main([*argv, "--hidden", "8", "--latent-dim", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "vaelab: colour images: Gaussian likelihood with a learned σ" in printed
+    assert printed.count("colour images") == 1
+    config = _config(out)
+    assert config["likelihood"] == "gaussian" and config["binarize"] == "none"
+    assert config["learn_sigma"] and config["shared_sigma"]
+    # grey images keep their rule: a Bernoulli on a fresh binarization each epoch
+    write_images(tmp_path / "grey", 20)
+    grey = tmp_path / "grey-run"
+    argv[2] = str(tmp_path / "grey")
+    assert main([*argv, "--hidden", "8", "--latent-dim", "2", "--out", str(grey)]) == 0
+    assert "grey levels in [0, 1]: Bernoulli" in capsys.readouterr().out
+    config = _config(grey)
+    assert config["likelihood"] == "bernoulli" and config["binarize"] == "dynamic"
+    assert not config["learn_sigma"]
+
+
+def test_class_folder_names_are_kept_by_the_run_its_legend_and_encode(tmp_path, capsys):
+    write_images(tmp_path / "pets" / "dog", 10, seed=1)
+    write_images(tmp_path / "pets" / "cat", 10, seed=2)
+    dataset = data_mod.load(str(tmp_path / "pets"))
+    assert dataset.label_names == ["cat", "dog"]
+    files = [f for split in ("train", "valid", "test") for f in dataset.files[split]]
+    names = [f"{c}/img{i:03d}.png" for c in ("cat", "dog") for i in range(10)]
+    assert sorted(files) == names
+    for split in ("train", "valid", "test"):  # each file with its own label and pixels
+        x, y = dataset.split(split)
+        for image, label, name in zip(x, y, dataset.files[split], strict=True):
+            assert name.startswith(dataset.label_names[label] + "/")
+            pixels = np.asarray(Image.open(tmp_path / "pets" / name), dtype=np.float32) / 255
+            np.testing.assert_array_equal(image[0].numpy(), pixels)
+    legend = latent_scatter(np.zeros((4, 2)), np.array([0, 1, 1, 0]), (0, 1), ["cat", "dog"])
+    assert [t.get_text() for t in legend.axes[0].get_legend().get_texts()] == ["cat", "dog"]
+
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tmp_path / "pets"), "--epochs", "1", "--batch-size", "8"]
+    assert main([*argv, "--hidden", "8", "--latent-dim", "2", "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "data.json").read_text()) == {"label_names": ["cat", "dog"]}
+    assert open_run(out).data().label_names == ["cat", "dog"]
+    # encode a folder holding only dogs: y = 1 as in training, its names and its files
+    write_images(tmp_path / "new" / "dog", 10, seed=3)
+    z = tmp_path / "z.npz"
+    assert main(["encode", str(out), "--data", str(tmp_path / "new"), "--out", str(z)]) == 0
+    with np.load(z) as archive:
+        assert archive["y"].tolist() == [1] * 10
+        assert archive["label_names"].tolist() == ["cat", "dog"]
+        assert archive["files"].tolist() == [f"dog/img{i:03d}.png" for i in range(10)]
+        assert archive["files"].dtype.kind == "U"  # readable without allow_pickle
+
+
+def test_a_folder_of_120_images_trains_with_the_default_batch_cut_to_its_96(tmp_path, capsys):
+    write_images(tmp_path / "few", 120, size=(4, 4))
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tmp_path / "few"), "--epochs", "1", "--hidden", "8"]
+    assert main([*argv, "--latent-dim", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "--batch-size 128 is more than the 96 training examples: each step takes all 96" in (
+        printed
+    )
+    assert _config(out)["batch_size"] == 96
+
+
+def test_conv_on_an_unsupported_size_suggests_the_nearest_image_size(tmp_path, capsys):
+    write_images(tmp_path / "big", 10, size=(40, 40), mode="RGB")
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tmp_path / "big"), "--arch", "conv", "--epochs", "1"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "these are 40x40: add --image-size 32 to resize them" in err
+    assert err.count("\n") == 1 and not (tmp_path / "run.partial").exists()
+    # an array cannot be resized by vaelab: the suggestion says so
+    np.save(tmp_path / "big.npy", np.zeros((10, 1, 60, 60), np.float32))
+    argv[2] = str(tmp_path / "big.npy")
+    assert main([*argv, "--out", str(out), "--quiet"]) == 2
+    assert "use --arch mlp, or resize the images to 64x64 first" in capsys.readouterr().err
+    # and the suggestion works
+    argv = ["train", "--data", str(tmp_path / "big"), "--arch", "conv", "--image-size", "32"]
+    argv += ["--epochs", "1", "--hidden", "8", "--batch-size", "8", "--latent-dim", "2"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    assert _config(out)["image_size"] == 32

@@ -173,3 +173,37 @@ def test_fuzzed_csv_text_gives_a_table_or_one_vaelab_error(tmp_path, text, label
         return
     assert ds.kind == "table" and torch.isfinite(ds.train).all()
     assert len(ds.train) + len(ds.valid) + len(ds.test) >= 10
+
+
+def test_a_misspelt_label_column_lists_every_column_or_the_20_nearest(tmp_path):
+    few = [f"c{i}" for i in range(19)] + ["species"]  # 20 columns: every one is listed
+    (tmp_path / "few.csv").write_text(",".join(few) + "\n" + ("1," * 19 + "a\n") * 12)
+    with pytest.raises(VaelabError) as caught:
+        data_mod.load(str(tmp_path / "few.csv"), label_column="specis")
+    assert str(caught.value).endswith("it has " + ", ".join(few))
+    many = [f"feature_{i:02d}" for i in range(40)] + ["species", "specimen", "spacing"]
+    rows = ["1"] * len(many)
+    (tmp_path / "many.csv").write_text(",".join(many) + "\n" + (",".join(rows) + "\n") * 12)
+    with pytest.raises(VaelabError) as caught:
+        data_mod.load(str(tmp_path / "many.csv"), label_column="specis")
+    message = str(caught.value)
+    assert "of its 43 columns the nearest are species, specimen, spacing" in message
+    assert len(message.split("the nearest are ")[1].split(", ")) == 20
+
+
+def test_label_strings_are_kept_by_the_data_the_legend_and_encode(table_run):
+    """Issue 26: a table's label strings, not 0 and 1, in the data set and `encode`'s file."""
+    root, out, x, labels, _ = table_run
+    assert data_mod.load(str(root / "people.csv"), label_column="kind").label_names == [
+        "short",
+        "tall",
+    ]
+    tall = x[:, 0] > 170
+    _write_csv(root / "talls.csv", x[tall][:20], labels[tall][:20])  # one class only
+    z = root / "talls.npz"
+    result = run_cli("encode", str(out), "--data", str(root / "talls.csv"), "--out", str(z))
+    assert result.returncode == 0, result.stderr
+    with np.load(z) as archive:  # numbered as in training: tall is 1
+        assert archive["label_names"].tolist() == ["short", "tall"]
+        assert archive["y"].tolist() == [1] * 20
+        assert "files" not in archive.files

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -10,6 +14,8 @@ import torch
 
 from vaelab import Config, VaelabError, load, train
 from vaelab.build import build_model
+from vaelab.checkpoint import read_metrics
+from vaelab.cli import main
 
 
 def _run(tmp_path, name, **kw):
@@ -195,3 +201,54 @@ def test_decoder_bias_from_data_starts_p_x_at_the_pixel_means():
     conv = build_model(Config(likelihood="bernoulli", arch="conv", hidden=[16]), (1, 28, 28))
     with pytest.raises(VaelabError, match="--arch mlp or linear"):
         conv.init_output_bias(torch.rand(4, 1, 28, 28))
+
+
+def test_an_existing_out_is_refused_before_the_data_are_read(tmp_path, capsys):
+    """Issue 26, item 10: the folder is checked first, so a wrong --out costs no loading."""
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    argv = ["train", "--data", str(tmp_path / "not-there.npy"), "--out", str(tmp_path / "taken")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "exists; choose another --out or pass --overwrite" in err and "not-there" not in err
+    assert main([*argv, "--overwrite"]) == 2
+    assert "is not a vaelab run" in capsys.readouterr().err
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
+
+
+def test_a_collapsed_posterior_is_named_at_the_end_with_what_to_try(tmp_path, capsys):
+    """With σ = 10 the decoder explains the digits without z: q(z|x) falls to the prior."""
+    argv = ["train", "--data", "digits", "--likelihood", "gaussian", "--sigma", "10"]
+    argv += ["--lr", "0.01", "--batch-size", "32", "--epochs", "1", "--hidden", "8"]
+    argv += ["--latent-dim", "2", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("vaelab: warning: posterior collapse: every latent dimension's KL")
+    assert "--kl-warmup" in last and "--free-bits" in last and "smaller --sigma" in last
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["test"]["kl"] < 2 * 0.01
+
+
+def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
+    """A real SIGINT to a real `vaelab train` once its first checkpoint is on disk; the run
+    then resumes to its end, and a healthy run names no collapse."""
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "vaelab", "train", "--data", "digits", "--epochs", "6"]
+    argv += ["--hidden", "8", "--latent-dim", "2", "--quiet", "--out", str(out)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoint = tmp_path / "run.partial" / "checkpoints" / "last.safetensors"
+    deadline = time.monotonic() + 240
+    while not checkpoint.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert f"vaelab: interrupted; continue with vaelab train --resume {out}" in stdout
+    resumed = subprocess.run(
+        [sys.executable, "-m", "vaelab", "train", "--resume", str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(read_metrics(out)) == 6 and "posterior collapse" not in resumed.stdout

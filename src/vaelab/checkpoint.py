@@ -68,17 +68,21 @@ def load_config(run_dir: str | Path) -> Config:
 
 
 def load_transform(run_dir: str | Path) -> dict | None:
-    """A table run's stored standardization (``data.json``), or None for other runs."""
+    """What a run stored of its data (``data.json``: a table's or real-valued array's
+    standardization, class names; :meth:`~vaelab.data.Dataset.stored`), or None."""
     path = Path(run_dir) / "data.json"
     if not path.is_file():
         return None
     try:
         transform = json.loads(path.read_text())
-        ok = all(len(transform[k]) == len(transform["columns"]) for k in ("mean", "std"))
+        ok = data_mod.valid_stored(transform)
     except (OSError, ValueError, KeyError, TypeError):
         ok = False
     if not ok:
-        raise VaelabError(f"{path} is damaged (it needs columns, mean and std of equal length)")
+        raise VaelabError(
+            f"{path} is damaged (it needs mean and std of one shape, as many as the columns, "
+            "and a list of label names)"
+        )
     return transform
 
 
@@ -147,8 +151,9 @@ class Run:
     model: VAE
 
     def data(self) -> data_mod.Dataset:
-        """The run's data set, a table standardized with the run's stored statistics."""
-        return data_mod.from_config(self.config, load_transform(self.path))
+        """The run's data set, a table or real-valued array standardized with the run's
+        stored statistics (and an array run that stored none, not at all: ``{}``)."""
+        return data_mod.from_config(self.config, load_transform(self.path) or {})
 
     def split(self, name: str = "test", dataset: data_mod.Dataset | None = None) -> torch.Tensor:
         """The split ``name`` as the model was scored on it (binarized as in training, with

@@ -10,10 +10,14 @@ Layouts:
 - ``.npy``: one float32 array ``(N, 2 + K, D)``: ``[:, 0]`` the means, ``[:, 1]`` the
   standard deviations, ``[:, 2:]`` the K samples.
 - ``.npz``: ``loc`` ``(N, D)``, ``scale`` ``(N, D)``, ``samples`` ``(N, K, D)`` when K > 0,
-  and ``y`` ``(N,)`` when the data have labels.
+  ``y`` ``(N,)`` when the data have labels, ``label_names`` (class ``y = i`` is
+  ``label_names[i]``) when the labels have names (class folders, a table's label strings;
+  numbered as in the run's ``data.json``), and ``files`` ``(N,)`` for an image folder: each
+  example's image, relative to the folder.
 
-Examples are encoded as they are (grey levels are not binarized); a table's rows are
-standardized with the run's stored statistics, its columns matched by name.
+Examples are encoded as they are (grey levels are not binarized); a table's rows, and a
+real-valued array's examples, are standardized with the run's stored statistics (a table's
+columns matched by name).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import torch
 from . import data as data_mod
 from .checkpoint import load_transform, open_run
 from .data.arrays import check_dtype, example_shape, is_npy
+from .data.dataset import recode_labels
 from .data.stream import NpyFile, to_unit_float
 from .data.tables import apply_transform
 from .device import fork_rng
@@ -85,7 +90,7 @@ def _check_out(out: Path, data: Path, overwrite: bool) -> None:
 def _encode(run, data: str, out: Path, samples: int, seed: int, device, progress) -> int:
     opened = open_run(run, device)
     model = opened.model
-    source, n, labels = _source(opened.path, opened.config, data)
+    source, n, labels, names = _source(opened.path, opened.config, data)
     with (
         fork_rng(torch.device(device)),
         tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp,
@@ -123,6 +128,10 @@ def _encode(run, data: str, out: Path, samples: int, seed: int, device, progress
             if labels is not None:
                 np.save(tmp / "y.npy", labels)
                 files["y"] = None
+            for key, values in names.items():  # label_names, files: unicode, never objects
+                if values:
+                    np.save(tmp / f"{key}.npy", np.asarray(values, dtype=str))
+                    files[key] = None
             result = tmp / "archive.npz"
             with zipfile.ZipFile(result, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
                 for key in files:
@@ -146,17 +155,22 @@ class _NpyWriter:
             fh.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
 
 
-def _source(run: Path, config, data: str) -> tuple[Iterator[torch.Tensor], int, np.ndarray | None]:
-    """The examples of ``data`` in chunks ``(<= CHUNK, *x_shape)``, their count and labels,
-    read as the run reads its data."""
+def _source(
+    run: Path, config, data: str
+) -> tuple[Iterator[torch.Tensor], int, np.ndarray | None, dict[str, list[str]]]:
+    """The examples of ``data`` in chunks ``(<= CHUNK, *x_shape)``, their count, labels and
+    names (``label_names``, ``files``), read as the run reads its data."""
+    stored = load_transform(run) or {}
     if data in ("digits", "mnist", "shapes"):
         dataset = data_mod.load(data, config.data_dir or None, image_size=config.image_size)
         splits = [dataset.train, dataset.valid, dataset.test]
         ys = [dataset.train_labels, dataset.valid_labels, dataset.test_labels]
         x = torch.cat(splits)
         y = None if ys[0] is None else torch.cat(ys).numpy()
-        return iter(x.split(CHUNK)), len(x), y
+        return iter(x.split(CHUNK)), len(x), y, {"label_names": dataset.label_names}
     path = data_mod.existing_path(data)
+    # a real-valued array run's standardization (a table's is matched by column, below)
+    standardize = "mean" in stored and "columns" not in stored
     if path.suffix in (".npy", ".npz") and is_npy(path):
         file = NpyFile.open(path)
         check_dtype(path, file.dtype)
@@ -164,20 +178,35 @@ def _source(run: Path, config, data: str) -> tuple[Iterator[torch.Tensor], int, 
 
         def chunks():
             for start in range(0, file.shape[0], CHUNK):
-                rows = file.read(start, min(start + CHUNK, file.shape[0]))
-                x = torch.from_numpy(to_unit_float(rows)).reshape(-1, *x_shape)
-                if not torch.isfinite(x).all():
+                rows = to_unit_float(file.read(start, min(start + CHUNK, file.shape[0])))
+                rows = rows.reshape(-1, *x_shape)
+                if not np.isfinite(rows).all():
                     raise VaelabError(f"{path} contains NaN or Inf values; clean it first")
-                yield x
+                yield torch.from_numpy(_standardized(rows, stored) if standardize else rows)
 
-        return chunks(), file.shape[0], None
+        return chunks(), file.shape[0], None, {}
     label = config.label_column  # new rows may come with or without their labels
     x, y, kind, info = data_mod.read_source(
         path, config.channels, config.image_size, label, optional_label=True
     )
     if kind == "table":
         x = _table_rows(run, path, x, info)
-    return iter(torch.from_numpy(np.asarray(x, np.float32)).split(CHUNK)), len(x), y
+    elif standardize:
+        x = _standardized(x, stored)
+    # the run's numbers for its classes, so that y = i means what it meant in training
+    y, label_names = recode_labels(y, info.get("label_names", []), stored.get("label_names", []))
+    names = {"label_names": label_names if y is not None else [], "files": info.get("files", [])}
+    return iter(torch.from_numpy(np.asarray(x, np.float32)).split(CHUNK)), len(x), y, names
+
+
+def _standardized(x: np.ndarray, stored: dict) -> np.ndarray:
+    """Examples ``(N, *x_shape)`` standardized as the run's training data were."""
+    if np.shape(stored["mean"]) != x.shape[1:]:
+        raise VaelabError(
+            f"the data hold examples of shape {x.shape[1:]} but the run was trained on "
+            f"{np.shape(stored['mean'])}; give data of the run's shape"
+        )
+    return apply_transform(x.astype(np.float64), stored)
 
 
 def _table_rows(run: Path, path: Path, x: np.ndarray, info: dict) -> np.ndarray:

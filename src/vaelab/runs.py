@@ -39,14 +39,16 @@ import torch
 from . import data as data_mod
 from . import ranks
 from .build import build_model
-from .checkpoint import open_run, read_metrics, save_model
+from .checkpoint import load_transform, open_run, read_metrics, save_model
 from .config import CONV_ARCHS, Config, make_config, read_toml
 from .core.model import VAE
-from .device import resolve_device
+from .core.networks import CONV_SIZES
+from .device import fork_rng, resolve_device
 from .errors import VaelabError
+from .evaluate import posterior_stats
 from .evaluate.validation import score, validation_record
 from .files import MANIFEST, remove_temporaries, write_atomic, write_json, write_manifest
-from .plots import draw_run
+from .plots import PLOT_EXAMPLES, draw_run
 from .report import write_report
 from .training.guard import checkpoint_status
 from .training.loop import fit
@@ -60,12 +62,14 @@ def train(
 ) -> Path:
     """Train a VAE as ``config`` says; return the finished run folder.
 
-    Every check a user's input can fail happens before anything is written.
+    Every check a user's input can fail happens before anything is written; an ``out`` that
+    may not be written, before the data are even loaded.
     """
     config.validate()
     log, progress = _quiet_unless_main(log, progress)
     out = Path(config.out) if config.out else default_out(config)
     config = dataclasses.replace(config, out=str(out))  # the caller's object stays as it was
+    check_out(out, overwrite)  # every rank: they see one file system, and none waits yet
     run = _prepare(config, log)
     # rank 0 makes the folder and holds its lock; its refusal (out exists, ...) stops every rank
     partial, lock = ranks.on_main(prepare_out, out, overwrite) or (partial_of(out), None)
@@ -120,12 +124,10 @@ class RunLock:
             self.fd = None
 
 
-def prepare_out(out: Path, overwrite: bool) -> tuple[Path, RunLock]:
-    """Check ``out`` may be written; return the fresh ``.partial`` folder to build the run in,
-    and its lock, held.
-
-    An unfinished run that has a checkpoint is not thrown away without ``overwrite``; one
-    that another process holds, not at all."""
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an ``out`` that exists, unless ``overwrite`` and it is a vaelab run (or empty).
+    :func:`train` asks before loading anything, :func:`prepare_out` again when it makes the
+    folder (something may have appeared meanwhile)."""
     if out.exists():
         if not overwrite:
             raise VaelabError(
@@ -135,6 +137,15 @@ def prepare_out(out: Path, overwrite: bool) -> tuple[Path, RunLock]:
             raise VaelabError(
                 f"{out} exists and is not a vaelab run; --overwrite only replaces runs"
             )
+
+
+def prepare_out(out: Path, overwrite: bool) -> tuple[Path, RunLock]:
+    """Check ``out`` may be written (:func:`check_out`); return the fresh ``.partial`` folder
+    to build the run in, and its lock, held.
+
+    An unfinished run that has a checkpoint is not thrown away without ``overwrite``; one
+    that another process holds, not at all."""
+    check_out(out, overwrite)
     partial = partial_of(out)
     try:
         lock = RunLock(partial)
@@ -202,8 +213,7 @@ def _resume(out: Path, partial: Path, progress, log) -> Path:
         log(f"vaelab: {partial} is trained; drawing its plots and report")
         run = open_run(partial)
         metrics = read_metrics(partial)
-        binarization = run.config.resolved_binarize
-        return _finish(run.model, run.data(), metrics, binarization, partial, out, log)
+        return _finish(run.model, run.data(), metrics, run.config, partial, out, log)
     for name in ("config.toml", "metrics.jsonl"):
         if not (partial / name).is_file():
             raise VaelabError(f"{partial} has lost its {name}; start again with --overwrite")
@@ -211,7 +221,8 @@ def _resume(out: Path, partial: Path, progress, log) -> Path:
         raise VaelabError(
             f"{partial} stopped before its first checkpoint; start it again with --overwrite"
         )
-    run = _prepare(make_config(read_toml(partial / "config.toml")), log)
+    config = make_config(read_toml(partial / "config.toml"))
+    run = _prepare(config, log, load_transform(partial) or {})  # its data as first prepared
     return _complete(run, out, partial, progress, log, resume=True)
 
 
@@ -226,20 +237,30 @@ class Prepared:
     device: torch.device
 
 
-def _prepare(config: Config, log) -> Prepared:
+def _prepare(config: Config, log, transform: dict | None = None) -> Prepared:
     """The data and the freshly initialised model (seeded), checked before anything is
-    written."""
+    written; ``transform``, a resumed run's stored ``data.json``. Each default the data
+    decide (likelihood, binarization, σ, a batch no larger than the data) is printed with
+    its reason."""
     device = resolve_device(config.device)
-    dataset = data_mod.from_config(config)
+    dataset = data_mod.from_config(config, transform)
     _check_data(dataset, config)
     # after the checks, so that a mistake stops every rank before any waits for another
     device = ranks.init(device)
-    likelihood, binarization, reason = data_mod.choose_likelihood(
-        dataset, config.likelihood, config.binarize
-    )
-    if reason:
-        log(f"vaelab: {reason}")
-    config = dataclasses.replace(config, likelihood=likelihood, binarize=binarization)
+    choice = data_mod.choose(dataset, config.likelihood, config.binarize)
+    if choice.reason:
+        log(f"vaelab: {choice.reason}")
+    binarization = choice.binarize
+    config = dataclasses.replace(config, likelihood=choice.likelihood, binarize=binarization)
+    if choice.learn_sigma and not config.learn_sigma:  # one sigma: see data.choose
+        config = dataclasses.replace(config, learn_sigma=True, shared_sigma=True)
+    n_train = len(dataset.train)
+    if config.batch_size > n_train:
+        log(
+            f"vaelab: --batch-size {config.batch_size} is more than the {n_train} training "
+            f"examples: each step takes all {n_train}"
+        )
+        config = dataclasses.replace(config, batch_size=n_train)
     if data_mod.bernoulli_on_grey(dataset, config.likelihood, binarization):
         log(BERNOULLI_ON_GREY)
     torch.manual_seed(config.seed)  # weights' initialisation and the reparameterization noise
@@ -269,8 +290,8 @@ def _complete(run: Prepared, out: Path, partial: Path, progress, log, resume: bo
     try:
         if not resume and main:  # atomic, like every file of a run: --resume rebuilds from it
             write_atomic(partial / "config.toml", config.to_toml())
-            if dataset.transform:  # a table's standardization, to encode new rows alike
-                write_json(partial / "data.json", dataset.transform)
+            if dataset.stored():  # standardization and class names: encode uses them
+                write_json(partial / "data.json", dataset.stored())
         with ranks.lost_contact():  # every rank takes part until the test score
             validate = functools.partial(validation_record, config=config)
             metrics = fit(
@@ -288,19 +309,26 @@ def _complete(run: Prepared, out: Path, partial: Path, progress, log, resume: bo
         if not main:
             raise
         raise _cannot_write(partial, out, exc) from None
+    except KeyboardInterrupt:
+        if (partial / "checkpoints" / "last.safetensors").is_file():
+            log(f"vaelab: interrupted; continue with vaelab train --resume {out}")
+        else:
+            log("vaelab: interrupted before the first checkpoint; run the same command again")
+        raise
     except BaseException:
         log(f"vaelab: training stopped; the unfinished run is in {partial}")
         raise
-    return _finish(model, dataset, metrics, config.binarize, partial, out, log)
+    return _finish(model, dataset, metrics, config, partial, out, log)
 
 
 def _finish(
-    model: VAE, dataset, metrics: list[dict], binarization: str, partial: Path, out: Path, log
+    model: VAE, dataset, metrics: list[dict], config: Config, partial: Path, out: Path, log
 ) -> Path:
     """Draw the plots and the report of the trained, scored run in ``partial``, write its
     manifest last (every file with its size and SHA-256: the mark of a complete run), and
     publish it as ``out``. Every file is written atomically, so a kill here leaves whole files
-    and no manifest, and ``--resume`` comes back here."""
+    and no manifest, and ``--resume`` comes back here. Last, a posterior collapse is named."""
+    binarization = config.resolved_binarize
     try:
         draw_run(model, dataset, metrics, partial / "plots", binarization)
         _write_report(partial, out, log)
@@ -319,7 +347,40 @@ def _finish(
     log(f"vaelab: run written to {out}/ ; plots in {out / 'plots'}/")
     if (out / "report.html").is_file():
         log(f"vaelab: open {out / 'report.html'} to see the run on one page")
+    collapse = _collapse_warning(model, dataset, config)
+    if collapse:
+        log(collapse)
     return out
+
+
+COLLAPSED_NATS = 0.01  # a dimension whose mean KL on the test set is below this carries nothing
+
+
+@torch.no_grad()
+def _collapse_warning(model: VAE, dataset, config: Config) -> str:
+    """The one line for a posterior collapse, else "": every latent dimension's mean
+    KL(q(z_d | x) || p(z_d)) over the test set below :data:`COLLAPSED_NATS`, so q(z | x) is
+    the prior whatever x is and the decoder has learnt to ignore z."""
+    if config.inference == "local":  # its encoder is untrained: q_z(x) says nothing of the fit
+        return ""
+    x = data_mod.eval_split(dataset, "test", config.resolved_binarize)[:PLOT_EXAMPLES]
+    with fork_rng(next(model.parameters()).device):  # a mixture prior's KL is Monte Carlo
+        kl = posterior_stats(model.eval(), x)[2].mean(0)
+    if not bool((kl < COLLAPSED_NATS).all()):
+        return ""
+    if config.likelihood != "gaussian":
+        sigma = ""
+    elif config.learn_sigma:
+        sigma = ", a fixed --sigma (e.g. 0.05, without --learn-sigma)"
+    else:
+        sigma = f", a smaller --sigma (this run's: {config.sigma:g})"
+    grey = len(model.x_shape) == 3 and model.x_shape[0] == 1  # colour: never binarized
+    return (
+        f"vaelab: warning: posterior collapse: every latent dimension's KL is below "
+        f"{COLLAPSED_NATS} nats on the test set (largest {kl.max().item():.2g}), so z tells "
+        f"the decoder nothing about x; try --kl-warmup 10, --free-bits 0.5{sigma}"
+        + (", or --likelihood bernoulli" if grey and config.likelihood != "bernoulli" else "")
+    )
 
 
 def _not_finite(summary: dict, metrics: list[dict], partial: Path) -> VaelabError:
@@ -394,11 +455,6 @@ def _check_data(dataset, config: Config) -> None:
     n_train = len(dataset.train)
     if n_train == 0 or len(dataset.valid) == 0 or len(dataset.test) == 0:
         raise VaelabError(f"data {config.data!r} has an empty split; it needs more examples")
-    if config.batch_size > n_train:
-        raise VaelabError(
-            f"--batch-size {config.batch_size} is larger than the {n_train} training "
-            "examples; choose a smaller batch"
-        )
     if not dataset.streamed and not torch.isfinite(dataset.train).all():
         raise VaelabError(f"data {config.data!r} contains NaN or Inf; clean it first")
     if config.inference == "local" and dataset.streamed:
@@ -419,6 +475,29 @@ def _check_data(dataset, config: Config) -> None:
             f"--arch {config.arch} needs images, and {config.data!r} holds {dataset.kind} of "
             f"shape {dataset.x_shape}; use --arch mlp"
         )
+    if config.arch in CONV_ARCHS:
+        _check_conv_size(dataset, config)
+
+
+def _check_conv_size(dataset, config: Config) -> None:
+    """The conv networks take square images of the sides in ``CONV_SIZES``; for others, the
+    nearest of those sides, by ``--image-size`` where vaelab can resize (image folders,
+    shapes), else by resizing first."""
+    _, height, width = dataset.x_shape
+    if height == width and height in CONV_SIZES:
+        return
+    sides = sorted(CONV_SIZES)
+    side = min(sides, key=lambda s: (abs(s - (height + width) / 2), s))
+    what = f"--arch {config.arch} takes square {', '.join(f'{s}x{s}' for s in sides)} images"
+    if config.data == "shapes" or dataset.files:  # files: an image folder's
+        raise VaelabError(
+            f"{what}, and these are {height}x{width}: add --image-size {side} to resize them "
+            "(or use --arch mlp)"
+        )
+    raise VaelabError(
+        f"{what}, and {config.data!r} holds {height}x{width}: use --arch mlp, or resize the "
+        f"images to {side}x{side} first"
+    )
 
 
 BERNOULLI_ON_GREY = (

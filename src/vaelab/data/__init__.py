@@ -19,8 +19,13 @@ Sources:
 - a folder of images (PNG, JPEG, BMP), flat or one sub-folder per class;
 - a ``.npy`` (memory-mapped; streamed from disk when larger than memory) or ``.npz``
   (``x``, optional ``y``) array of any shape ``(N, ...)``, uint8 (scaled by 1/255) or float;
+  real values outside [0, 1] are standardized per feature with the training split's
+  statistics (not when streamed);
 - a CSV or Parquet table of numeric columns (optional label column), standardized with the
   training split's statistics.
+
+Class names (an image folder's class folders, a table's label strings) are kept in
+``Dataset.label_names``, and a run stores them, with any standardization, in ``RUN/data.json``.
 
 Your own data is split ``--split`` (default 0.8,0.1,0.1) by a fixed permutation, or given
 as three files or folders (``--data``, ``--valid-data``, ``--test-data``).
@@ -28,15 +33,17 @@ as three files or folders (``--data``, ``--valid-data``, ``--test-data``).
 
 from .batches import epoch_batches
 from .binarization import binarize
-from .choose import bernoulli_on_grey, choose_likelihood
-from .dataset import Dataset
+from .choose import Choice, bernoulli_on_grey, choose, choose_likelihood
+from .dataset import Dataset, valid_stored
 from .eval_split import eval_split
 from .sources import existing_path, from_config, load, read_source
 
 __all__ = [
+    "Choice",
     "Dataset",
     "bernoulli_on_grey",
     "binarize",
+    "choose",
     "choose_likelihood",
     "epoch_batches",
     "eval_split",
@@ -44,4 +51,5 @@ __all__ = [
     "from_config",
     "load",
     "read_source",
+    "valid_stored",
 ]

@@ -56,8 +56,10 @@ def _image_files(folder: Path, files: list[Path]) -> list[Path]:
 
 def read_image_folder(
     folder: Path, channels: int = 0, image_size: int = 0
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Every image of ``folder`` as float32 ``(N, C, H, W)`` in [0, 1], and class labels.
+) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """Every image of ``folder`` as float32 ``(N, C, H, W)`` in [0, 1], class labels ``(N,)``
+    (or None), and ``info``: ``label_names`` (label i is the class folder
+    ``label_names[i]``) and ``files``, each image's path relative to ``folder``.
 
     ``channels``: 1 (grayscale), 3 (RGB) or 0 (1 if every image is grayscale, else 3).
     ``image_size``: resize every image to that square side (bilinear); 0 keeps the sizes,
@@ -65,7 +67,7 @@ def read_image_folder(
     """
     from PIL import Image, UnidentifiedImageError
 
-    paths, labels, _ = _listing(folder)
+    paths, labels, label_names = _listing(folder)
     images = []
     for path in paths:
         try:
@@ -101,4 +103,5 @@ def read_image_folder(
         arrays.append(array[None] if channels == 1 else array.transpose(2, 0, 1))
     x = np.stack(arrays)
     y = None if labels is None else np.asarray(labels, dtype=np.int64)
-    return x, y
+    files = [path.relative_to(folder).as_posix() for path in paths]
+    return x, y, {"label_names": label_names, "files": files}

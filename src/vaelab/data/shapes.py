@@ -168,4 +168,4 @@ def load_shapes(image_size: int = 0, sizes: tuple[int, int, int] = TRAIN_VALID_T
     parts = np.split(picks, [sizes[0], sizes[0] + sizes[1]])
     xs = [torch.from_numpy(shapes.images(p)) for p in parts]
     ys = [torch.from_numpy(factors_of(p)[:, 0]) for p in parts]
-    return Dataset("shapes", *xs, *ys)
+    return Dataset("shapes", *xs, *ys, label_names=list(SHAPE_NAMES))

@@ -15,7 +15,7 @@ import torch
 from ..config import DEFAULT_SPLIT, parse_split
 from ..errors import VaelabError
 from .arrays import check_dtype, example_shape, is_npy, read_array, should_stream
-from .dataset import Dataset, split_arrays
+from .dataset import SPLITS, Dataset, recode_labels, split_arrays
 from .digits import load_digits
 from .idx import find_idx, load_idx_folder
 from .images import has_images, read_image_folder
@@ -41,8 +41,11 @@ def load(
     """The data set called ``name`` (``digits``, ``mnist``, ``shapes`` or a path), split.
 
     ``channels`` and ``image_size`` apply to image folders (``image_size`` also to shapes),
-    ``label_column`` to tables, ``stream`` (auto, on, off) to ``.npy`` files; ``transform`` is
-    a run's stored table standardization, used instead of recomputing it.
+    ``label_column`` to tables, ``stream`` (auto, on, off) to ``.npy`` files. Tables, and
+    arrays of real values outside [0, 1], are standardized per feature with the training
+    split's mean and standard deviation; ``transform`` is a run's stored description of its
+    data (``RUN/data.json``), whose standardization is used instead of recomputing it (an
+    array run that stored none is not standardized: it was trained before vaelab did so).
     """
     fractions = parse_split(split)
     own_split = split != DEFAULT_SPLIT or valid_data or test_data
@@ -76,22 +79,49 @@ def load(
                 f"--data, --valid-data and --test-data differ in kind or shape {sorted(shapes)}; "
                 "they must hold the same kind of examples"
             )
-        xs = [torch.from_numpy(p[0]) for p in parts]
-        ys = [None if p[1] is None else torch.from_numpy(p[1].astype(np.int64)) for p in parts]
-        if any(y is None for y in ys):
-            ys = [None] * 3
-        dataset = Dataset(path.stem, *xs, *ys, kind=parts[0][2], transform=parts[0][3])
+        dataset = _joined(path.stem, parts)
     elif (npy := _npy_header(path)) is not None and should_stream(npy, stream):
         return _streamed(npy, fractions)
     else:
         x, y, kind, info = read_source(path, *options)
         if len(x) < 10:
             raise VaelabError(f"{path} holds {len(x)} examples; at least 10 are needed to split")
-        dataset = split_arrays(path.stem, x, y, fractions, kind=kind)
+        dataset = split_arrays(path.stem, x, y, fractions, kind=kind, files=info.pop("files", []))
+        dataset.label_names = info.pop("label_names", [])
         dataset.transform = info
-    if dataset.kind == "table":
+    if dataset.kind == "table" or _real_valued(dataset, transform):
         _standardize(dataset, transform)
     return dataset
+
+
+def _joined(name: str, parts: list) -> Dataset:
+    """The three splits given as three sources (:func:`read_source`'s results), their labels
+    coded alike: a class keeps its number in every split (the training split's order, then
+    names only the others hold)."""
+    label_names = parts[0][3].get("label_names", [])
+    ys = []
+    for _, y, _, info in parts:
+        y, label_names = recode_labels(y, info.get("label_names", []), label_names)
+        ys.append(None if y is None else torch.from_numpy(y.astype(np.int64)))
+    if any(y is None for y in ys):
+        ys, label_names = [None] * 3, []
+    xs = [torch.from_numpy(p[0]) for p in parts]
+    info = {k: v for k, v in parts[0][3].items() if k not in ("label_names", "files")}
+    dataset = Dataset(name, *xs, *ys, kind=parts[0][2], transform=info)
+    dataset.label_names = label_names
+    if all(p[3].get("files") for p in parts):
+        dataset.files = {s: p[3]["files"] for s, p in zip(SPLITS, parts, strict=True)}
+    return dataset
+
+
+def _real_valued(dataset: Dataset, transform: dict | None) -> bool:
+    """Whether ``dataset`` is an array of real values to standardize: by its training split's
+    values (outside [0, 1]), or for a run's data by what the run stored."""
+    if dataset.kind != "arrays" or dataset.streamed:
+        return False
+    if transform is not None:
+        return "mean" in transform
+    return bool(dataset.train.min() < 0 or dataset.train.max() > 1)
 
 
 def from_config(config, transform: dict | None = None) -> Dataset:
@@ -128,8 +158,8 @@ def read_source(
     if path.is_dir():
         if not has_images(path):
             raise VaelabError(f"{path} holds no PNG, JPEG or BMP images; give an image folder")
-        x, y = read_image_folder(path, channels, image_size)
-        return x, y, "images", {}
+        x, y, info = read_image_folder(path, channels, image_size)
+        return x, y, "images", info
     if path.suffix in (".npy", ".npz"):
         x, y, kind = read_array(path)
         return x, y, kind, {}
@@ -143,17 +173,25 @@ def read_source(
 
 
 def _standardize(dataset: Dataset, transform: dict | None) -> None:
-    """Standardize a table's splits in place with the training split's statistics (or the
-    run's stored ones); record them in ``dataset.transform``."""
-    if transform is None:
+    """Standardize the splits of a table or real-valued array in place, per feature, with
+    the training split's statistics (or the run's stored ones); record them in
+    ``dataset.transform``."""
+    if transform is None or "mean" not in transform:
         mean, std = standardize(dataset.train.double().numpy())
         transform = {**dataset.transform, "mean": mean.tolist(), "std": std.tolist()}
-    if len(transform["mean"]) != dataset.x_shape[0]:
+    transform = {k: v for k, v in transform.items() if k != "label_names"}  # the data's own
+    shape = np.shape(transform["mean"])
+    if shape != dataset.x_shape:
+        if dataset.kind == "table":
+            raise VaelabError(
+                f"the table has {dataset.x_shape[0]} feature columns but the run was trained "
+                f"on {shape[0] if shape else 0}; give a table with the run's columns"
+            )
         raise VaelabError(
-            f"the table has {dataset.x_shape[0]} feature columns but the run was trained on "
-            f"{len(transform['mean'])}; give a table with the run's columns"
+            f"the data hold examples of shape {dataset.x_shape} but the run was trained on "
+            f"{shape}; give data of the run's shape"
         )
-    for name in ("train", "valid", "test"):
+    for name in SPLITS:
         x = getattr(dataset, name).double().numpy()
         setattr(dataset, name, torch.from_numpy(apply_transform(x, transform)))
     dataset.transform = transform

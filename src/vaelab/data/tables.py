@@ -7,6 +7,7 @@ stored with the run (``RUN/data.json``), so new rows are encoded with the same t
 from __future__ import annotations
 
 import csv
+import difflib
 import math
 from pathlib import Path
 
@@ -15,21 +16,23 @@ import numpy as np
 from ..errors import VaelabError
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+LISTED_COLUMNS = 20  # a misspelt --label-column lists every column up to this many
 
 
 def read_table(
     path: Path, label_column: str = "", optional_label: bool = False
 ) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """``(x, y, info)``: the numeric columns as float64 ``(N, P)``, the label column as
-    integers ``(N,)`` (or None), and ``info`` with the ``columns`` and ``label_names``.
+    integers ``(N,)`` (or None), and ``info`` with the ``columns`` and ``label_names`` (label
+    i is the string ``label_names[i]``).
     With ``optional_label`` a missing label column means no labels, not an error."""
     names, columns = _read_parquet(path) if path.suffix != ".csv" else _read_csv(path)
     if optional_label and label_column not in names:
         label_column = ""
     if label_column and label_column not in names:
         raise VaelabError(
-            f"{path} has no column {label_column!r} for --label-column; it has "
-            f"{', '.join(names[:10])}"
+            f"{path} has no column {label_column!r} for --label-column; "
+            + _candidates(label_column, names)
         )
     y, label_names = None, []
     if label_column:
@@ -45,7 +48,18 @@ def read_table(
         x[:, j] = _numeric(path, name, values)
     if len(x) < 10:
         raise VaelabError(f"{path} holds {len(x)} rows; at least 10 are needed to split")
+    label_names = [str(name) for name in label_names]  # a Parquet label may be a number
     return x, y, {"columns": names, "label_column": label_column, "label_names": label_names}
+
+
+def _candidates(name: str, names: list[str]) -> str:
+    """The columns a misspelt ``name`` may have meant: all of them, or past
+    :data:`LISTED_COLUMNS` the nearest by spelling (difflib's ratio), nearest first."""
+    if len(names) <= LISTED_COLUMNS:
+        return f"it has {', '.join(names)}"
+    ratio = {n: difflib.SequenceMatcher(None, name, n).ratio() for n in names}
+    nearest = sorted(names, key=lambda n: -ratio[n])[:LISTED_COLUMNS]
+    return f"of its {len(names)} columns the nearest are {', '.join(nearest)}"
 
 
 def standardize(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -96,8 +96,14 @@ def image_grid(images: np.ndarray, title: str, ncols: int = 8) -> Figure:
     return fig
 
 
-def latent_scatter(means: np.ndarray, labels: np.ndarray | None, dims: tuple[int, int]) -> Figure:
-    """Posterior means E_q[z] of test images in two latent dimensions, coloured by label."""
+def latent_scatter(
+    means: np.ndarray,
+    labels: np.ndarray | None,
+    dims: tuple[int, int],
+    label_names: list[str] | None = None,
+) -> Figure:
+    """Posterior means E_q[z] of test images in two latent dimensions, coloured by label;
+    the legend names label i ``label_names[i]`` (a class folder, a table's label) when given."""
     fig = Figure(figsize=(6.4, 5.6), layout="constrained")
     ax = fig.subplots()
     size = float(np.clip(3000 / max(len(means), 1), 2, 16))
@@ -113,10 +119,10 @@ def latent_scatter(means: np.ndarray, labels: np.ndarray | None, dims: tuple[int
                 s=size,
                 alpha=0.7,
                 color=cmap(int(label) % cmap.N),
-                label=str(label),
+                label=_label_name(int(label), label_names),
             )
         ax.legend(
-            title="label",
+            title="class" if label_names else "label",
             markerscale=12 / np.sqrt(size) if size < 12 else 1,
             loc="center left",
             bbox_to_anchor=(1.0, 0.5),
@@ -126,6 +132,10 @@ def latent_scatter(means: np.ndarray, labels: np.ndarray | None, dims: tuple[int
     ax.set_ylabel(f"z[{dims[1]}]")
     ax.set_title("posterior means of the test set")
     return fig
+
+
+def _label_name(label: int, names: list[str] | None) -> str:
+    return names[label] if names and 0 <= label < len(names) else str(label)
 
 
 def _ellipses(ax, mean, std, color, samples) -> None:

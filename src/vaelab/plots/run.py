@@ -73,6 +73,7 @@ def run_figures(
     device = next(model.parameters()).device
     x_test = data_mod.eval_split(dataset, "test", binarization)[:PLOT_EXAMPLES]
     labels = None if dataset.test_labels is None else dataset.test_labels[:PLOT_EXAMPLES].numpy()
+    names = dataset.label_names  # class names, when the data have them
     images = len(model.x_shape) == 3
     means, stds, kls = posterior_stats(model, x_test)
     kl_mean = kls.mean(0).numpy()
@@ -92,7 +93,8 @@ def run_figures(
     gen = torch.Generator().manual_seed(seed)
     if not images:
         if read >= 2:
-            save(latent_scatter(means[:, dims].numpy(), labels, dims), "latent_space.png")
+            scatter = latent_scatter(means[:, dims].numpy(), labels, dims, names)
+            save(scatter, "latent_space.png")
         save(kl_per_dim(kl_mean), "kl_per_dim.png")
         return figures
     with fork_rng(device):
@@ -105,7 +107,7 @@ def run_figures(
 
         if read >= 2:
             m2 = means[:, dims].numpy()
-            save(latent_scatter(m2, labels, dims), "latent_space.png")
+            save(latent_scatter(m2, labels, dims, names), "latent_space.png")
             values = manifold_grid(model, dims, seed)  # (2, n)
             n = values.shape[1]
             z = torch.zeros(n, n, model.latent_dim)
