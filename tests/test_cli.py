@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -479,3 +482,65 @@ def test_version_names_vaelab_and_torch(capsys):
     assert exit_code(["--version"]) == 0
     out = capsys.readouterr().out
     assert out.strip() == f"vaelab {version('vaelab')} (torch {torch.__version__})"
+
+
+# --- eval --save, bits per dimension, gap's memory (issue 26, items 2, 3 and 7) ------------------
+
+
+def test_eval_save_writes_what_json_prints_into_the_run_and_the_report_shows_it(
+    digits_run, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    page = (run / "report.html").read_text()
+    # before: the report's -log p(x) cell says how to fill it (written when the run was made)
+    assert f"vaelab eval {digits_run} --save" in page
+    printed = run_cli("eval", str(run), "--k", "50", "--json", "--save", "--quiet")
+    assert printed.returncode == 0 and printed.stderr == ""
+    saved = json.loads((run / "eval.json").read_text())
+    assert saved == json.loads(printed.stdout)  # the very object --json prints
+    files = json.loads((run / "manifest.json").read_text())["files"]
+    digest = hashlib.sha256((run / "eval.json").read_bytes()).hexdigest()
+    assert files["eval.json"]["sha256"] == digest  # listed in the run's manifest
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]  # written atomically
+    assert main(["report", str(run), "--quiet"]) == 0
+    page = (run / "report.html").read_text()
+    assert f"{saved['nll_nats']:.2f} ± {saved['nll_se']:.2f} (K = 50)" in page
+    assert "--save" not in page
+    # another split goes beside it, and the report keeps the test split's figure
+    assert main(["eval", str(run), "--split", "valid", "--k", "5", "--save", "--quiet"]) == 0
+    assert "written to" in capsys.readouterr().out
+    assert json.loads((run / "eval-valid.json").read_text())["split"] == "valid"
+    assert json.loads((run / "eval.json").read_text()) == saved
+
+
+def test_bits_per_dim_only_for_a_likelihood_of_discrete_values(digits_run, tmp_path, capsys):
+    config = Config(
+        data="digits", likelihood="gaussian", latent_dim=3, hidden=[16], epochs=1,
+        out=str(tmp_path / "gaussian"),
+    )  # fmt: skip
+    gaussian = train(config, progress=False, log=lambda _: None)
+    for run, discrete in ((gaussian, False), (digits_run, True)):
+        assert main(["eval", str(run), "--k", "10", "--json", "--quiet"]) == 0
+        scores = json.loads(capsys.readouterr().out)
+        assert main(["eval", str(run), "--k", "10", "--quiet"]) == 0
+        table = capsys.readouterr().out
+        if discrete:  # the Bernoulli of binarized digits: a code length, 64 pixels
+            assert scores["bits_per_dim"] == pytest.approx(scores["nll_nats"] / (64 * math.log(2)))
+            assert f"({scores['bits_per_dim']:.4f} bits/dim)" in table
+        else:  # a density of grey levels: no code length
+            assert scores["bits_per_dim"] is None and "bits/dim" not in table
+
+
+def test_gap_shows_peak_memory_only_where_it_is_measured(digits_run, capsys):
+    small = ["--n", "5", "--steps", "3", "--k", "10", "--samples", "2", "--ais-steps", "0"]
+    assert main(["gap", str(digits_run), *small, "--json", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    # on the CPU nothing measures one computation's peak: no number, rather than 0.0
+    assert result["memory_amortized_mb"] is None and result["memory_local_mb"] is None
+    assert main(["gap", str(digits_run), *small, "--quiet"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    # label, seconds, peak MiB, parameters
+    row = r"  (amortized \(one pass\)|per-datapoint \(Adam\)) +[\d.]+ +— +[\d,]+ .*"
+    assert len([line for line in table if re.fullmatch(row, line)]) == 2, table
+    assert "  (peak MiB: measured on CUDA only)" in table

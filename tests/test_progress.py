@@ -12,6 +12,7 @@ import os
 import pty
 import re
 import select
+import shutil
 import socket
 import struct
 import subprocess
@@ -291,3 +292,22 @@ def test_disentangle_in_a_log_shows_each_metric(shapes_model, tmp_path, monkeypa
         assert f"{stage}: done in" in err, err
     notice = r"^vaelab disentangle: β-VAE metric on 20 points: about \d+ s here$"
     assert re.search(notice, err, re.M), err
+
+
+def test_plot_and_report_in_a_log_show_life(digits_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(EVERY_VARIABLE, "0.01")
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    assert main(["plot", str(run)]) == 0
+    out, err = capsys.readouterr()
+    assert "plots written to" in out
+    # a 2-D run: its figures, then q* fitted for the posterior-gap figures (a bounded time)
+    assert re.search(r"^plots: [\d,]+ of \d+ plots \(\d+%\)", err, re.M), err
+    assert re.search(r"^vaelab plot: fitting q\*: at most about \d+ s here$", err, re.M), err
+    assert re.search(r"^fitting q\*: [\d,]+ of 500 steps \(\d+%\)", err, re.M), err
+    assert main(["report", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"^report: \d+ of \d+ parts \(\d+%\)", err, re.M), err
+    assert "report: done in" in err
+    assert main(["report", str(run), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""

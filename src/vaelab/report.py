@@ -28,6 +28,7 @@ from .plots import (
     figure_png,
     valid_elbo_curves,
 )
+from .progress import Progress, silent
 
 # what each plot of a run shows, and how to read it (one line each)
 CAPTIONS = {
@@ -126,16 +127,19 @@ def _posterior_figures(run: Path) -> dict:
 def headline(run: Path) -> dict:
     """The figures a reader wants first, from the run's files (None where a run lacks one).
 
-    -log p(x) comes from ``eval.json`` (``vaelab eval --json > RUN/eval.json``) or
-    ``benchmark.json`` (the MNIST benchmark), whichever exists.
+    -log p(x) comes from ``eval.json`` (written by ``vaelab eval RUN --save``) or
+    ``benchmark.json`` (the MNIST benchmark), whichever exists; without either, the cell
+    says which command fills it.
     """
     summary = _read_json(run / "summary.json") or {}
     test = summary.get("test", {})
+    # the run's name once published: the report of a new run is written in OUT.partial
+    where = run.with_name(run.name.removesuffix(".partial"))
     figures = {
         "test ELBO": (test.get("elbo"), test.get("elbo_se")),
         "test E_q[log p(x|z)]": (test.get("reconstruction"), None),
         "test KL": (test.get("kl"), None),
-        "-log p(x) estimate": (None, None),
+        "-log p(x) estimate": f"— (vaelab eval {where} --save fills it)",
     }
     for name, nll, se, k in (
         ("eval.json", "nll_nats", "nll_se", "k"),
@@ -249,15 +253,23 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def render(run: str | Path) -> str:
-    """The HTML text of the report of one run."""
+def render(run: str | Path, progress: Progress = silent) -> str:
+    """The HTML text of the report of one run (``progress`` is told of the headline figures
+    and of each plot embedded)."""
     run = check_run(run)
     name = run.resolve().name.removesuffix(".partial")  # written before the run is published
-    rows = "".join(
-        f"<tr><th>{html.escape(k)}</th>{_cell(v)}</tr>" for k, v in headline(run).items()
-    )
+    plots = _plots(run)
+    with progress("report", 1 + len(plots), "parts") as task:
+        rows = "".join(
+            f"<tr><th>{html.escape(k)}</th>{_cell(v)}</tr>" for k, v in headline(run).items()
+        )
+        task.update()
+        embedded = []
+        for path in plots:
+            embedded.append(_figure(path))
+            task.update()
     values = _config_values(run)
-    figures = "".join(_figure(p) for p in _plots(run)) or "<p>This run has no plots.</p>"
+    figures = "".join(embedded) or "<p>This run has no plots.</p>"
     body = (
         f"<h1>vaelab run: {html.escape(name)}</h1>"
         f"<p>Log-densities in nats per example, summed over the data's dimensions.</p>"
@@ -268,12 +280,14 @@ def render(run: str | Path) -> str:
     return _page(f"vaelab report: {name}", body)
 
 
-def write_report(run: str | Path, out: str | Path | None = None) -> Path:
+def write_report(
+    run: str | Path, out: str | Path | None = None, progress: Progress = silent
+) -> Path:
     """Write the report of ``run`` to ``out`` (default ``RUN/report.html``), atomically."""
     run = check_run(run)  # first: a wrong run is the likelier mistake
     out = Path(out) if out else run / "report.html"
     _check_parent(out)
-    write_atomic(out, render(run))
+    write_atomic(out, render(run, progress))
     return out
 
 
@@ -294,13 +308,23 @@ def _curves_png(runs: list[Path], names: list[str]) -> bytes | None:
     return figure_png(valid_elbo_curves(curves)) if curves else None
 
 
-def render_comparison(runs: list[str | Path]) -> str:
-    """The HTML text of a page with the runs' figures and plots side by side, one column each."""
+def render_comparison(runs: list[str | Path], progress: Progress = silent) -> str:
+    """The HTML text of a page with the runs' figures and plots side by side, one column each
+    (``progress`` is told of each run's headline figures and each row of plots)."""
     runs = [check_run(r) for r in runs]
     names = [r.resolve().name for r in runs]
     if len(set(names)) < len(names):  # two runs named alike: tell them apart by full path
         names = [str(r.resolve()) for r in runs]
-    tables = [headline(r) for r in runs]
+    by_name = [{p.name: p for p in _plots(r)} for r in runs]
+    all_names = sorted(
+        {n for plots in by_name for n in plots},
+        key=lambda n: (PLOT_ORDER.index(n) if n in PLOT_ORDER else len(PLOT_ORDER), n),
+    )
+    task = progress("report", len(runs) + len(all_names), "parts")
+    tables = []
+    for run in runs:
+        tables.append(headline(run))
+        task.update()
     head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
     rows = "".join(
         f"<tr><th>{html.escape(k)}</th>{''.join(_cell(t.get(k)) for t in tables)}</tr>"
@@ -317,11 +341,6 @@ def render_comparison(runs: list[str | Path]) -> str:
             f"<h2>Learning curves</h2><figure>{_img(curves, 'learning curves')}<figcaption>"
             "Validation ELBO of each run per epoch, on one axis.</figcaption></figure>"
         )
-    by_name = [{p.name: p for p in _plots(r)} for r in runs]
-    all_names = sorted(
-        {n for plots in by_name for n in plots},
-        key=lambda n: (PLOT_ORDER.index(n) if n in PLOT_ORDER else len(PLOT_ORDER), n),
-    )
     for plot in all_names:
         cells = []
         for name, plots in zip(names, by_name, strict=True):
@@ -330,6 +349,8 @@ def render_comparison(runs: list[str | Path]) -> str:
         caption = html.escape(CAPTIONS.get(plot, "A plot of these runs."))
         body.append(f"<h2>{html.escape(plot)}</h2><p>{caption}</p>")
         body.append(f"<div class=side {columns}>{''.join(cells)}</div>")
+        task.update()
+    task.close()
     configs = "".join(
         f"<details><summary>{html.escape(n)}</summary><pre>"
         f"{html.escape((r / 'config.toml').read_text())}</pre></details>"
@@ -339,9 +360,9 @@ def render_comparison(runs: list[str | Path]) -> str:
     return _page(f"vaelab: {len(runs)} runs compared", "".join(body))
 
 
-def write_comparison(runs: list[str | Path], out: str | Path) -> Path:
+def write_comparison(runs: list[str | Path], out: str | Path, progress: Progress = silent) -> Path:
     """Write the side-by-side page of ``runs`` to ``out``, atomically."""
-    text = render_comparison(runs)
+    text = render_comparison(runs, progress)
     out = Path(out)
     _check_parent(out)
     write_atomic(out, text)

@@ -298,25 +298,40 @@ def _plot(args) -> None:
         )
     dataset = run.data()
     plot_dir = Path(args.run) / "plots"
+    shown = _progress(args, _plot_notice)
     # the same seed as at the end of training, so that the plots come out as they were drawn
     if args.gap:
-        paths = draw_gap(model, dataset, plot_dir, config.resolved_binarize)
+        paths = draw_gap(model, dataset, plot_dir, config.resolved_binarize, progress=shown)
     else:  # every plot, the posterior-gap ones too where the run has them
         metrics = read_metrics(args.run)
         paths = draw_run(
-            model, dataset, metrics, plot_dir, config.resolved_binarize, gap_seconds=None
-        )
+            model, dataset, metrics, plot_dir, config.resolved_binarize, gap_seconds=None,
+            progress=shown,
+        )  # fmt: skip
     record_in_manifest(args.run, plot_dir)
     print(f"vaelab: {len(paths)} plots written to {plot_dir}")
 
 
+def _plot_notice(desc: str, seconds: float, total: float) -> str:
+    """The line ``vaelab plot`` prints before a long stage (the fit of q* stops when it has
+    converged: its time is a bound)."""
+    bound = "at most " if desc == "fitting q*" else ""
+    return _expected("plot", desc, seconds, None, 1.0, bound)
+
+
 def _report(args) -> None:
+    shown = _progress(args, _report_notice)
     if len(args.runs) == 1:
-        out = write_report(args.runs[0], args.out)
+        out = write_report(args.runs[0], args.out, shown)
         record_in_manifest(args.runs[0], out)
     else:
-        out = write_comparison(args.runs, args.out or "compare.html")
+        out = write_comparison(args.runs, args.out or "compare.html", shown)
     print(f"vaelab: report written to {out}")
+
+
+def _report_notice(desc: str, seconds: float, total: float) -> str:
+    """The line ``vaelab report`` prints before a long page."""
+    return _expected("report", f"{total:.0f} parts (headline figures, plots)", seconds, None, 1.0)
 
 
 def _explore(args) -> None:

@@ -21,6 +21,7 @@ from .. import data as data_mod
 from ..core.inference import Amortized, fit_local
 from ..errors import VaelabError
 from ..evaluate.gap import elbo_per_example, grid_bounds, grid_posterior
+from ..progress import Progress, silent
 from .figures import fit_title
 from .images import save_figure, show
 
@@ -94,16 +95,22 @@ def local_elbo_trace(trace: np.ndarray, amortized: float, n: int) -> Figure:
 def draw_gap(
     model, dataset, plot_dir: str | Path, binarization: str, n: int = GAP_IMAGES,
     shown: int = 4, max_steps: int = GAP_STEPS, seed: int = 0, seconds: float | None = None,
+    progress: Progress = silent,
 ) -> list[Path]:  # fmt: skip
     """Write the figures of :func:`gap_figures` into ``plot_dir``; return their paths: none
-    when :func:`gap_seconds` expects them to take more than ``seconds`` (None: no limit)."""
-    figures = gap_figures(model, dataset, binarization, n, shown, max_steps, seed, seconds)
+    when :func:`gap_seconds` expects them to take more than ``seconds`` (None: no limit).
+    ``progress`` is told of the fit, the encoder's ELBO and each file saved."""
+    figures = gap_figures(
+        model, dataset, binarization, n, shown, max_steps, seed, seconds, progress
+    )
     plot_dir = Path(plot_dir)
     plot_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, fig in figures.items():
-        save_figure(fig, plot_dir / name)
-        written.append(plot_dir / name)
+    with progress("posterior-gap plots", len(figures), "plots") as task:
+        for name, fig in figures.items():
+            save_figure(fig, plot_dir / name)
+            written.append(plot_dir / name)
+            task.update()
     return written
 
 
@@ -125,11 +132,13 @@ def gap_seconds(
 def gap_figures(
     model, dataset, binarization: str, n: int = GAP_IMAGES, shown: int = 4,
     max_steps: int = GAP_STEPS, seed: int = 0, seconds: float | None = None,
+    progress: Progress = silent,
 ) -> dict[str, Figure]:  # fmt: skip
     """Fit q* to ``n`` test images (from the encoder's q, at most ``max_steps`` Adam steps);
     the first ``shown`` images' posteriors and the ELBO trace, by file name. Empty when
     :func:`gap_seconds` expects more than ``seconds`` (None: draw whatever it takes): a large
-    conv decoder on the CPU, where the fit would take minutes."""
+    conv decoder on the CPU, where the fit would take minutes. ``progress`` is told of the
+    fit's steps and of the encoder's ELBO."""
     if model.latent_dim != 2:
         raise VaelabError(
             f"the posterior-gap plot needs a 2-D latent space; this run's is "
@@ -144,9 +153,11 @@ def gap_figures(
     # al.'s full protocol), so that drawing them stays quick
     fit = fit_local(
         model, x, init="encoder", lr=1e-2, samples=GAP_SAMPLES, window=50, patience=4,
-        max_steps=max_steps, seed=seed,
+        max_steps=max_steps, seed=seed, progress=progress,
     )  # fmt: skip
-    amortized = elbo_per_example(model, x, Amortized(model), samples=100, seed=seed).mean()
+    amortized = elbo_per_example(
+        model, x, Amortized(model), samples=100, seed=seed, progress=progress
+    ).mean()
     with torch.no_grad():
         xs = x[:shown].to(next(model.parameters()).device)
         qz, star = model.q_z(xs), fit.posteriors.q_z(xs, torch.arange(len(xs)))

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from .. import data as data_mod
 from ..device import fork_rng
 from ..evaluate import posterior_stats
+from ..progress import Progress, silent
 from .figures import (
     image_grid,
     kl_per_dim,
@@ -31,21 +32,28 @@ TRAVERSAL_DIMS = 32  # rows of traversals.png; wider latent spaces show their 32
 
 def draw_run(
     model, dataset, metrics: list[dict], plot_dir: str | Path, binarization: str, seed: int = 0,
-    gap_seconds: float | None = GAP_SECONDS,
+    gap_seconds: float | None = GAP_SECONDS, progress: Progress = silent,
 ) -> list[Path]:  # fmt: skip
     """Draw every plot of a run into ``plot_dir``; return the paths written: the figures of
     :func:`run_figures` and, when :func:`gap_plots` says so, the posterior-gap figures of
     :func:`~vaelab.plots.gap.draw_gap` if they are expected to take at most ``gap_seconds``
     (None: whatever they take; a 2-D MLP on MNIST takes a few seconds, so the limit only
-    skips large decoders, and the report then says how to draw them)."""
+    skips large decoders, and the report then says how to draw them). ``progress`` is told of
+    each file saved and of the posterior-gap figures' stages."""
     plot_dir = Path(plot_dir)
     plot_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, fig in run_figures(model, dataset, metrics, binarization, seed).items():
-        save_figure(fig, plot_dir / name)
-        written.append(plot_dir / name)
+    figures = run_figures(model, dataset, metrics, binarization, seed)
+    with progress("plots", len(figures), "plots") as task:
+        for name, fig in figures.items():
+            save_figure(fig, plot_dir / name)
+            written.append(plot_dir / name)
+            task.update()
     if gap_plots(model):
-        written += draw_gap(model, dataset, plot_dir, binarization, seed=seed, seconds=gap_seconds)
+        written += draw_gap(
+            model, dataset, plot_dir, binarization, seed=seed, seconds=gap_seconds,
+            progress=progress,
+        )  # fmt: skip
     return written
 
 
