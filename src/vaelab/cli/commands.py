@@ -305,7 +305,7 @@ def _plot(args) -> None:
     else:  # every plot, the posterior-gap ones too where the run has them
         metrics = read_metrics(args.run)
         paths = draw_run(
-            model, dataset, metrics, plot_dir, config.resolved_binarize, gap_seconds=None,
+            model, dataset, metrics, plot_dir, config.resolved_binarize, gap_budget=None,
             progress=shown,
         )  # fmt: skip
     record_in_manifest(args.run, plot_dir)

@@ -26,12 +26,12 @@ from .figures import (
     valid_elbo_curves,
 )
 from .gap import (
+    GAP_FLOPS,
     GAP_IMAGES,
     GAP_PLOTS,
-    GAP_SECONDS,
     draw_gap,
     gap_figures,
-    gap_seconds,
+    gap_flops,
     local_elbo_trace,
     posterior_gap,
 )
@@ -48,9 +48,9 @@ from .sweeps import (
 
 __all__ = [
     "ACTIVE_KL",
+    "GAP_FLOPS",
     "GAP_IMAGES",
     "GAP_PLOTS",
-    "GAP_SECONDS",
     "KL_FLOOR",
     "MANIFOLD_LEVELS",
     "PLOT_EXAMPLES",
@@ -62,7 +62,7 @@ __all__ = [
     "draw_run",
     "gap_figures",
     "gap_plots",
-    "gap_seconds",
+    "gap_flops",
     "image_grid",
     "integer_ticks",
     "kl_per_dim",

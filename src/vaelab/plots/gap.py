@@ -4,8 +4,8 @@ encoder's. matplotlib functions take arrays and return a Figure; :func:`gap_figu
 the arrays from a trained model and :func:`draw_gap` saves them. They need an optimisation per
 image, bounded (:data:`GAP_IMAGES` images, at most :data:`GAP_STEPS` steps, a
 :data:`GAP_GRID` grid): :func:`~vaelab.plots.draw_run` draws them at the end of training for
-2-D runs under one Gaussian q when :func:`gap_seconds` expects them to take at most
-``seconds``, and ``vaelab plot`` always.
+2-D runs under one Gaussian q whose decoder makes them cost at most :data:`GAP_FLOPS`
+(:func:`gap_flops`), and ``vaelab plot`` always.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
+from torch.utils.flop_counter import FlopCounterMode
 
 from .. import data as data_mod
 from ..core.inference import Amortized, fit_local
@@ -30,8 +31,10 @@ GAP_IMAGES = 8  # test images q* is fitted to (the first 4 are drawn)
 GAP_STEPS = 500  # at most this many Adam steps (a 2-D MNIST model converges in about as many)
 GAP_GRID = 100  # p(z|x) on a GAP_GRID x GAP_GRID grid per image drawn
 GAP_SAMPLES = 10  # z per image and step of the fit
-GAP_SECONDS = 20.0  # draw_run at the end of training draws them when expected within this
-PROBE_STEPS = 5  # fit steps timed by gap_seconds
+# draw_run draws them when they cost at most this many floating-point operations: 5x the
+# 1e11 of a 2-D MLP on MNIST (784-400-2), which took 2.6 s on one core of a busy 2-core
+# machine; a decoder of 64x64 colour images costs 3-10x more and is left to `vaelab plot`
+GAP_FLOPS = 5e11
 
 
 def _ellipse(ax, mean, std, color, label) -> None:
@@ -94,14 +97,14 @@ def local_elbo_trace(trace: np.ndarray, amortized: float, n: int) -> Figure:
 
 def draw_gap(
     model, dataset, plot_dir: str | Path, binarization: str, n: int = GAP_IMAGES,
-    shown: int = 4, max_steps: int = GAP_STEPS, seed: int = 0, seconds: float | None = None,
+    shown: int = 4, max_steps: int = GAP_STEPS, seed: int = 0, budget: float | None = None,
     progress: Progress = silent,
 ) -> list[Path]:  # fmt: skip
     """Write the figures of :func:`gap_figures` into ``plot_dir``; return their paths: none
-    when :func:`gap_seconds` expects them to take more than ``seconds`` (None: no limit).
-    ``progress`` is told of the fit, the encoder's ELBO and each file saved."""
+    when :func:`gap_flops` is above ``budget`` (None: no limit). ``progress`` is told of the
+    fit, the encoder's ELBO and each file saved."""
     figures = gap_figures(
-        model, dataset, binarization, n, shown, max_steps, seed, seconds, progress
+        model, dataset, binarization, n, shown, max_steps, seed, budget, progress
     )
     plot_dir = Path(plot_dir)
     plot_dir.mkdir(parents=True, exist_ok=True)
@@ -114,40 +117,39 @@ def draw_gap(
     return written
 
 
-def gap_seconds(
-    model, x: torch.Tensor, shown: int = 4, max_steps: int = GAP_STEPS, seed: int = 0
-) -> float:
-    """The seconds :func:`gap_figures` is expected to take on ``x`` ``(n, *x_shape)``: a few
-    steps of the fit timed, then scaled to ``max_steps`` steps, the grids of ``shown``
-    images (each point one decoding without the gradient, a third of a fitted z's cost) and
-    the encoder's ELBO, plus a second for matplotlib."""
-    probe = fit_local(
-        model, x, steps=PROBE_STEPS, init="encoder", lr=1e-2, samples=GAP_SAMPLES, seed=seed
-    )
-    step = probe.seconds / PROBE_STEPS  # one step: n * GAP_SAMPLES decodings and a gradient
-    decodings = shown * GAP_GRID**2 + len(x) * 100  # the grids and the encoder's ELBO
-    return step * (max_steps + decodings / (3 * len(x) * GAP_SAMPLES)) + 1.0
+def gap_flops(model, n: int = GAP_IMAGES, shown: int = 4, max_steps: int = GAP_STEPS) -> float:
+    """The floating-point operations of :func:`gap_figures` at most, in its decoder: one
+    decoding counted by torch's ``FlopCounterMode``, times the decodings, which are
+    ``n * GAP_SAMPLES`` z a step for ``max_steps`` steps, each with its backward pass (about
+    twice the forward's cost), ``GAP_GRID^2`` grid points for each of ``shown`` images and
+    100 z per image for the encoder's ELBO. A count, not a timing: the same answer on every
+    machine, so whether a run has the figures does not depend on how busy the machine was."""
+    z = torch.zeros(1, model.latent_dim, device=next(model.parameters()).device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.decode(z)
+    decodings = 3 * n * GAP_SAMPLES * max_steps + shown * GAP_GRID**2 + 100 * n
+    return float(counter.get_total_flops() * decodings)
 
 
 def gap_figures(
     model, dataset, binarization: str, n: int = GAP_IMAGES, shown: int = 4,
-    max_steps: int = GAP_STEPS, seed: int = 0, seconds: float | None = None,
+    max_steps: int = GAP_STEPS, seed: int = 0, budget: float | None = None,
     progress: Progress = silent,
 ) -> dict[str, Figure]:  # fmt: skip
     """Fit q* to ``n`` test images (from the encoder's q, at most ``max_steps`` Adam steps);
     the first ``shown`` images' posteriors and the ELBO trace, by file name. Empty when
-    :func:`gap_seconds` expects more than ``seconds`` (None: draw whatever it takes): a large
-    conv decoder on the CPU, where the fit would take minutes. ``progress`` is told of the
+    :func:`gap_flops` is above ``budget`` (None: draw whatever it costs): a large decoder,
+    whose fit would take minutes on a CPU. ``progress`` is told of the
     fit's steps and of the encoder's ELBO."""
     if model.latent_dim != 2:
         raise VaelabError(
             f"the posterior-gap plot needs a 2-D latent space; this run's is "
             f"{model.latent_dim}-D (train with --latent-dim 2)"
         )
+    if budget is not None and gap_flops(model, n, shown, max_steps) > budget:
+        return {}
     model.eval()
     x = data_mod.eval_split(dataset, "test", binarization)[:n]
-    if seconds is not None and gap_seconds(model, x, shown, max_steps, seed) > seconds:
-        return {}
     # a picture, not a measurement: 10 samples a step at learning rate 1e-2, stopping when the
     # mean over 50 steps has not improved for more than 4 windows (vaelab gap uses Cremer et
     # al.'s full protocol), so that drawing them stays quick

@@ -22,7 +22,7 @@ from .figures import (
     posterior_samples,
     reconstructions,
 )
-from .gap import GAP_SECONDS, draw_gap
+from .gap import GAP_FLOPS, draw_gap
 from .images import save_figure
 from .sweeps import manifold, manifold_grid, traversal_codes, traversals
 
@@ -32,13 +32,14 @@ TRAVERSAL_DIMS = 32  # rows of traversals.png; wider latent spaces show their 32
 
 def draw_run(
     model, dataset, metrics: list[dict], plot_dir: str | Path, binarization: str, seed: int = 0,
-    gap_seconds: float | None = GAP_SECONDS, progress: Progress = silent,
+    gap_budget: float | None = GAP_FLOPS, progress: Progress = silent,
 ) -> list[Path]:  # fmt: skip
     """Draw every plot of a run into ``plot_dir``; return the paths written: the figures of
     :func:`run_figures` and, when :func:`gap_plots` says so, the posterior-gap figures of
-    :func:`~vaelab.plots.gap.draw_gap` if they are expected to take at most ``gap_seconds``
-    (None: whatever they take; a 2-D MLP on MNIST takes a few seconds, so the limit only
-    skips large decoders, and the report then says how to draw them). ``progress`` is told of
+    :func:`~vaelab.plots.gap.draw_gap` if they cost at most ``gap_budget`` floating-point
+    operations (:func:`~vaelab.plots.gap.gap_flops`; None: whatever they cost). A 2-D MLP on
+    MNIST takes a few seconds; a large decoder is skipped, and the report says how to draw
+    its figures. ``progress`` is told of
     each file saved and of the posterior-gap figures' stages."""
     plot_dir = Path(plot_dir)
     plot_dir.mkdir(parents=True, exist_ok=True)
@@ -51,7 +52,7 @@ def draw_run(
             task.update()
     if gap_plots(model):
         written += draw_gap(
-            model, dataset, plot_dir, binarization, seed=seed, seconds=gap_seconds,
+            model, dataset, plot_dir, binarization, seed=seed, budget=gap_budget,
             progress=progress,
         )  # fmt: skip
     return written
