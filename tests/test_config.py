@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -93,3 +94,13 @@ def test_the_same_options_with_the_setting_that_reads_them_survive_a_saved_confi
     path = tmp_path / "config.toml"
     path.write_text(config.to_toml())  # a finished run's config.toml: every field, defaults too
     assert make_config(read_toml(path)) == config
+
+
+def test_an_array_as_data_is_one_short_line_saying_what_to_do():
+    """train(Config(data=array)) printed the whole array in its message."""
+    with pytest.raises(VaelabError) as raised:
+        Config(data=np.zeros((5000, 784)))
+    message = str(raised.value)
+    assert "numpy.save" in message and len(message) < 250 and "\n" not in message
+    with pytest.raises(VaelabError, match=r"latent_dim must be of type int \(got a ndarray\)"):
+        Config(latent_dim=np.arange(1000))

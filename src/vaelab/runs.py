@@ -52,6 +52,7 @@ from .plots import PLOT_EXAMPLES, draw_run
 from .report import write_report
 from .training.guard import checkpoint_status
 from .training.loop import fit
+from .training.records import check_tracking, log_plots
 
 
 def train(
@@ -243,6 +244,7 @@ def _prepare(config: Config, log, transform: dict | None = None) -> Prepared:
     decide (likelihood, binarization, σ, a batch no larger than the data) is printed with
     its reason."""
     device = resolve_device(config.device)
+    check_tracking(config.log)
     dataset = data_mod.from_config(config, transform)
     _check_data(dataset, config)
     # after the checks, so that a mistake stops every rank before any waits for another
@@ -331,6 +333,8 @@ def _finish(
     binarization = config.resolved_binarize
     try:
         draw_run(model, dataset, metrics, partial / "plots", binarization)
+        if config.log == "tensorboard":
+            log_plots(partial)
         _write_report(partial, out, log)
         write_manifest(partial, skip=("checkpoints",))  # they go when the run is published
     except OSError as exc:

@@ -337,5 +337,12 @@ def _check_type(name: str, value: Any, type_name: str) -> None:
         "list[int]": isinstance(value, list)
         and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
     }[type_name]
+    if not ok and name == "data":  # an array, say: a run's data is a name or a file
+        raise VaelabError(
+            f"Config.data names the data (digits, mnist, shapes or a path), got a "
+            f"{type(value).__name__}; write an array with numpy.save('x.npy', x) and give "
+            "data='x.npy', so that the run can be resumed and scored from its files"
+        )
     if not ok:
-        raise VaelabError(f"{name} must be of type {type_name} (got {value!r})")
+        shown = repr(value) if len(repr(value)) <= 60 else f"a {type(value).__name__}"
+        raise VaelabError(f"{name} must be of type {type_name} (got {shown})")
