@@ -17,7 +17,8 @@ PLOTS = {
     "kl_per_dim.png",
     "traversals.png",
 }
-# and what `vaelab plot` adds for a 2-D latent space: the true posterior and the gap
+# and what a 2-D run with one Gaussian q adds (at the end of training, or by `vaelab plot`):
+# the true posterior beside q and q*, and q*'s ELBO by step
 GAP_PLOTS = {"posterior_gap.png", "local_elbo_trace.png"}
 
 

@@ -48,7 +48,7 @@ from .errors import VaelabError
 from .evaluate import posterior_stats
 from .evaluate.validation import score, validation_record
 from .files import MANIFEST, remove_temporaries, write_atomic, write_json, write_manifest
-from .plots import PLOT_EXAMPLES, draw_run
+from .plots import ACTIVE_KL, PLOT_EXAMPLES, draw_run
 from .report import write_report
 from .training.guard import checkpoint_status
 from .training.loop import fit
@@ -357,20 +357,17 @@ def _finish(
     return out
 
 
-COLLAPSED_NATS = 0.01  # a dimension whose mean KL on the test set is below this carries nothing
-
-
 @torch.no_grad()
 def _collapse_warning(model: VAE, dataset, config: Config) -> str:
     """The one line for a posterior collapse, else "": every latent dimension's mean
-    KL(q(z_d | x) || p(z_d)) over the test set below :data:`COLLAPSED_NATS`, so q(z | x) is
+    KL(q(z_d | x) || p(z_d)) over the test set below :data:`ACTIVE_KL`, so q(z | x) is
     the prior whatever x is and the decoder has learnt to ignore z."""
     if config.inference == "local":  # its encoder is untrained: q_z(x) says nothing of the fit
         return ""
     x = data_mod.eval_split(dataset, "test", config.resolved_binarize)[:PLOT_EXAMPLES]
     with fork_rng(next(model.parameters()).device):  # a mixture prior's KL is Monte Carlo
         kl = posterior_stats(model.eval(), x)[2].mean(0)
-    if not bool((kl < COLLAPSED_NATS).all()):
+    if not bool((kl < ACTIVE_KL).all()):
         return ""
     if config.likelihood != "gaussian":
         sigma = ""
@@ -381,7 +378,7 @@ def _collapse_warning(model: VAE, dataset, config: Config) -> str:
     grey = len(model.x_shape) == 3 and model.x_shape[0] == 1  # colour: never binarized
     return (
         f"vaelab: warning: posterior collapse: every latent dimension's KL is below "
-        f"{COLLAPSED_NATS} nats on the test set (largest {kl.max().item():.2g}), so z tells "
+        f"{ACTIVE_KL} nats on the test set (largest {kl.max().item():.2g}), so z tells "
         f"the decoder nothing about x; try --kl-warmup 10, --free-bits 0.5{sigma}"
         + (", or --likelihood bernoulli" if grey and config.likelihood != "bernoulli" else "")
     )
