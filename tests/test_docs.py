@@ -104,11 +104,7 @@ def run_blocks(path: Path, blocks: list[Block], workdir: Path) -> subprocess.Com
 
 
 def _markdown_files() -> list:
-    readme = pytest.param(
-        ROOT / "README.md",
-        id="README.md",
-        marks=pytest.mark.xfail(strict=True, reason="README rewrite pending (issue 26)"),
-    )
+    readme = pytest.param(ROOT / "README.md", id="README.md")
     docs = [pytest.param(p, id=f"docs/{p.name}") for p in sorted((ROOT / "docs").glob("*.md"))]
     return [readme, *docs]
 
