@@ -60,8 +60,10 @@ def draw_run(
 
 def gap_plots(model) -> bool:
     """Whether a run gets the posterior-gap figures: a 2-D latent space under one Gaussian
-    q(z|x), whose true posterior can be normalised on a grid (not hvae2's two layers)."""
-    return model.latent_dim == 2 and not hasattr(model.decoder, "d1")
+    q(z|x), whose true posterior can be normalised on a grid (not hvae2's two layers), and
+    images to show beside it (a table's row is no picture)."""
+    images = len(model.x_shape) == 3
+    return images and model.latent_dim == 2 and not hasattr(model.decoder, "d1")
 
 
 @torch.no_grad()
