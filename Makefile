@@ -33,8 +33,9 @@ browser:
 			|| echo "make: apt-get could not install chromium; the browser tests will skip"; \
 	else echo "make: $(CHROMIUM) missing and cannot install it (needs root and apt-get); the browser tests will skip"; fi
 
+# one pytest worker per core (pytest-xdist): most tests wait on subprocesses and files
 test: setup browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 lint: setup
 	$(BIN)/ruff check .
