@@ -101,6 +101,6 @@ def test_an_array_as_data_is_one_short_line_saying_what_to_do():
     with pytest.raises(VaelabError) as raised:
         Config(data=np.zeros((5000, 784)))
     message = str(raised.value)
-    assert "numpy.save" in message and len(message) < 250 and "\n" not in message
+    assert "train(config, data=x)" in message and len(message) < 250 and "\n" not in message
     with pytest.raises(VaelabError, match=r"latent_dim must be of type int \(got a ndarray\)"):
         Config(latent_dim=np.arange(1000))

@@ -153,7 +153,7 @@ class Run:
     def data(self) -> data_mod.Dataset:
         """The run's data set, a table or real-valued array standardized with the run's
         stored statistics (and an array run that stored none, not at all: ``{}``)."""
-        return data_mod.from_config(self.config, load_transform(self.path) or {})
+        return data_mod.from_config(self.config, load_transform(self.path) or {}, self.path)
 
     def split(self, name: str = "test", dataset: data_mod.Dataset | None = None) -> torch.Tensor:
         """The split ``name`` as the model was scored on it (binarized as in training, with

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,7 +41,7 @@ from . import data as data_mod
 from . import ranks
 from .build import build_model
 from .checkpoint import load_transform, open_run, read_metrics, save_model
-from .config import CONV_ARCHS, Config, make_config, read_toml
+from .config import CONV_ARCHS, Config, default, make_config, read_toml
 from .core.model import VAE
 from .core.networks import CONV_SIZES
 from .device import fork_rng, resolve_device
@@ -60,25 +61,56 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    data=None,
 ) -> Path:
     """Train a VAE as ``config`` says; return the finished run folder.
+
+    ``data``, the data in memory instead of ``config.data``: a NumPy array or torch tensor
+    ``(N, ...)``, an ``(x, y)`` pair with integer labels ``y``, or a map-style torch
+    ``Dataset`` of such items (:mod:`vaelab.data.memory`). The run keeps a copy as
+    ``data.npz``, so it resumes and is scored from its folder like any other.
 
     Every check a user's input can fail happens before anything is written; an ``out`` that
     may not be written, before the data are even loaded.
     """
     config.validate()
     log, progress = _quiet_unless_main(log, progress)
+    if data is not None:
+        if config.data != default("data"):
+            raise VaelabError(
+                f"give the data once: train(config, data=...) or Config(data={config.data!r})"
+            )
+        config = dataclasses.replace(config, data=data_mod.IN_RUN)
     out = Path(config.out) if config.out else default_out(config)
     config = dataclasses.replace(config, out=str(out))  # the caller's object stays as it was
     check_out(out, overwrite)  # every rank: they see one file system, and none waits yet
-    run = _prepare(config, log)
-    # rank 0 makes the folder and holds its lock; its refusal (out exists, ...) stops every rank
-    partial, lock = ranks.on_main(prepare_out, out, overwrite) or (partial_of(out), None)
+    with tempfile.TemporaryDirectory(prefix="vaelab-data-") as staging:
+        # data in memory is read as the run will read its data.npz: from a file
+        staged = None if data is None else Path(staging) / data_mod.RUN_DATA
+        if staged is not None:
+            staged.write_bytes(data_mod.npz_bytes(data))
+        run = _prepare_staged(config, staged, log)
+        # rank 0 makes the folder and holds its lock; its refusal (out exists, ...) stops all
+        partial, lock = ranks.on_main(prepare_out, out, overwrite) or (partial_of(out), None)
+        if staged is not None and lock is not None:
+            write_atomic(partial / data_mod.RUN_DATA, staged.read_bytes())
     try:
         return _complete(run, out, partial, progress, log, resume=False)
     finally:
         if lock is not None:
             lock.release()
+
+
+def _prepare_staged(config: Config, staged: Path | None, log) -> Prepared:
+    """:func:`_prepare` of ``config``, or of the data in memory written to ``staged``; a
+    mistake in those data is named as the caller's, not by the temporary file's name."""
+    if staged is None:
+        return _prepare(config, log)
+    try:
+        run = _prepare(dataclasses.replace(config, data=str(staged)), log)
+    except VaelabError as exc:
+        raise VaelabError(str(exc).replace(str(staged), "the data given to train()")) from None
+    return dataclasses.replace(run, config=dataclasses.replace(run.config, data=config.data))
 
 
 def _quiet_unless_main(log, progress):
@@ -89,7 +121,12 @@ def _quiet_unless_main(log, progress):
 
 
 def default_out(config: Config) -> Path:
-    name = Path(config.data).stem if config.data not in ("digits", "mnist") else config.data
+    if config.data == data_mod.IN_RUN:
+        name = "arrays"
+    elif config.data in ("digits", "mnist"):
+        name = config.data
+    else:
+        name = Path(config.data).stem
     return Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
@@ -223,7 +260,7 @@ def _resume(out: Path, partial: Path, progress, log) -> Path:
             f"{partial} stopped before its first checkpoint; start it again with --overwrite"
         )
     config = make_config(read_toml(partial / "config.toml"))
-    run = _prepare(config, log, load_transform(partial) or {})  # its data as first prepared
+    run = _prepare(config, log, load_transform(partial) or {}, partial)  # data as first read
     return _complete(run, out, partial, progress, log, resume=True)
 
 
@@ -238,14 +275,17 @@ class Prepared:
     device: torch.device
 
 
-def _prepare(config: Config, log, transform: dict | None = None) -> Prepared:
+def _prepare(
+    config: Config, log, transform: dict | None = None, run_dir: Path | None = None
+) -> Prepared:
     """The data and the freshly initialised model (seeded), checked before anything is
-    written; ``transform``, a resumed run's stored ``data.json``. Each default the data
+    written; ``transform`` and ``run_dir``, a resumed run's stored ``data.json`` and its folder
+    (which holds data that came in memory). Each default the data
     decide (likelihood, binarization, σ, a batch no larger than the data) is printed with
     its reason."""
     device = resolve_device(config.device)
     check_tracking(config.log)
-    dataset = data_mod.from_config(config, transform)
+    dataset = data_mod.from_config(config, transform, run_dir)
     _check_data(dataset, config)
     # after the checks, so that a mistake stops every rank before any waits for another
     device = ranks.init(device)

@@ -96,6 +96,7 @@ class Config:
     and after a change read alike."""
 
     data: str = "digits"  # digits | mnist | shapes | a path: image/IDX folder, .npy/.npz, table
+    # (run:data.npz: the data handed to train(config, data=...), kept in the run's folder)
     data_dir: str = ""  # folder of the MNIST IDX files ("": $VAELAB_DATA, then the cache)
     channels: int = 0  # image folders: 1 grey, 3 RGB (0: as the files are)
     image_size: int = 0  # image folders: resize to N x N; shapes: draw at N x N (0: 64)
@@ -340,8 +341,7 @@ def _check_type(name: str, value: Any, type_name: str) -> None:
     if not ok and name == "data":  # an array, say: a run's data is a name or a file
         raise VaelabError(
             f"Config.data names the data (digits, mnist, shapes or a path), got a "
-            f"{type(value).__name__}; write an array with numpy.save('x.npy', x) and give "
-            "data='x.npy', so that the run can be resumed and scored from its files"
+            f"{type(value).__name__}; hand data in memory to train(config, data=x) instead"
         )
     if not ok:
         shown = repr(value) if len(repr(value)) <= 60 else f"a {type(value).__name__}"

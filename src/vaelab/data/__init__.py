@@ -27,6 +27,9 @@ Sources:
 Class names (an image folder's class folders, a table's label strings) are kept in
 ``Dataset.label_names``, and a run stores them, with any standardization, in ``RUN/data.json``.
 
+Data handed to ``vaelab.train(config, data=...)`` in memory (an array, a tensor, an ``(x, y)``
+pair or a torch ``Dataset``) is kept in the run as ``RUN/data.npz`` (:mod:`~vaelab.data.memory`).
+
 Your own data is split ``--split`` (default 0.8,0.1,0.1) by a fixed permutation, or given
 as three files or folders (``--data``, ``--valid-data``, ``--test-data``).
 """
@@ -36,10 +39,13 @@ from .binarization import binarize
 from .choose import Choice, bernoulli_on_grey, choose, choose_likelihood
 from .dataset import Dataset, valid_stored
 from .eval_split import eval_split
+from .memory import IN_RUN, RUN_DATA, npz_bytes
 from .sources import existing_path, from_config, load, read_source
 
 __all__ = [
     "Choice",
+    "IN_RUN",
+    "RUN_DATA",
     "Dataset",
     "bernoulli_on_grey",
     "binarize",
@@ -50,6 +56,7 @@ __all__ = [
     "existing_path",
     "from_config",
     "load",
+    "npz_bytes",
     "read_source",
     "valid_stored",
 ]

@@ -19,6 +19,7 @@ from .dataset import SPLITS, Dataset, recode_labels, split_arrays
 from .digits import load_digits
 from .idx import find_idx, load_idx_folder
 from .images import has_images, read_image_folder
+from .memory import IN_RUN, RUN_DATA
 from .mnist import load_mnist
 from .shapes import load_shapes
 from .stream import NpyFile, StreamSplit, check_values, split_blocks
@@ -124,10 +125,19 @@ def _real_valued(dataset: Dataset, transform: dict | None) -> bool:
     return bool(dataset.train.min() < 0 or dataset.train.max() > 1)
 
 
-def from_config(config, transform: dict | None = None) -> Dataset:
-    """The data set a run's :class:`~vaelab.config.Config` names."""
+def from_config(config, transform: dict | None = None, run_dir: Path | None = None) -> Dataset:
+    """The data set a run's :class:`~vaelab.config.Config` names; data that came in memory
+    (:data:`~vaelab.data.memory.IN_RUN`), from the run folder ``run_dir``."""
+    name = config.data
+    if name == IN_RUN:
+        if run_dir is None:
+            raise VaelabError(
+                f"data {IN_RUN!r} is kept in a run's folder; open the run with "
+                "vaelab.open_run(RUN) to read it"
+            )
+        name = str(Path(run_dir) / RUN_DATA)
     return load(
-        config.data,
+        name,
         config.data_dir or None,
         config.channels,
         config.image_size,
