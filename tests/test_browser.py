@@ -14,6 +14,8 @@ import pytest
 
 from vaelab.explore import Explorer, make_server
 
+from .test_explore import train_on_class_folders
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
     "--no-sandbox",
@@ -43,15 +45,26 @@ def browser():
         browser.close()
 
 
-@pytest.fixture(scope="module")
-def explorer_url(digits_run):
-    server = make_server(Explorer(digits_run))
+def _serve(run):
+    """The explorer of ``run`` on a thread: yields its page's address."""
+    server = make_server(Explorer(run))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/"
     server.shutdown()
     server.server_close()
     thread.join()
+
+
+@pytest.fixture(scope="module")
+def explorer_url(digits_run):
+    yield from _serve(digits_run)
+
+
+@pytest.fixture(scope="module")
+def pets_url(tmp_path_factory):
+    """A run on the class folders cats/ and dogs/."""
+    yield from _serve(train_on_class_folders(tmp_path_factory.mktemp("pets")))
 
 
 def _page(browser, width: int, height: int):
@@ -400,3 +413,30 @@ def test_sliders_traverse_one_dimension(explorer_url, page, tmp_path):
     strip = page.eval_on_selector_all("#strip canvas", "cs => cs.map(c => c.toDataURL())")
     assert len(strip) == 9 and len(set(strip)) > 1  # z[.] from -3 to 3: the image changes
     page.screenshot(path=tmp_path / "explore-slider.png")
+
+
+def _legend(page) -> list[str]:
+    return page.eval_on_selector_all("#legend span", "es => es.map(e => e.innerText)")
+
+
+def _click_a_point(page) -> dict:
+    """Click the first dot a click on its centre selects; its point once the map has flown."""
+    (i, *_) = page.evaluate(CLICKABLE, -1)
+    page.mouse.click(*page.evaluate(f"explorer.toScreen({i})"))
+    _landed(page)
+    return page.evaluate("explorer.selected")
+
+
+def test_the_legend_and_a_clicked_images_caption_name_the_classes(pets_url, explorer_url, laptop):
+    page = laptop
+    _open(page, pets_url)
+    assert _legend(page) == ["cats", "dogs"]
+    point = _click_a_point(page)
+    name = ["cats", "dogs"][point["label"]]
+    assert f"test image {point['index']} ({name}): q(z|x)" in page.inner_text("#point-info")
+    assert f"({name}): zoomed" in page.inner_text("#hint")
+    # labels that are plain numbers (digits) are shown as numbers
+    _open(page, explorer_url)
+    assert _legend(page) == [str(d) for d in range(10)]
+    point = _click_a_point(page)
+    assert f"(label {point['label']}): q(z|x)" in page.inner_text("#point-info")

@@ -15,15 +15,19 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
+from vaelab import Config, train
 from vaelab.checkpoint import load
 from vaelab.cli import build_parser, main
 from vaelab.explore import Explorer, make_server
 from vaelab.explore.explorer import MAX_POINTS
 from vaelab.explore.server import READ_TIMEOUT
+
+from .test_images import write_images
 
 
 @pytest.fixture(scope="module")
@@ -514,3 +518,26 @@ def test_the_server_header_names_no_python(server):
     finally:
         conn.close()
     assert response.getheader("Server") == "vaelab-explore"
+
+
+def train_on_class_folders(root: Path) -> Path:
+    """A 1-epoch run on 60 random 6x6 PNGs in the class folders ``cats/`` and ``dogs/`` (both
+    classes are in its test split). Its latent space is 3-D: a 2-D run also fits q* for the
+    posterior-gap figures at the end of training, which would take most of the time."""
+    for seed, name in enumerate(("cats", "dogs")):
+        write_images(root / "pets" / name, 30, seed=seed)
+    data, out = str(root / "pets"), str(root / "run")
+    config = Config(data=data, latent_dim=3, epochs=1, hidden=[8], batch_size=8, out=out)
+    return train(config, progress=False, log=lambda _: None)
+
+
+def test_info_names_the_classes_of_a_run_on_class_folders(tmp_path, server):
+    with serving(make_server(Explorer(train_on_class_folders(tmp_path)))) as pets:
+        status, info = request(pets, "GET", "/api/info")
+        assert status == 200
+        assert info["label_names"] == ["cats", "dogs"]
+        assert set(info["labels"]) == {0, 1}  # label i is named label_names[i]
+        _, point = request(pets, "GET", "/api/point?index=0&k=1")
+        assert info["label_names"][point["label"]] in ("cats", "dogs")
+    # digits' labels are plain numbers: no names
+    assert request(server, "GET", "/api/info")[1]["label_names"] == []

@@ -58,6 +58,8 @@ class Explorer:
         self.x = opened.split("test", dataset)[:PLOT_EXAMPLES]
         labels = dataset.test_labels
         self.labels = None if labels is None else labels[:PLOT_EXAMPLES].tolist()
+        # label i is named label_names[i] (class folders, a table's label strings); [] when not
+        self.label_names = [str(name) for name in dataset.label_names]
         with torch.inference_mode():
             means, _, kls = posterior_stats(self.model, self.x)
         self.kl = kls.double().mean(0)
@@ -85,6 +87,7 @@ class Explorer:
             "image": {"channels": c, "height": h, "width": w},
             "points": [[round(a, 4), round(b, 4)] for a, b in self.map_points.tolist()],
             "labels": self.labels,
+            "label_names": self.label_names,
             "plots": sorted(self.plots),
             "max_points": MAX_POINTS,
             "max_k": MAX_K,

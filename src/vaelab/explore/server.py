@@ -11,7 +11,8 @@ spelling of ``..`` ever reaches the disk):
 ``GET /api/info``
     latent size D, the two map dimensions (largest mean KL on the test set), the KL per
     dimension, the image shape, and the test set's posterior means in the map dimensions
-    ``(N, 2)`` with their labels.
+    ``(N, 2)`` with their labels, and ``label_names`` (label i is named ``label_names[i]``: a
+    class folder, a table's label string; empty when the labels are plain numbers).
 ``POST /api/decode`` with ``{"z": [[z_1 .. z_D], ...]}``
     E[x | z] for at most :data:`~vaelab.explore.explorer.MAX_POINTS` latent vectors, as 8-bit
     pixels in (H, W, C) order.

@@ -312,8 +312,13 @@ function drawStrip() {  // debounced: a dragged slider asks once it rests
 }
 
 // --- a clicked point: its posterior, zoomed to -----------------------------------------------
+function labelName(l) {  // a class's name (a class folder, a table's label), else its number
+  return ex.info.label_names[l] ?? String(l);
+}
 function describe(p) {
-  return `test image ${p.index}` + (p.label === null ? "" : ` (label ${p.label})`);
+  if (p.label === null) return `test image ${p.index}`;
+  const named = ex.info.label_names.length > 0;  // "(cats)", else "(label 3)"
+  return `test image ${p.index} (${named ? "" : "label "}${labelName(p.label)})`;
 }
 let asked = 0;  // the latest point request; an earlier answer arriving late is dropped
 async function select(index) {
@@ -390,8 +395,13 @@ function onClick(px, py, shift) {
 function legend(info) {
   if (!info.labels) return;
   const seen = [...new Set(info.labels)].sort((p, q) => p - q).slice(0, 20);
-  $("legend").innerHTML = seen.map((l) =>
-    `<span><i style="background:${PALETTE[((l % 10) + 10) % 10]}"></i>${l}</span>`).join("");
+  // text nodes, not HTML: a class is named after a folder, which may hold < or &
+  $("legend").replaceChildren(...seen.map((l) => {
+    const entry = document.createElement("span"), swatch = document.createElement("i");
+    swatch.style.background = PALETTE[((l % 10) + 10) % 10];
+    entry.append(swatch, labelName(l));
+    return entry;
+  }));
 }
 
 function listen() {
