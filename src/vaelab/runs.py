@@ -44,7 +44,7 @@ from .checkpoint import load_transform, open_run, read_metrics, save_model
 from .config import CONV_ARCHS, Config, default, make_config, read_toml
 from .core.model import VAE
 from .core.networks import CONV_SIZES
-from .device import fork_rng, resolve_device
+from .device import fork_rng, resolve_device, resolve_precision
 from .errors import VaelabError
 from .evaluate import posterior_stats
 from .evaluate.validation import score, validation_record
@@ -259,7 +259,8 @@ def _resume(out: Path, partial: Path, progress, log) -> Path:
         raise VaelabError(
             f"{partial} stopped before its first checkpoint; start it again with --overwrite"
         )
-    config = make_config(read_toml(partial / "config.toml"))
+    # a run from before --precision existed trained in float32
+    config = make_config({"precision": "fp32", **read_toml(partial / "config.toml")})
     run = _prepare(config, log, load_transform(partial) or {}, partial)  # data as first read
     return _complete(run, out, partial, progress, log, resume=True)
 
@@ -305,6 +306,10 @@ def _prepare(
         config = dataclasses.replace(config, batch_size=n_train)
     if data_mod.bernoulli_on_grey(dataset, config.likelihood, binarization):
         log(BERNOULLI_ON_GREY)
+    precision, why = resolve_precision(config.precision, device, config.batch_size)
+    if why:
+        log(f"vaelab: {why}")
+    config = dataclasses.replace(config, precision=precision)  # config.toml: what ran
     torch.manual_seed(config.seed)  # weights' initialisation and the reparameterization noise
     model = build_model(config, dataset.x_shape, len(dataset.train))
     if config.inference == "local":

@@ -14,6 +14,7 @@ import argparse
 
 from ..config import CHOICES, FIELD_TYPES, default
 from ..core.priors import DEFAULT_COMPONENTS
+from ..device import AUTO_BF16_BATCH
 from ..training import compiled
 
 
@@ -49,7 +50,7 @@ GROUPS = {
         "--epochs", "--minutes", "--batch-size", "--lr", "--lr-schedule", "--adam-eps",
         "--keep-best", "--checkpoint-every",
     ),
-    "machine": ("--seed", "--device", "--compile"),
+    "machine": ("--seed", "--device", "--compile", "--precision"),
 }  # fmt: skip
 
 
@@ -196,6 +197,14 @@ def add_train_flags(t: argparse.ArgumentParser) -> None:
         help="run the training objective through torch.compile; auto: on a CUDA device, for "
         f"runs of at least {compiled.MIN_STEPS:,} steps or {compiled.MIN_MINUTES:g} minutes, "
         "in one process",
+    )
+    add(
+        "--precision",
+        choices=CHOICES["precision"],
+        help="the encoder's and decoder's matrix products in bfloat16 (bf16, through "
+        "torch.autocast) or float32; weights, log-likelihoods, KL and sums stay float32. "
+        "auto: bf16 on a CUDA device of compute capability 8.0+, and on a CPU with "
+        f"AVX512-BF16 or AMX at batches of {AUTO_BF16_BATCH}+; fp32 elsewhere",
     )
     add(
         "--checkpoint-every",

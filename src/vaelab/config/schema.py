@@ -33,6 +33,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "prior": ("normal", "mog", "vamp"),
     "compile": ("auto", "on", "off"),
     "log": ("none", "tensorboard"),
+    "precision": ("auto", "fp32", "bf16"),
 }
 # the arches built on the conv encoder (vaelab.core.networks.CONV_DECODERS): square images only
 CONV_ARCHS = ("conv", "gated-conv", "broadcast")
@@ -147,6 +148,7 @@ class Config:
     hidden_2: list[int] = field(default_factory=list)  # hvae2: layers between z1 and z2
     compile: str = "auto"  # torch.compile the objective (auto: long runs on CUDA)
     log: str = "none"  # tensorboard: also event files in RUN/tensorboard/ (metrics.jsonl always)
+    precision: str = "auto"  # the networks' arithmetic, fp32 or bf16 (auto: bf16 where it pays)
 
     def __post_init__(self) -> None:
         self.validate()

@@ -144,5 +144,6 @@ class HierarchicalVAE(VAE):
 
     def q_z(self, x: torch.Tensor) -> Distribution:
         """q(z1 | x) q(z2 | z1): batch shape ``(B,)``, event ``(D1 + D2,)``."""
-        first = diagonal_normal(*self.encoder(x)).base_dist  # q(z1 | x), per dimension
+        # q(z1 | x), per dimension
+        first = diagonal_normal(*self.network(self.encoder, x)).base_dist
         return _TwoLayer(first, self.q_z2, self.prior.d1, "z1", self.noise)

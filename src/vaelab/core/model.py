@@ -62,6 +62,10 @@ class VAE(nn.Module):
     # where q's reparameterization draws its eps: None, torch's global generator; a
     # data-parallel training step sets a source that draws the whole global batch's
     noise: Noise | None = None
+    # the dtype the encoder's and decoder's matrix products run in (None: float32, the
+    # weights'); set by :meth:`computing_in`. The outputs are float32 whatever it is, so
+    # every log-density, KL and sum over pixels stays float32
+    compute_dtype: torch.dtype | None = None
 
     def __init__(self, encoder, decoder, prior, likelihood, x_shape: tuple[int, ...]):
         super().__init__()
@@ -82,7 +86,7 @@ class VAE(nn.Module):
 
         ``log_var`` is the encoder's output passed through
         :func:`~vaelab.core.gaussian.bounded_log_var`."""
-        loc, log_var = self.encoder(x)
+        loc, log_var = self.network(self.encoder, x)
         return diagonal_normal(loc, log_var, self.noise)
 
     def p_z(self) -> Distribution:
@@ -108,7 +112,28 @@ class VAE(nn.Module):
 
     def p_x(self, z: torch.Tensor) -> Distribution:
         """p_theta(x | z): batch shape ``z.shape[:-1]``, event shape ``x_shape``."""
-        return self.likelihood(self.decoder(z))
+        return self.likelihood(self.network(self.decoder, z))
+
+    # --- numerical precision ----------------------------------------------------------------
+
+    def network(self, net: nn.Module, x: torch.Tensor):
+        """``net(x)`` (the encoder or the decoder), its matrix products and convolutions in
+        :attr:`compute_dtype` through ``torch.autocast``, its outputs cast back to float32."""
+        if self.compute_dtype is None:
+            return net(x)
+        with torch.autocast(x.device.type, dtype=self.compute_dtype):
+            out = net(x)
+        return tuple(t.float() for t in out) if isinstance(out, tuple) else out.float()
+
+    @contextmanager
+    def computing_in(self, dtype: torch.dtype | None) -> Iterator[None]:
+        """Run the encoder and decoder in ``dtype`` (e.g. ``torch.bfloat16``; None: float32)
+        within the block; the weights, the gradients and every density stay float32."""
+        before, self.compute_dtype = self.compute_dtype, dtype
+        try:
+            yield
+        finally:
+            self.compute_dtype = before
 
     def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p(x, z) = log p(z) + log p(x | z); ``z`` ``(*batch, B, D)`` -> ``(*batch, B)``."""
@@ -142,7 +167,7 @@ class VAE(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """E[x | z], the image the decoder paints for ``z``: shape ``(*batch, *x_shape)``."""
-        return self.likelihood.mean(self.decoder(z))
+        return self.likelihood.mean(self.network(self.decoder, z))
 
     @torch.no_grad()
     def sample(self, n: int, mean: bool = True, chunk: int = 4096) -> torch.Tensor:

@@ -12,6 +12,7 @@ run up around this loop (data, model, run folder) and finishes it (test score, p
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -33,6 +34,7 @@ from ..checkpoint import (
     save_training_state,
     save_weights,
 )
+from ..device import PRECISIONS, resolve_precision
 from ..errors import VaelabError
 from ..files import write_atomic
 from . import compiled, distributed
@@ -147,7 +149,12 @@ def fit(
     total_steps = config.epochs * steps_per_epoch
     params = [p for p in model.parameters() if p.requires_grad]
     run_start = time.perf_counter() - state.elapsed  # compiling counts towards the budget
-    objective = _objective(model, config, device, x_train, params, total_steps, log)
+    # the networks' arithmetic in the steps (validation and the test score stay float32);
+    # the objective is compiled under it, as it will run
+    precision, _ = resolve_precision(config.precision, device, config.batch_size)
+    compute = functools.partial(model.computing_in, PRECISIONS[precision])
+    with compute():
+        objective = _objective(model, config, device, x_train, params, total_steps, log)
     setup = StepSetup(
         model=model,
         objective=objective,
@@ -166,7 +173,7 @@ def fit(
     bad = BadSteps(state, checkpoints, log)
     bar = _progress_bar(config, state, steps_per_epoch, budget, progress)
     main = ranks.is_main()
-    with bar, EpochLog(run_dir if main else None, resume, config.log) as epoch_log:
+    with bar, compute(), EpochLog(run_dir if main else None, resume, config.log) as epoch_log:
         for epoch in range(state.epoch + 1, config.epochs + 1):
             start = time.perf_counter()
             if metrics and start - run_start + metrics[-1]["seconds"] > budget:
@@ -183,7 +190,8 @@ def fit(
             mean_loss, elbo, rec, kl = (sums[:4] / max(seen, 1)).tolist()
             bad.check_elbo(elbo, epoch, lr)  # before this epoch's checkpoint: the last is good
             model.eval()
-            valid = validate(model, x_valid)
+            with model.computing_in(None):
+                valid = validate(model, x_valid)
             if config.keep_best and valid["valid_elbo"] > state.best_elbo:
                 state.best_elbo, state.best_epoch = valid["valid_elbo"], epoch
                 if main:
