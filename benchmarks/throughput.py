@@ -1,7 +1,7 @@
 """Training throughput: vaelab's trainer against a plain PyTorch loop and the matmul bound.
 
     VAELAB_DATA=path/to/mnist python benchmarks/throughput.py [--rounds 3] [--compile both]
-        [--rows mlp-128 mlp-512 conv-128]
+        [--rows mlp-128 mlp-512 conv-128] [--precision both|fp32]
 
 In one process: (a) the single-precision matrix-product rate of this machine for the model's
 own layer shapes, and from it the bound in samples/s given the model's FLOPs (forward plus
@@ -14,12 +14,15 @@ compiled, without any of a trainer's own work (:func:`floor_loop`). Each is time
 warm-up epoch, as the median of the remaining epochs of ``--rounds`` runs, taken in turn
 with the other loops so that the machine's slow spells fall on all of them alike. Prints
 samples/s, each vaelab rate over the reference and over the bound, and the floor's over
-the bound.
+the bound. With ``--precision both`` (the default), the same rounds also run vaelab's eager
+trainer with ``--precision bf16`` and measure the bfloat16 matrix-product bound, and a
+second table sets them beside the float32 reference and vaelab's float32 trainer.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -32,7 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from vaelab import Config, train
+from vaelab import Config, VaelabError, train
 from vaelab import data as data_mod
 from vaelab.device import resolve_device
 from vaelab.training import compiled
@@ -40,6 +43,8 @@ from vaelab.training import compiled
 sys.path.insert(0, os.path.dirname(__file__))
 from mnist_folder import add_data_option, load_mnist  # noqa: E402
 
+# where every loop and the bound run: --device (the CPU unless asked; set by main)
+DEVICE = torch.device("cpu")
 # the table's rows: issue 4's targets are for the MLP at batch 128 and 512
 ROWS = {"mlp-128": ("mlp", 128), "mlp-512": ("mlp", 512), "conv-128": ("conv", 128)}
 
@@ -49,10 +54,13 @@ def mlp_shapes(hidden: int, latent: int) -> list[tuple[int, int]]:
     return [(784, hidden), (hidden, 2 * latent), (latent, hidden), (hidden, 784)]
 
 
-def forward_rows_per_sec(rows: int, shapes: list[tuple[int, int]], seconds: float = 2.0) -> float:
+def forward_rows_per_sec(
+    rows: int, shapes: list[tuple[int, int]], seconds: float = 2.0, dtype=torch.float32
+) -> float:
     """Rows per second this machine pushes through the forward matrix products of layers of
-    these (in, out) shapes, ``rows`` at a time: measured, after one warm-up pass."""
-    mats = [(torch.randn(rows, i), torch.randn(i, o)) for i, o in shapes]
+    these (in, out) shapes, ``rows`` at a time, in ``dtype``: measured, after one warm-up."""
+    new = functools.partial(torch.randn, dtype=dtype, device=DEVICE)
+    mats = [(new(rows, i), new(i, o)) for i, o in shapes]
     for a, b in mats:  # warm-up
         a @ b
     n, start = 0, time.perf_counter()
@@ -60,16 +68,25 @@ def forward_rows_per_sec(rows: int, shapes: list[tuple[int, int]], seconds: floa
         for a, b in mats:
             a @ b
         n += 1
+        synchronize()
     return n * rows / (time.perf_counter() - start)
 
 
-def rate_windows(rows: int, shapes: list[tuple[int, int]], windows: int, seconds: float):
+def synchronize() -> None:
+    """Wait for the GPU's queued work, so that a clock read after it counts it."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
+def rate_windows(
+    rows: int, shapes: list[tuple[int, int]], windows: int, seconds: float, dtype=torch.float32
+):
     """:func:`forward_rows_per_sec` over ``windows`` back-to-back windows of ``seconds``.
 
     This machine's matmul rate moves by 10 to 25 % from one second to the next (a shared
     virtual machine), so a bound is the median of windows taken before and after the
     workload it is compared with, never one window."""
-    return [forward_rows_per_sec(rows, shapes, seconds) for _ in range(windows)]
+    return [forward_rows_per_sec(rows, shapes, seconds, dtype) for _ in range(windows)]
 
 
 def add_bound_options(parser: argparse.ArgumentParser, windows: int, when: str) -> None:
@@ -119,18 +136,19 @@ def reference_loss(model: ReferenceVAE, xb: torch.Tensor) -> torch.Tensor:
 def reference_loop(x: torch.Tensor, batch: int, epochs: int) -> list[float]:
     """The loop a user writes in 30 lines; samples/s of each epoch."""
     torch.manual_seed(0)
-    model = ReferenceVAE()
+    model = ReferenceVAE().to(DEVICE)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = DataLoader(TensorDataset(x.flatten(1)), batch_size=batch, shuffle=True)
     rates = []
     for _ in range(epochs):
         start = time.perf_counter()
         for (xb,) in loader:
-            xb = torch.bernoulli(xb)
+            xb = torch.bernoulli(xb.to(DEVICE))
             loss = reference_loss(model, xb)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+        synchronize()
         rates.append(len(x) / (time.perf_counter() - start))
     return rates
 
@@ -147,10 +165,10 @@ def floor_loop(x: torch.Tensor, batch: int, epochs: int, compile: bool) -> list[
     trainer can reach, to see how much of the gap to the bound is the trainer's own work.
     Samples/s of each epoch."""
     torch.manual_seed(0)
-    model = ReferenceVAE()
+    model = ReferenceVAE().to(DEVICE)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-    x = x.flatten(1)
-    generator, buffer = torch.Generator().manual_seed(0), torch.empty_like(x)
+    x = x.flatten(1).to(DEVICE)
+    generator, buffer = torch.Generator(DEVICE).manual_seed(0), torch.empty_like(x)
 
     def loss_of(xb):
         return reference_loss(model, xb)
@@ -162,7 +180,7 @@ def floor_loop(x: torch.Tensor, batch: int, epochs: int, compile: bool) -> list[
     for _ in range(epochs):
         start = time.perf_counter()
         epoch_x = data_mod.binarize(x, generator, buffer)
-        order = torch.randperm(len(x), generator=generator)
+        order = torch.randperm(len(x), generator=generator, device=DEVICE)
         for first in range(0, len(x), batch):
             xb = epoch_x.index_select(0, order[first : first + batch])
             try:
@@ -172,14 +190,18 @@ def floor_loop(x: torch.Tensor, batch: int, epochs: int, compile: bool) -> list[
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        synchronize()
         rates.append(len(x) / (time.perf_counter() - start))
     return rates
 
 
-def vaelab_loop(data_dir: str, batch: int, epochs: int, arch: str, compile: str) -> list[float]:
+def vaelab_loop(
+    data_dir: str, batch: int, epochs: int, arch: str, compile: str, precision: str = "fp32"
+) -> list[float]:
     """vaelab's own trainer; samples/s of the training steps of each epoch (metrics.jsonl).
 
-    ``compile``: ``off`` or ``on`` (``--compile auto`` compiles long runs on CUDA only)."""
+    ``compile``: ``off`` or ``on`` (``--compile auto`` compiles long runs on CUDA only);
+    ``precision``: ``fp32`` or ``bf16``."""
     with tempfile.TemporaryDirectory() as tmp:
         config = Config(
             data="mnist",
@@ -190,11 +212,39 @@ def vaelab_loop(data_dir: str, batch: int, epochs: int, arch: str, compile: str)
             batch_size=batch,
             epochs=epochs,
             compile=compile,
+            precision=precision,
+            device=DEVICE.type,
             out=os.path.join(tmp, "run"),
         )
         run = train(config, progress=False, log=lambda _: None)
         lines = (run / "metrics.jsonl").read_text().splitlines()
         return [json.loads(line)["train_samples_per_sec"] for line in lines]
+
+
+def bf16_row(arch: str, batch: int, shapes, epochs: dict, windows) -> str:
+    """The second table's row: vaelab's eager bf16 trainer beside the float32 reference, its
+    float32 self (eager, when it ran) and both bounds; the bounds' last windows taken now."""
+    label = "MLP 784-400-20" if arch == "mlp" else "conv"
+    ours = statistics.median(epochs["bf16"])
+    fp32 = statistics.median(epochs["off"]) if epochs.get("off") else None
+    if arch != "mlp":
+        cells = ["-", "-", "-", f"{fp32:,.0f}" if fp32 else "-", f"{ours:,.0f}", "-",
+                 f"{ours / fp32:.2f}" if fp32 else "-", "-"]  # fmt: skip
+        return f"| {label} | {batch} | " + " | ".join(cells) + " |"
+    epochs["bound16"] += rate_windows(batch, shapes, *windows, torch.bfloat16)
+    bounds = {
+        key: statistics.median(
+            matmul_bound(batch, shapes, r)["bound_samples_per_sec"] for r in epochs[key]
+        )
+        for key in ("bound", "bound16")
+    }
+    ref = statistics.median(epochs["reference"])
+    cells = [
+        f"{bounds['bound']:,.0f}", f"{bounds['bound16']:,.0f}", f"{ref:,.0f}",
+        f"{fp32:,.0f}" if fp32 else "-", f"{ours:,.0f}", f"{ours / ref:.2f}",
+        f"{ours / fp32:.2f}" if fp32 else "-", f"{ours / bounds['bound16']:.2f}",
+    ]  # fmt: skip
+    return f"| {label} | {batch} | " + " | ".join(cells) + " |"
 
 
 def main() -> int:
@@ -227,13 +277,32 @@ def main() -> int:
         help="the table's rows to measure (default: all), e.g. --rows mlp-512 to time one "
         "target with more --rounds",
     )
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "both"],
+        default="both",
+        help="both (default): also vaelab's eager trainer with --precision bf16 and the "
+        "bfloat16 matmul bound, in a second table; fp32: the float32 table alone",
+    )
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="where every loop and the bound run (default cpu)",
+    )
     add_bound_options(parser, 2, "before each round and after the last")
     args = parser.parse_args()
+    global DEVICE
+    try:
+        DEVICE = resolve_device(args.device)
+    except VaelabError as error:
+        parser.error(str(error))
     if min(args.rounds, args.bound_windows, args.epochs - 1) < 1 or args.bound_seconds <= 0:
         parser.error("--rounds and --bound-windows must be >= 1, --epochs >= 2, "
                      "and --bound-seconds > 0")  # fmt: skip
     x = load_mnist(parser, args).train
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {DEVICE}, "
+          f"load {os.getloadavg()[0]:.2f}")  # fmt: skip
     print(
         "| model | batch | bound | reference | vaelab eager | vaelab compiled "
         "| eager/reference | eager/bound | compiled/reference | compiled/bound | floor "
@@ -243,16 +312,23 @@ def main() -> int:
     modes = ("off", "on") if args.compile == "both" else (args.compile,)
     shapes = mlp_shapes(400, 20)
     windows = args.bound_windows, args.bound_seconds
-    spreads = []
+    spreads, bf16_rows = [], []
+    bf16 = args.precision != "fp32"
     for arch, batch in (ROWS[row] for row in dict.fromkeys(args.rows)):  # each row once
         # every round runs each loop once, the bound's windows between them: samples/s of
         # every epoch after each run's warm-up epoch, pooled over the rounds
-        epochs = {mode: [] for mode in (*modes, "reference", "bound", "floor")}
+        epochs = {mode: [] for mode in (*modes, "reference", "bound", "floor", "bf16", "bound16")}
         for _ in range(args.rounds):
             if arch == "mlp":
                 epochs["bound"] += rate_windows(batch, shapes, *windows)
+                if bf16:
+                    epochs["bound16"] += rate_windows(batch, shapes, *windows, torch.bfloat16)
             for mode in modes:
                 epochs[mode] += vaelab_loop(args.data_dir, batch, args.epochs, arch, mode)[1:]
+            if bf16:
+                epochs["bf16"] += vaelab_loop(
+                    args.data_dir, batch, args.epochs, arch, "off", "bf16"
+                )[1:]
             if arch == "mlp":
                 epochs["reference"] += reference_loop(x, batch, args.epochs)[1:]
             if arch == "mlp" and args.floor != "off":
@@ -281,10 +357,20 @@ def main() -> int:
             print(f"| MLP 784-400-20 | {batch} | " + " | ".join(row) + " |")
         else:
             print(f"| conv | {batch} | - | - | {cells[0]} | {cells[1]} |" + " - |" * 6)
+        if bf16:
+            bf16_rows.append(bf16_row(arch, batch, shapes, epochs, windows))
+    if bf16_rows:
+        print()
+        print(
+            "| model | batch | fp32 bound | bf16 bound | reference (fp32) | vaelab fp32 "
+            "| vaelab bf16 | bf16/reference | bf16/vaelab fp32 | bf16/bf16 bound |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        print("\n".join(bf16_rows))
     if args.floor != "off":
         print(f"floor: the step alone ({args.floor}), no checks, metrics or schedules")
     # which column a user's default run takes: --compile auto on a run long enough to repay it
-    device, long = resolve_device("auto"), compiled.MIN_STEPS  # vaelab_loop's device
+    device, long = DEVICE, compiled.MIN_STEPS  # vaelab_loop's device
     picks = {
         arch: compiled.wanted(Config(arch=arch), device, 1, long)[0] for arch in ("mlp", "conv")
     }

@@ -60,8 +60,10 @@ def test_throughput_prints_the_rows_asked_with_their_ratios(tmp_path):
             "--floor", "eager", "--rows", "conv-128", "mlp-128"]  # fmt: skip
     result = _run_benchmark("throughput.py", [*args, "--compile", "off"], data=tmp_path / "mnist")
     assert result.returncode == 0, result.stderr
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| MLP")]
-    table = [line for line in result.stdout.splitlines() if line.startswith("|")]
+    lines = result.stdout.splitlines()
+    blank = lines.index("")  # the float32 table, then bfloat16's (--precision both, the default)
+    rows = [line for line in lines[:blank] if line.startswith("| MLP")]
+    table = [line for line in lines[:blank] if line.startswith("|")]
     assert len(table) == 4 and {line.count("|") for line in table} == {13}  # 12 columns each
     # the rows asked, in the order asked, and no other
     assert [line.split("|")[1:3] for line in table[2:]] == [
@@ -76,6 +78,13 @@ def test_throughput_prints_the_rows_asked_with_their_ratios(tmp_path):
         assert cells[3] == cells[6] == cells[7] == "-"  # not compiled: no figures made up
         floor = float(cells[8].replace(",", ""))
         assert floor > 0 and abs(float(cells[9]) - floor / bound) < 0.01
+    bf16 = [line.split("|")[1:-1] for line in lines[blank + 1 :] if line.startswith("| ")]
+    assert [row[:2] for row in bf16[2:]] == [[" conv ", " 128 "], [" MLP 784-400-20 ", " 128 "]]
+    cells = [float(c.strip().replace(",", "")) for c in bf16[3][2:]]
+    _, bound16, reference, ours32, ours16 = cells[:5]
+    assert min(cells) > 0
+    assert abs(cells[5] - ours16 / reference) < 0.01 and abs(cells[6] - ours16 / ours32) < 0.01
+    assert abs(cells[7] - ours16 / bound16) < 0.01
     # 2 rounds: a window before each and after the last, per MLP row; their range is shown
     *_, floor, auto, spread = result.stdout.strip().splitlines()
     assert floor == "floor: the step alone (eager), no checks, metrics or schedules"
