@@ -1,12 +1,15 @@
 """The MNIST benchmark: train a preset under a wall-clock budget, then score the test set.
 
     VAELAB_DATA=../shared/data/mnist python benchmarks/mnist_nll.py --preset mnist-vae --minutes 30
+        [--precision auto|fp32|bf16] [--epochs N]
 
 Protocol (docs/benchmarks.md): 50,000 training images binarized afresh every epoch, 10,000
 validation images (binarized once) choose the kept weights, 10,000 test images binarized once
 with a fixed seed; the test -log p(x) is the importance-sampled estimate with K = 5000.
 Prints one Markdown table row: preset, minutes, epochs, test ELBO, test NLL +- s.e., active
-units, and the time the evaluation took.
+units, and the time the evaluation took. ``--precision`` sets the training's (the scoring is
+float32 always); ``--epochs N`` trains N epochs without a time budget, to compare runs at equal
+epochs.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch
 
 from vaelab import data as data_mod
 from vaelab import evaluate, load
+from vaelab.checkpoint import load_config
 from vaelab.config import make_config
 from vaelab.config.presets import PRESETS, preset
 from vaelab.runs import train
@@ -37,14 +41,22 @@ def main() -> int:
     parser.add_argument(
         "--minutes", type=float, help="training budget (default: the preset's, else 30)"
     )
+    parser.add_argument("--epochs", type=int, help="train this many epochs, without a time budget")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     parser.add_argument("--k", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="run folder (default runs/bench-PRESET)")
     add_data_option(parser)
     args = parser.parse_args()
     load_mnist(parser, args)  # before training: a wrong folder is a usage error
+    if args.epochs is not None and (args.epochs < 1 or args.minutes is not None):
+        parser.error("--epochs must be at least 1, and excludes --minutes")
 
-    if args.minutes is None:
+    budget = {}
+    if args.epochs is not None:
+        budget = {"epochs": args.epochs, "minutes": 0.0}
+        args.minutes = 0.0
+    elif args.minutes is None:
         args.minutes = preset(args.preset).get("minutes") or 30.0
     out = Path(args.out or f"runs/bench-{args.preset}")
     config = make_config(
@@ -52,6 +64,8 @@ def main() -> int:
         data_dir=args.data_dir,
         minutes=args.minutes,
         seed=args.seed,
+        precision=args.precision,
+        **budget,
         out=str(out),
     )
     run = train(config, overwrite=True, progress=False)
@@ -66,6 +80,7 @@ def main() -> int:
     row = {
         "preset": args.preset,
         "minutes": args.minutes,
+        "precision": load_config(run).precision,  # what auto chose
         "train_seconds": summary["train_seconds"],
         "epochs": summary["epochs"],
         "kept_epoch": summary["kept_epoch"],
@@ -81,12 +96,13 @@ def main() -> int:
     }
     (run / "benchmark.json").write_text(json.dumps(row, indent=2) + "\n")
     print(
-        "| preset | minutes | epochs (kept) | test ELBO | test NLL, K=5000 | active units "
-        "| eval time |"
+        "| preset | precision | minutes | epochs (kept) | test ELBO | test NLL, K=5000 "
+        "| active units | eval time |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     print(
-        f"| {row['preset']} | {row['train_seconds'] / 60:.1f} | {row['epochs']} "
+        f"| {row['preset']} | {row['precision']} | {row['train_seconds'] / 60:.1f} | "
+        f"{row['epochs']} "
         f"({row['kept_epoch']}) | {row['test_elbo']:.2f} | {row['test_nll']:.2f} ± "
         f"{row['test_nll_se']:.2f} | {row['active_units']} | {eval_seconds / 60:.1f} min |"
     )
