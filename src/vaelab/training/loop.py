@@ -126,7 +126,7 @@ def fit(
     model ends with the weights of the best validation ELBO when ``keep_best``.
     """
     generator = torch.Generator().manual_seed(config.seed)  # data order and binarization
-    x_train = _training_split(dataset, binarization, config.seed)
+    x_train = _on_device(_training_split(dataset, binarization, config.seed), device)
     # memory for each epoch's binarization, taken once (a fresh one costs page faults)
     dynamic = binarization == "dynamic"
     buffer = torch.empty_like(x_train) if dynamic and not dataset.streamed else None
@@ -311,6 +311,18 @@ def _training_split(dataset, binarization: str, seed: int):
     if binarization == "static":
         return data_mod.binarize(x_train, torch.Generator().manual_seed(seed + 1))
     return x_train
+
+
+def _on_device(x_train, device: torch.device):
+    """The training split moved to a GPU once, where it fits in a quarter of the free memory
+    with its binarization buffer, so that no epoch copies it over again; else as it is
+    (the CPU's, a streamed file's, or one too large: copied a batch at a time)."""
+    if device.type != "cuda" or not isinstance(x_train, torch.Tensor):
+        return x_train
+    free, _ = torch.cuda.mem_get_info(device)
+    if 2 * x_train.numel() * x_train.element_size() > free / 4:
+        return x_train
+    return x_train.to(device)
 
 
 def _resume(run_dir: Path, model, optimizer, generator, critic, log):
