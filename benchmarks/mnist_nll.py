@@ -29,6 +29,7 @@ from vaelab import evaluate, load
 from vaelab.checkpoint import load_config
 from vaelab.config import make_config
 from vaelab.config.presets import PRESETS, preset
+from vaelab.device import resolve_device
 from vaelab.runs import train
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -43,6 +44,7 @@ def main() -> int:
     )
     parser.add_argument("--epochs", type=int, help="train this many epochs, without a time budget")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     parser.add_argument("--k", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="run folder (default runs/bench-PRESET)")
@@ -65,13 +67,14 @@ def main() -> int:
         minutes=args.minutes,
         seed=args.seed,
         precision=args.precision,
+        device=args.device,
         **budget,
         out=str(out),
     )
     run = train(config, overwrite=True, progress=False)
     summary = json.loads((run / "summary.json").read_text())
 
-    model = load(run)
+    model = load(run, device=resolve_device(args.device))  # scored where it trained
     x_test = data_mod.eval_split(data_mod.load("mnist", args.data_dir), "test", "dynamic")
     start = time.perf_counter()
     ll = evaluate.log_likelihood(model, x_test, k=args.k, seed=config.seed)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from vaelab.config import read_toml
 
@@ -279,3 +280,12 @@ def test_a_wrong_or_unset_data_folder_is_one_line_and_status_2(
     if case == "wrong":
         assert "point --data-dir at the folder" in last, last
     assert not work.exists()  # nothing written: no run folder, no big file
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here: gpu_check.sh would run")
+def test_gpu_check_on_a_machine_without_cuda_says_so_in_one_line(tmp_path):
+    script = ROOT / "benchmarks" / "gpu_check.sh"
+    env = {**os.environ, "VAELAB_DATA": str(tmp_path), "PYTHON": sys.executable}
+    done = subprocess.run([str(script)], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == "gpu_check: no CUDA device here; run it on a machine with a GPU\n"
