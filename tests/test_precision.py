@@ -3,6 +3,8 @@ float32; the same batch and noise give the float32 loss within bfloat16's tolera
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -93,3 +95,19 @@ def test_train_says_which_precision_it_chose_and_writes_it(tmp_path, capsys):
     assert chosen in ("fp32", "bf16")
     if chosen == "bf16":  # auto on a CPU with native bfloat16
         assert "precision bf16: the CPU has" in said
+
+
+def test_eval_in_bf16_agrees_with_fp32_and_says_so(digits_run, capsys):
+    results = {}
+    for precision in ("fp32", "bf16"):
+        args = ["eval", str(digits_run), "--k", "100", "--precision", precision, "--json"]
+        assert main([*args, "--quiet"]) == 0
+        results[precision] = json.loads(capsys.readouterr().out)
+    fp32, bf16 = results["fp32"], results["bf16"]
+    assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")
+    assert fp32["nll_nats"] != bf16["nll_nats"]  # the products did run in bfloat16
+    assert abs(fp32["nll_nats"] - bf16["nll_nats"]) < 0.05  # the same z, the same images
+    assert fp32["elbo"] == bf16["elbo"]  # only the importance-sampled estimate changes
+    with pytest.raises(SystemExit) as refused:  # argparse's one line
+        main(["eval", str(digits_run), "--precision", "fp16"])
+    assert refused.value.code == 2

@@ -18,7 +18,7 @@ import torch
 from .. import evaluate, progress, ranks
 from ..checkpoint import load_config, open_run, read_metrics
 from ..config import FIELD_TYPES, assemble
-from ..device import resolve_device
+from ..device import PRECISIONS, resolve_device
 from ..encode import encode
 from ..errors import VaelabError
 from ..evaluate.disentangle import score_run
@@ -70,9 +70,10 @@ def _eval(args) -> None:
     shown = _progress(args, _eval_notice(args, len(x)))
     # under torchrun each process scores its share of the examples; all get the totals
     scores = evaluate.evaluate_elbo(model, x, seed=config.seed, distributed=True)
-    ll = evaluate.log_likelihood(
-        model, x, k=args.k, seed=config.seed, distributed=True, progress=shown
-    )
+    with model.computing_in(PRECISIONS[args.precision]):  # the decoder's products, at most
+        ll = evaluate.log_likelihood(
+            model, x, k=args.k, seed=config.seed, distributed=True, progress=shown
+        )
     means, _, kls = evaluate.posterior_stats(model, x)
     # bits per dimension are a code length: only where p(x|z) is a probability of discrete x
     n_dims = math.prod(model.x_shape)
@@ -82,6 +83,7 @@ def _eval(args) -> None:
         "split": args.split,
         "n": scores["n"],
         "k": args.k,
+        "precision": args.precision,  # of the importance-sampled estimate
         "nll_nats": ll["nll_nats"],
         "nll_se": ll["nll_se"],
         "bits_per_dim": bits,
@@ -118,6 +120,7 @@ def _eval(args) -> None:
     print(
         f"  -log p(x), K={args.k:<6} {result['nll_nats']:10.3f} ± {result['nll_se']:.3f}"
         + (f"   ({bits:.4f} bits/dim)" if bits is not None else "")
+        + ("   (networks in bf16)" if args.precision == "bf16" else "")
     )
     if args.exact:
         print(

@@ -122,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="importance samples per example for the log-likelihood estimate "
         f"(default {DEFAULT_K})",
     )
+    e.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="the encoder's and decoder's matrix products in the importance-sampled estimate; "
+        "bf16 agrees with fp32 within 0.02 nats on MNIST models and is faster where the "
+        "hardware multiplies bf16 natively (docs/benchmarks.md); every sum stays float32 "
+        "(default fp32)",
+    )
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument(
         "--save",
