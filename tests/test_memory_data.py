@@ -33,7 +33,7 @@ def _weights(run) -> dict[str, torch.Tensor]:
     return load(run).state_dict()
 
 
-def test_an_array_pair_trains_a_run_that_opens_scores_and_moves_with_its_data(tmp_path):
+def test_an_array_pair_trains_a_run_that_opens_scores_and_moves_with_its_data(tmp_path, capsys):
     x, y = _digits()
     run = _train(tmp_path, "pair", (x, y))
     config = read_toml(run / "config.toml")
@@ -49,6 +49,11 @@ def test_an_array_pair_trains_a_run_that_opens_scores_and_moves_with_its_data(tm
     assert set(dataset.test_labels.tolist()) <= set(range(10))
     assert main(["eval", str(moved), "--k", "5", "--quiet"]) == 0
     assert (moved / "plots" / "latent_space.png").is_file()
+    # its config.toml trains again only when told where the data are
+    again = ["train", "--config", str(moved / "config.toml"), "--out", str(tmp_path / "again")]
+    assert main(again) == 2
+    assert "give the file: --data RUN/data.npz" in capsys.readouterr().err
+    assert not (tmp_path / "again").exists()
 
 
 def test_a_tensor_and_a_torch_dataset_of_the_same_examples_train_the_same_model(tmp_path):

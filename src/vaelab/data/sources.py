@@ -132,8 +132,8 @@ def from_config(config, transform: dict | None = None, run_dir: Path | None = No
     if name == IN_RUN:
         if run_dir is None:
             raise VaelabError(
-                f"data {IN_RUN!r} is kept in a run's folder; open the run with "
-                "vaelab.open_run(RUN) to read it"
+                f"data {IN_RUN!r} is the data a run keeps in its folder; to train on them "
+                f"again, give the file: --data RUN/{RUN_DATA}"
             )
         name = str(Path(run_dir) / RUN_DATA)
     return load(
