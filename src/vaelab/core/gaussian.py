@@ -1,4 +1,5 @@
-"""The diagonal Gaussian, the family of every q(z | x) in vaelab, and how it is sampled.
+"""The diagonal Gaussian, vaelab's default family of q(z | x) and the base of the others
+(:mod:`vaelab.core.posteriors`), and how it is sampled.
 
     q(z) = N(z ; loc, diag scale^2),   scale = exp(log_var / 2),   event shape ``(D,)``
 

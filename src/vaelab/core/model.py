@@ -15,9 +15,10 @@ from torch import nn
 from torch.distributions import Distribution
 
 from ..errors import VaelabError
-from .gaussian import Noise, diagonal_normal
+from .gaussian import Noise
 from .kl import kl_term
 from .likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood
+from .posteriors import DiagonalPosterior
 
 
 @dataclass(frozen=True)
@@ -49,14 +50,18 @@ class ELBOEstimate:
 
 
 class VAE(nn.Module):
-    """p(x, z) = p(z) p_theta(x | z), with q_phi(z | x) = N(mu_phi(x), diag sigma_phi(x)^2).
+    """p(x, z) = p(z) p_theta(x | z), with q_phi(z | x) = N(mu_phi(x), diag sigma_phi(x)^2)
+    or, with another ``posterior``, a richer family built on it.
 
     Parameters
     ----------
-    encoder : module, ``x (B, *x_shape) -> (loc, log_var)``, each ``(B, D)``.
+    encoder : module, ``x (B, *x_shape) -> (loc, log_var)``, each ``(B, D)``; for a
+        ``posterior`` with ``extra`` > 0, ``(loc, log_var, extra)``, the last ``(B, extra)``.
     decoder : module, ``z (*batch, D) -> parameters (*batch, *x_shape)``.
     prior : module, ``() -> p(z)`` with event shape ``(D,)``.
     likelihood : module, ``decoder output -> p(x | z)`` with event shape ``x_shape``.
+    posterior : module, the family of q (:mod:`vaelab.core.posteriors`), ``(loc, log_var,
+        *extra, noise=) -> q(z | x)``; default the diagonal Gaussian.
     """
 
     # where q's reparameterization draws its eps: None, torch's global generator; a
@@ -67,13 +72,22 @@ class VAE(nn.Module):
     # every log-density, KL and sum over pixels stays float32
     compute_dtype: torch.dtype | None = None
 
-    def __init__(self, encoder, decoder, prior, likelihood, x_shape: tuple[int, ...]):
+    def __init__(
+        self,
+        encoder,
+        decoder,
+        prior,
+        likelihood,
+        x_shape: tuple[int, ...],
+        posterior: nn.Module | None = None,
+    ):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
         self.prior = prior
         self.likelihood = likelihood
         self.x_shape = tuple(x_shape)
+        self.posterior = DiagonalPosterior() if posterior is None else posterior
 
     @property
     def latent_dim(self) -> int:
@@ -82,12 +96,11 @@ class VAE(nn.Module):
     # --- the three distributions ------------------------------------------------------------
 
     def q_z(self, x: torch.Tensor) -> Distribution:
-        """q_phi(z | x) = N(loc, diag exp(log_var)): batch shape ``(B,)``, event ``(D,)``.
-
-        ``log_var`` is the encoder's output passed through
-        :func:`~vaelab.core.gaussian.bounded_log_var`."""
-        loc, log_var = self.network(self.encoder, x)
-        return diagonal_normal(loc, log_var, self.noise)
+        """q_phi(z | x): batch shape ``(B,)``, event ``(D,)``. N(loc, diag exp(log_var)) for
+        the diagonal family, ``log_var`` the encoder's output passed through
+        :func:`~vaelab.core.gaussian.bounded_log_var`; the full-covariance Gaussian or the
+        IAF for the others (:attr:`posterior`, :mod:`vaelab.core.posteriors`)."""
+        return self.posterior(*self.network(self.encoder, x), noise=self.noise)
 
     def p_z(self) -> Distribution:
         """The prior p(z): event shape ``(D,)`` (inside :meth:`fixed_prior`, the one computed

@@ -1,6 +1,8 @@
 """Plain encoder and decoder networks: tensors in, tensors out, no probability in them.
 
-- Encoders map ``x`` of shape ``(B, *x_shape)`` to ``(loc, log_var)``, each ``(B, latent_dim)``.
+- Encoders map ``x`` of shape ``(B, *x_shape)`` to ``(loc, log_var)``, each ``(B, latent_dim)``,
+  and, given ``extra`` > 0, to ``(loc, log_var, rest)`` with ``rest`` ``(B, extra)``: what a
+  richer posterior family reads besides (:mod:`vaelab.core.posteriors`).
 - Decoders map ``z`` of shape ``(*batch, latent_dim)`` (any leading dimensions, e.g.
   ``(K, B)``) to the likelihood's parameters, shape ``(*batch, *x_shape)``.
 """
@@ -47,8 +49,17 @@ def mlp(sizes: list[int], activation: str = "relu") -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def split_outputs(out: torch.Tensor, latent_dim: int, extra: int) -> tuple[torch.Tensor, ...]:
+    """An encoder's last layer ``(B, 2 D + extra)`` -> ``(loc, log_var)`` or, with ``extra``,
+    ``(loc, log_var, rest)``."""
+    if not extra:
+        return tuple(out.chunk(2, dim=-1))
+    return tuple(out.split([latent_dim, latent_dim, extra], dim=-1))
+
+
 class MLPEncoder(nn.Module):
-    """x -> flatten -> [Linear, activation] x len(hidden) -> Linear -> (loc, log_var).
+    """x -> flatten -> [Linear, activation] x len(hidden) -> Linear -> (loc, log_var), plus
+    ``extra`` outputs when asked (:func:`split_outputs`).
 
     With ``hidden = []`` it is one linear map: the encoder of a linear VAE.
     """
@@ -59,13 +70,14 @@ class MLPEncoder(nn.Module):
         hidden: list[int],
         latent_dim: int,
         activation: str = "relu",
+        extra: int = 0,
     ):
         super().__init__()
-        self.net = mlp([math.prod(x_shape), *hidden, 2 * latent_dim], activation)
+        self.latent_dim, self.extra = latent_dim, extra
+        self.net = mlp([math.prod(x_shape), *hidden, 2 * latent_dim + extra], activation)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loc, log_var = self.net(x.flatten(1)).chunk(2, dim=-1)
-        return loc, log_var
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return split_outputs(self.net(x.flatten(1)), self.latent_dim, self.extra)
 
 
 class MLPDecoder(nn.Module):
@@ -105,12 +117,15 @@ def _check_conv_shape(x_shape: tuple[int, ...]) -> int:
 
 
 class ConvEncoder(nn.Module):
-    """x -> (Conv 4x4 stride 2, ReLU) x n -> Linear(hidden) -> ReLU -> Linear -> (loc, log_var).
+    """x -> (Conv 4x4 stride 2, ReLU) x n -> Linear(hidden) -> ReLU -> Linear -> (loc, log_var)
+    (and ``extra`` outputs, :func:`split_outputs`).
 
     Channels 32, 64, 64; 28 -> 14 -> 7, 32 -> 16 -> 8, 64 -> 32 -> 16 -> 8.
     """
 
-    def __init__(self, x_shape: tuple[int, ...], hidden: list[int], latent_dim: int):
+    def __init__(
+        self, x_shape: tuple[int, ...], hidden: list[int], latent_dim: int, extra: int = 0
+    ):
         super().__init__()
         n_layers = _check_conv_shape(x_shape)
         channels = [x_shape[0], 32, 64, 64][: n_layers + 1]
@@ -118,12 +133,12 @@ class ConvEncoder(nn.Module):
         for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
             layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU()]
         side = x_shape[1] // 2**n_layers
+        self.latent_dim, self.extra = latent_dim, extra
         self.conv = nn.Sequential(*layers, nn.Flatten())
-        self.head = mlp([channels[-1] * side * side, hidden[0], 2 * latent_dim])
+        self.head = mlp([channels[-1] * side * side, hidden[0], 2 * latent_dim + extra])
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loc, log_var = self.head(self.conv(x)).chunk(2, dim=-1)
-        return loc, log_var
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return split_outputs(self.head(self.conv(x)), self.latent_dim, self.extra)
 
 
 class ConvDecoder(nn.Module):
@@ -231,6 +246,7 @@ def make_networks(
     latent_dim: int,
     activation: str = "relu",
     out_shape: tuple[int, ...] | None = None,
+    extra: int = 0,
 ):
     """(encoder, decoder) for ``arch`` in {mlp, conv, gated-conv, broadcast, linear};
     ``linear`` ignores ``hidden``; ``gated-conv`` is the conv encoder with
@@ -238,15 +254,16 @@ def make_networks(
     with :class:`BroadcastDecoder` (channels ``hidden``).
 
     The decoder emits ``out_shape`` (default ``x_shape``): a likelihood with several numbers
-    per pixel (the discretized logistic mixture) asks for more channels."""
+    per pixel (the discretized logistic mixture) asks for more channels. The encoder emits
+    ``extra`` numbers beside (loc, log_var), for the posterior family."""
     out_shape = tuple(out_shape or x_shape)
     if arch in CONV_DECODERS:
         _check_conv_shape(x_shape)
         decoder = CONV_DECODERS[arch](out_shape, hidden, latent_dim)
-        return ConvEncoder(x_shape, hidden, latent_dim), decoder
+        return ConvEncoder(x_shape, hidden, latent_dim, extra), decoder
     if arch == "linear":
         hidden = []
     return (
-        MLPEncoder(x_shape, hidden, latent_dim, activation),
+        MLPEncoder(x_shape, hidden, latent_dim, activation, extra),
         MLPDecoder(out_shape, hidden, latent_dim, activation),
     )
