@@ -1,11 +1,12 @@
 """The one place where a :class:`~vaelab.config.Config` becomes a model and its objective.
 
-:func:`build_model` turns the config's names (arch, likelihood, prior, inference) into the
-modules of :mod:`vaelab.core`; :func:`batch_terms` picks the objective of
-:mod:`vaelab.objectives` the config names and runs it on one training batch. A new prior or
-objective is one class or function on its floor, registered here (:data:`PRIORS`,
-:func:`batch_terms`); likelihoods and networks are registered beside their classes
-(``core.likelihoods.make_likelihood``, ``core.networks.make_networks``).
+:func:`build_model` turns the config's names (arch, likelihood, prior, posterior, inference)
+into the modules of :mod:`vaelab.core`; :func:`batch_terms` picks the objective of
+:mod:`vaelab.objectives` the config names and runs it on one training batch. A new prior,
+posterior family or objective is one class or function on its floor, registered here
+(:data:`PRIORS`, :data:`POSTERIORS`, :func:`batch_terms`); likelihoods and networks are
+registered beside their classes (``core.likelihoods.make_likelihood``,
+``core.networks.make_networks``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .core.inference import LocalTable
 from .core.likelihoods import make_likelihood
 from .core.model import VAE
 from .core.networks import make_networks
+from .core.posteriors import DiagonalPosterior, FullPosterior, IAFPosterior
 from .core.priors import DEFAULT_COMPONENTS, MixtureOfGaussians, StandardNormal, VampPrior
 from .errors import VaelabError
 from .objectives import (
@@ -33,9 +35,12 @@ from .objectives import (
 )
 
 
-def likelihood_and_networks(config: Config, x_shape: tuple[int, ...], arch: str, latent_dim: int):
+def likelihood_and_networks(
+    config: Config, x_shape: tuple[int, ...], arch: str, latent_dim: int, extra: int = 0
+):
     """The likelihood p(x | z) ``config`` names, and the ``arch`` encoder and decoder between
-    ``x_shape`` and ``latent_dim`` units (the decoder emits the likelihood's parameters)."""
+    ``x_shape`` and ``latent_dim`` units (the decoder emits the likelihood's parameters, the
+    encoder ``extra`` numbers beside (loc, log_var) for the posterior family)."""
     likelihood = make_likelihood(
         config.likelihood,
         x_shape,
@@ -51,6 +56,7 @@ def likelihood_and_networks(config: Config, x_shape: tuple[int, ...], arch: str,
         latent_dim,
         config.activation,
         out_shape=getattr(likelihood, "param_shape", None),
+        extra=extra,
     )
     return likelihood, encoder, decoder
 
@@ -62,6 +68,22 @@ PRIORS = {
     "mog": lambda d, k, encoder, x_shape: MixtureOfGaussians(d, k),
     "vamp": lambda d, k, encoder, x_shape: VampPrior(encoder, k, x_shape, d),
 }
+
+
+# q(z | x)'s family by name: (latent_dim, config) -> its module (vaelab.core.posteriors),
+# whose ``extra`` says how many more numbers the encoder emits
+POSTERIORS = {
+    "diagonal": lambda d, config: DiagonalPosterior(),
+    "full": lambda d, config: FullPosterior(d),
+    "iaf": lambda d, config: IAFPosterior(d, config.flow_steps, config.flow_hidden),
+}
+
+
+def make_posterior(config: Config, latent_dim: int) -> nn.Module:
+    """The posterior family ``config.posterior`` names (a key of :data:`POSTERIORS`)."""
+    if config.posterior not in POSTERIORS:
+        raise VaelabError(f"posterior {config.posterior!r} is not one of {', '.join(POSTERIORS)}")
+    return POSTERIORS[config.posterior](latent_dim, config)
 
 
 def make_prior(
@@ -86,13 +108,14 @@ def build_model(config: Config, x_shape: tuple[int, ...], n_train: int = 0) -> V
     if config.arch == "hvae2":
         model = _build_hierarchical(config, x_shape)
     else:
+        posterior = make_posterior(config, config.latent_dim)
         likelihood, encoder, decoder = likelihood_and_networks(
-            config, x_shape, config.arch, config.latent_dim
+            config, x_shape, config.arch, config.latent_dim, posterior.extra
         )
         prior = make_prior(
             config.prior, config.latent_dim, config.prior_components, encoder, x_shape
         )
-        model = VAE(encoder, decoder, prior, likelihood, x_shape)
+        model = VAE(encoder, decoder, prior, likelihood, x_shape, posterior)
         if config.inference == "local":
             model.local = LocalTable(n_train, config.latent_dim)
     model.config = config  # what vaelab.save writes beside the weights

@@ -39,7 +39,8 @@ GROUPS = {
     "model": (
         "--latent-dim", "--hidden", "--arch", "--activation", "--prior", "--prior-components",
         "--likelihood", "--sigma", "--learn-sigma", "--shared-sigma", "--logistic-components",
-        "--decoder-bias", "--latent-dim-2", "--hidden-2",
+        "--decoder-bias", "--latent-dim-2", "--hidden-2", "--posterior", "--flow-steps",
+        "--flow-hidden",
     ),
     "objective": (
         "--objective", "--k", "--iwae-grad", "--beta", "--kl-warmup", "--kl-schedule",
@@ -265,6 +266,15 @@ def add_train_flags(t: argparse.ArgumentParser) -> None:
     )
     add("--latent-dim-2", type=int, help="--arch hvae2: units of z2; 0: latent-dim / 2")
     add("--hidden-2", type=int_list, help="--arch hvae2: layers between z1 and z2; none: --hidden")
+    add(
+        "--posterior",
+        choices=CHOICES["posterior"],
+        help="q(z|x): diagonal Gaussian; full, a Gaussian with a full covariance L L^T; iaf, "
+        "the diagonal Gaussian through --flow-steps inverse autoregressive flow steps "
+        "(Kingma et al. 2016)",
+    )
+    add("--flow-steps", type=int, help="--posterior iaf: steps of the flow, each a MADE")
+    add("--flow-hidden", type=int_list, help="--posterior iaf: each MADE's hidden layer sizes")
 
 
 METAVARS = {int: "N", float: "X", int_list: "N[,N...]"}  # what --help shows a value as

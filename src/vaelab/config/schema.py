@@ -34,6 +34,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "compile": ("auto", "on", "off"),
     "log": ("none", "tensorboard"),
     "precision": ("auto", "fp32", "bf16"),
+    "posterior": ("diagonal", "full", "iaf"),
 }
 # the arches built on the conv encoder (vaelab.core.networks.CONV_DECODERS): square images only
 CONV_ARCHS = ("conv", "gated-conv", "broadcast")
@@ -58,7 +59,11 @@ LIMITS = {
     "checkpoint_every": 10_000_000,
     "minutes": 10_000_000.0,
     "seed": 2**63 - 1,
+    "flow_steps": 1_000,
+    "flow_hidden": 65_536,
 }
+# --posterior full: the encoder emits D(D - 1)/2 numbers per example, 130,816 at this D
+FULL_MAX_LATENT = 512
 
 
 def parse_split(text: str) -> tuple[float, float, float]:
@@ -149,6 +154,9 @@ class Config:
     compile: str = "auto"  # torch.compile the objective (auto: long runs on CUDA)
     log: str = "none"  # tensorboard: also event files in RUN/tensorboard/ (metrics.jsonl always)
     precision: str = "auto"  # the networks' arithmetic, fp32 or bf16 (auto: bf16 where it pays)
+    posterior: str = "diagonal"  # q(z|x): diagonal Gaussian, full-covariance Gaussian, or IAF
+    flow_steps: int = 2  # iaf: steps of the flow, each a MADE
+    flow_hidden: list[int] = field(default_factory=lambda: [320])  # iaf: each MADE's widths
 
     def __post_init__(self) -> None:
         self.validate()
@@ -217,6 +225,7 @@ class Config:
             raise VaelabError("--shared-sigma needs --learn-sigma (a fixed sigma is shared)")
         self._validate_disentangling()
         self._validate_objective_options()
+        self._validate_posterior()
         self._validate_unread_options()
 
     def _validate_disentangling(self) -> None:
@@ -287,6 +296,37 @@ class Config:
         if self.prior == "vamp" and self.inference == "local":
             raise VaelabError("--prior vamp is built from the encoder: use --inference amortized")
 
+    def _validate_posterior(self) -> None:
+        """The richer families of q: what they combine with, and the flow's sizes."""
+        if self.flow_steps < 1 or not self.flow_hidden or any(h <= 0 for h in self.flow_hidden):
+            raise VaelabError(
+                "flow_steps must be >= 1 and flow_hidden positive layer sizes, e.g. "
+                "--flow-steps 2 --flow-hidden 320"
+            )
+        if self.posterior == "diagonal":
+            return
+        flag = f"--posterior {self.posterior}"
+        if self.posterior == "full" and self.latent_dim > FULL_MAX_LATENT:
+            raise VaelabError(
+                f"{flag} emits D(D - 1)/2 numbers per example: use --latent-dim "
+                f"{FULL_MAX_LATENT} or fewer, or --posterior iaf"
+            )
+        # each of these reads q's diagonal Gaussian parameters or keeps one per example
+        needs_diagonal = {
+            "--arch hvae2": self.arch == "hvae2",
+            f"--inference {self.inference}": self.inference != "amortized",
+            "--prior vamp": self.prior == "vamp",
+            "--iwae-grad dreg": self.iwae_grad == "dreg",
+            "--free-bits": bool(self.free_bits),
+            "--tc-beta": bool(self.tc_beta),
+        }
+        for option, given in needs_diagonal.items():
+            if given:
+                raise VaelabError(
+                    f"{option} needs --posterior diagonal (q's diagonal Gaussian); "
+                    f"drop {option} or {flag}"
+                )
+
     def _validate_unread_options(self) -> None:
         """Options that only one setting reads: given without it they would be ignored."""
         if (self.latent_dim_2 or self.hidden_2) and self.arch != "hvae2":
@@ -303,6 +343,12 @@ class Config:
             raise VaelabError(
                 "--logistic-components is for --likelihood logistic; drop it "
                 "(--logistic-components 1) or add --likelihood logistic"
+            )
+        flow = (self.flow_steps, self.flow_hidden)
+        if flow != (default("flow_steps"), default("flow_hidden")) and self.posterior != "iaf":
+            raise VaelabError(
+                "--flow-steps and --flow-hidden are for --posterior iaf; drop them or add "
+                "--posterior iaf"
             )
         if self.kl_warmup and self.kl_schedule == "cyclical":
             raise VaelabError(
