@@ -105,9 +105,21 @@ class LocalFit:
     seconds: float
 
 
+def check_diagonal(model) -> None:
+    """Refuse a model whose q(z | x) is not the diagonal Gaussian: the per-datapoint q*_i are
+    diagonal Gaussians, and the amortization gap compares q and q* in one family."""
+    family = getattr(getattr(model, "posterior", None), "family", "diagonal")
+    if family != "diagonal":
+        raise VaelabError(
+            f"per-datapoint posteriors q* are fitted as diagonal Gaussians only, and this "
+            f"model's q is --posterior {family}: q* of that family is not implemented yet"
+        )
+
+
 def init_local(model, x: torch.Tensor, init: str = "encoder") -> LocalPosteriors:
     """Starting points: the encoder's output for each x (semi-amortized, Kim et al. 2018), or
     the prior N(0, I) (loc 0, log_var 0) for every datapoint."""
+    check_diagonal(model)
     if init not in INITS:
         raise VaelabError(f"init must be one of {', '.join(INITS)} (got {init!r})")
     device = next(model.parameters()).device
@@ -158,6 +170,7 @@ def fit_local(
             raise VaelabError(f"{name} must be a positive integer (got {value!r})")
     if not lr > 0:
         raise VaelabError(f"lr must be > 0 (got {lr})")
+    check_diagonal(model)
     device = next(model.parameters()).device
     x = x.to(device)
     q = posteriors if posteriors is not None else init_local(model, x, init)

@@ -59,11 +59,13 @@ def draw_run(
 
 
 def gap_plots(model) -> bool:
-    """Whether a run gets the posterior-gap figures: a 2-D latent space under one Gaussian
-    q(z|x), whose true posterior can be normalised on a grid (not hvae2's two layers), and
-    images to show beside it (a table's row is no picture)."""
+    """Whether a run gets the posterior-gap figures: a 2-D latent space under one diagonal
+    Gaussian q(z|x) (q* is fitted in that family), whose true posterior can be normalised on
+    a grid (not hvae2's two layers), and images to show beside it (a table's row is no
+    picture)."""
     images = len(model.x_shape) == 3
-    return images and model.latent_dim == 2 and not hasattr(model.decoder, "d1")
+    diagonal = getattr(getattr(model, "posterior", None), "family", "diagonal") == "diagonal"
+    return images and diagonal and model.latent_dim == 2 and not hasattr(model.decoder, "d1")
 
 
 @torch.no_grad()
