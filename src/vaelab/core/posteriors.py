@@ -58,14 +58,14 @@ class FullNormal(MultivariateNormal):
         """z = loc + L eps, ``(*sample_shape, *batch, D)``."""
         if self.noise is None:
             return super().rsample(sample_shape)
-        shape = tuple(self._extended_shape(torch.Size(sample_shape)))
+        shape = tuple(torch.Size(sample_shape) + self.batch_shape + self.event_shape)
         eps = self.noise(shape, self.loc.dtype, self.loc.device)
-        return self.loc + (self._unbroadcasted_scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
+        return self.loc + (self.scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
 
     def expand(self, batch_shape, _instance=None) -> FullNormal:
         shape = torch.Size(batch_shape)
         loc = self.loc.expand(shape + self.event_shape)
-        tril = self._unbroadcasted_scale_tril.expand(shape + self.event_shape + self.event_shape)
+        tril = self.scale_tril.expand(shape + self.event_shape + self.event_shape)
         return FullNormal(loc, tril, self.noise)
 
 
