@@ -8,7 +8,7 @@ with ``vaelab.evaluate.importance_sampled_log_px`` twice, one after the other wi
 seed, so the same z are drawn: once in float32 and once with the encoder's and decoder's
 matrix products in bfloat16 (``VAE.computing_in``; every density and log-sum-exp stays
 float32 or float64). Prints, per run, both NLLs with their standard errors, the paired
-difference of the per-image estimates (bf16 − fp32) with its standard error, and both times.
+difference of the per-image NLLs (bf16 − fp32) with its standard error, and both times.
 The question it answers: may ``vaelab eval`` offer bf16? Only if the difference is within
 :data:`TOLERANCE` nats.
 """
@@ -39,7 +39,7 @@ def main() -> int:
         parser.error("--k and --n must be at least 1")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"load {os.getloadavg()[0]:.2f}")  # fmt: skip
-    print("| run | images | K | NLL fp32 | NLL bf16 | bf16 − fp32 (paired) | fp32 s | bf16 s |")
+    print("| run | images | K | NLL fp32 | NLL bf16 | NLL bf16 − fp32 (paired) | fp32 s | bf16 s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for path in args.runs:
         try:
@@ -53,7 +53,7 @@ def main() -> int:
             with run.model.computing_in(dtype):
                 estimates[name], _ = importance_sampled_log_px(run.model, x, k=args.k)
             seconds[name] = time.perf_counter() - start
-        diff = estimates["bf16"] - estimates["fp32"]  # (N,) float64, per image
+        diff = estimates["fp32"] - estimates["bf16"]  # (N,) float64: NLL bf16 - NLL fp32
         n = len(x)
         cells = [
             f"{-estimates[p].mean():.3f} ± {estimates[p].std() / math.sqrt(n):.2f}"
