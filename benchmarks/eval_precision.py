@@ -39,7 +39,7 @@ def main() -> int:
         parser.error("--k and --n must be at least 1")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"load {os.getloadavg()[0]:.2f}")  # fmt: skip
-    print("| run | images | K | NLL fp32 | NLL bf16 | NLL bf16 − fp32 (paired) | fp32 s | bf16 s |")
+    print("| run | images | K | NLL fp32 | NLL bf16 | NLL bf16 − fp32, paired | fp32 s | bf16 s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for path in args.runs:
         try:
