@@ -34,7 +34,7 @@ from ..checkpoint import (
     save_training_state,
     save_weights,
 )
-from ..device import PRECISIONS, resolve_precision
+from ..device import PRECISIONS
 from ..errors import VaelabError
 from ..files import write_atomic
 from . import compiled, distributed
@@ -150,9 +150,8 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     run_start = time.perf_counter() - state.elapsed  # compiling counts towards the budget
     # the networks' arithmetic in the steps (validation and the test score stay float32);
-    # the objective is compiled under it, as it will run
-    precision, _ = resolve_precision(config.precision, device, config.batch_size)
-    compute = functools.partial(model.computing_in, PRECISIONS[precision])
+    # the objective is compiled under it, as it will run; runs._prepare resolved "auto"
+    compute = functools.partial(model.computing_in, PRECISIONS[config.precision])
     with compute():
         objective = _objective(model, config, device, x_train, params, total_steps, log)
     setup = StepSetup(
