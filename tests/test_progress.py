@@ -151,18 +151,20 @@ def test_disentanglement_metrics_report_each_stage(shapes_model, capsys):
 
 
 def test_eval_in_a_log_says_how_long_it_will_take_then_shows_life(digits_run):
-    result = vaelab("eval", str(digits_run), *EVAL, "--json")
+    # K = 2,000 (360,000 samples) and a line every 5 ms: on a fast idle core K = 500 ended
+    # before a 0.05 s probe, so nothing was announced; this lasts many probes on any machine
+    result = vaelab("eval", str(digits_run), "--k", "2000", "--json", every="0.005")
     assert result.returncode == 0, result.stderr
     json.loads(result.stdout)  # stdout stays the one JSON object
     lines = result.stderr.splitlines()
     # first the expected time and the quicker option, from a timed first chunk
     assert re.fullmatch(
-        r"vaelab eval: K = 500 on 180 examples: about \d+ (s|min) here; "
+        r"vaelab eval: K = 2,000 on 180 examples: about \d+ (s|min) here; "
         r"--k 100 answers in about \d+ s",
         lines[0],
     ), result.stderr
     tick = (
-        r"importance sampling: [\d,]+ of 90,000 samples \(\d+%\), \d+ s so far, "
+        r"importance sampling: [\d,]+ of 360,000 samples \(\d+%\), \d+ s so far, "
         r"about \d+ (s|min) left"
     )
     ticks = [line for line in lines if re.fullmatch(tick, line)]
@@ -239,7 +241,9 @@ def test_under_torchrun_only_rank_0_shows_progress(digits_run):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2"]
     cmd += ["--master-addr=127.0.0.1", f"--master-port={_free_port()}", "-m", "vaelab"]
     cmd += ["eval", str(digits_run), "--k", "2000", "--json"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "VAELAB_DIST_TIMEOUT": "30", EVERY_VARIABLE: FAST}
+    # a line every 5 ms: rank 0's 200,000 samples outlast the probe even on a fast idle core
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "VAELAB_DIST_TIMEOUT": "30"}
+    env[EVERY_VARIABLE] = "0.005"
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     # rank 0 scores 100 of the 180 images (batches 0 and 1 go to ranks 0 and 1)
