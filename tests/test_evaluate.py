@@ -252,10 +252,12 @@ def test_samples_are_nested_in_k():
     qz = make_vae(exact=False).q_z(sample_data(3, seed=17))
     cpu = torch.device("cpu")
     with torch.random.fork_rng(devices=[]):
-        long = torch.cat(list(samples_from_q(qz, 300, 7, 0, 0, cpu)))
-        short = torch.cat(list(samples_from_q(qz, 130, 1000, 0, 0, cpu)))
-        other_batch = torch.cat(list(samples_from_q(qz, 130, 1000, 0, 1, cpu)))
+        chunks = list(samples_from_q(qz, 300, 7, 0, 0, cpu))
+        long, log_q = (torch.cat(t) for t in zip(*chunks, strict=True))
+        short = torch.cat([z for z, _ in samples_from_q(qz, 130, 1000, 0, 0, cpu)])
+        other_batch = torch.cat([z for z, _ in samples_from_q(qz, 130, 1000, 0, 1, cpu)])
     assert long.shape == (300, 3, D) and short.shape == (130, 3, D)
+    assert torch.equal(log_q, qz.log_prob(long))  # each chunk's z with its log q
     assert torch.equal(long[:130], short)
     assert not torch.equal(other_batch, short)
 

@@ -99,22 +99,19 @@ def iaf_flow(z: torch.Tensor, context: torch.Tensor, steps) -> tuple[torch.Tenso
     return z, log_det
 
 
-def _key(z: torch.Tensor) -> int:
-    """A hash of a draw's bytes: which draw a copy of it (sliced, concatenated) is."""
-    return hash(z.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-
-
 class InverseAutoregressiveFlow(Distribution):
     """q(z | x) of the inverse autoregressive flow (module docstring): batch ``(*batch,)``,
     event ``(D,)``.
 
     The flow is cheap one way only: z_T from z_0 is T passes of the MADEs, z_0 from z_T would
     take D passes per step. So, as is standard, log q is known at the draws q made:
-    ``rsample``/``sample`` compute log q(z_T | x) with z_T and remember it, and
-    ``log_prob(z)`` answers for those draws, exactly: for the tensor returned (with its
-    gradient) or, for draws made by ``sample``, any copy of whole draws (an estimator that
-    slices and concatenates blocks of samples, ``(n, *batch, D)``). Any other z raises
-    :class:`VaelabError`.
+    :meth:`sample_and_log_prob` returns them together (what an estimator that keeps its own
+    draws, slicing and concatenating them, calls), and ``rsample``/``sample`` remember log q
+    of the tensors they return, so ``log_prob(z)`` answers for those very tensors (with their
+    gradient: the ELBO's Monte Carlo KL). Any other z raises :class:`VaelabError`.
+
+    ``steps``: the MADEs, any callables ``(z, context) -> (*, 2, D)`` (one network for the
+    batch, or a copy per row: :class:`vaelab.core.made.MADECopies`).
 
     ``mean`` and ``stddev`` are not E_q[z] and its standard deviation, which have no closed
     form: they are the flow linearised at eps = 0 (the delta method), T(mu) and
@@ -125,11 +122,10 @@ class InverseAutoregressiveFlow(Distribution):
     support = constraints.real_vector
     has_rsample = True
 
-    def __init__(self, base: DiagonalNormal, context: torch.Tensor, steps: nn.ModuleList):
+    def __init__(self, base: DiagonalNormal, context: torch.Tensor, steps):
         self.base, self.context, self.steps = base, context, steps
-        # the latest draws (z, log q per dimension); and by value, log q of sample()'s draws
+        # the latest draws: (z, log q per dimension)
         self._draws: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._by_value: dict[int, torch.Tensor] = {}
         super().__init__(base.batch_shape, base.event_shape, validate_args=False)
 
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:  # noqa: B008
@@ -141,15 +137,16 @@ class InverseAutoregressiveFlow(Distribution):
         return z
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:  # noqa: B008
-        """z_T without gradient; each draw ``(*batch, D)`` is also remembered by value."""
+        """z_T ``(*sample_shape, *batch, D)`` without gradient."""
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+    def sample_and_log_prob(self, sample_shape=torch.Size()):  # noqa: B008
+        """z_T ``(*sample_shape, *batch, D)`` and log q(z_T | x) ``(*sample_shape, *batch)``,
+        without gradient: the draws with their density, which the flow gives only together."""
         with torch.no_grad():
             z = self.rsample(sample_shape)
-            log_q = self._draws[-1][1].sum(-1)
-        n = len(self.batch_shape) + 1  # a draw's dimensions: batch and event
-        draws, values = z.reshape(-1, *z.shape[-n:]), log_q.reshape(-1, *self.batch_shape)
-        for draw, value in zip(draws, values, strict=True):
-            self._by_value[_key(draw)] = value
-        return z
+            return z, self._draws[-1][1].sum(-1)
 
     def log_prob_per_dim(self, z: torch.Tensor) -> torch.Tensor:
         """log N(z_0,d ; mu_d, sigma_d^2) - sum_t log sigma_{t,d} ``(*sample, *batch, D)`` for
@@ -165,20 +162,13 @@ class InverseAutoregressiveFlow(Distribution):
         for draw, per_dim in reversed(self._draws):
             if z is draw:
                 return per_dim.sum(-1)
-        n = len(self.batch_shape) + 1
-        if z.requires_grad or z.dim() < n:
-            raise self._unknown()
-        draws = z.reshape(-1, *z.shape[-n:])
-        values = [self._by_value.get(_key(draw)) for draw in draws]
-        if any(v is None for v in values):
-            raise self._unknown()
-        return torch.stack(values).reshape(z.shape[:-1])
+        raise self._unknown()
 
     @staticmethod
     def _unknown() -> VaelabError:
         return VaelabError(
             "--posterior iaf: log q(z|x) is known only at the draws q itself made (the flow "
-            "is not inverted); evaluate it there, e.g. AIS from the prior, not from q"
+            "is not inverted); take them with sample_and_log_prob, or use AIS from the prior"
         )
 
     @property
@@ -189,16 +179,16 @@ class InverseAutoregressiveFlow(Distribution):
     @property
     def variance(self) -> torch.Tensor:
         """diag(J diag(sigma^2) J^T), J = dT/dz_0 at mu: the delta method's variance."""
-        d, h = self.base.mean.shape[-1], self.context.shape[-1]
-        loc = self.base.mean.reshape(-1, d)
-        context = self.context.expand(*self.batch_shape, h).reshape(-1, h)
+        batch = tuple(range(len(self.batch_shape)))
 
-        def flow_one(z0: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-            return iaf_flow(z0, c, self.steps)[0]
+        def summed(z0: torch.Tensor) -> torch.Tensor:
+            # the rows' flows are separate, so the Jacobian of the sum over rows holds each
+            # row's own J (without splitting the batch: the MADEs may be one copy per row)
+            return iaf_flow(z0, self.context, self.steps)[0].sum(batch)
 
-        jac = torch.func.vmap(torch.func.jacrev(flow_one))(loc, context)  # (N, D, D)
-        var0 = self.base.variance.reshape(-1, 1, d)
-        return (jac.pow(2) * var0).sum(-1).reshape(self.base.mean.shape)
+        jac = torch.func.jacrev(summed)(self.base.mean)  # (D_out, *batch, D_in)
+        jac = jac.movedim(0, -2)  # (*batch, D_out, D_in)
+        return (jac.pow(2) * self.base.variance.unsqueeze(-2)).sum(-1)
 
 
 class DiagonalPosterior(nn.Module):

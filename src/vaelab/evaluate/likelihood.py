@@ -95,8 +95,8 @@ def importance_sampled_log_px(
             # running logsumexp_k of log w_k and of 2 log w_k, (B,)
             lse_w = torch.full((len(xb),), -math.inf, dtype=torch.float64, device=device)
             lse_w2 = lse_w.clone()
-            for z in samples_from_q(qz, k, chunk, seed, batch_index, device):
-                log_w = (model.log_joint(xb, z) - qz.log_prob(z)).double()  # (chunk, B)
+            for z, log_q in samples_from_q(qz, k, chunk, seed, batch_index, device):
+                log_w = (model.log_joint(xb, z) - log_q).double()  # (chunk, B)
                 lse_w = torch.logaddexp(lse_w, torch.logsumexp(log_w, dim=0))
                 lse_w2 = torch.logaddexp(lse_w2, torch.logsumexp(2 * log_w, dim=0))
                 task.update(log_w.numel())

@@ -53,32 +53,45 @@ def _block_seed(seed: int, batch_index: int, block_index: int) -> int:
     return int(state[0]) << 31 | int(state[1]) >> 1
 
 
+def sample_and_log_prob(qz: Distribution, shape: tuple[int, ...]):
+    """z ~ q without gradient ``(*shape, *batch, D)`` and log q(z) ``(*shape, *batch)``: q's
+    own ``sample_and_log_prob`` where it has one (an IAF, whose density is known only at its
+    draws), else ``sample`` then ``log_prob``."""
+    if hasattr(qz, "sample_and_log_prob"):
+        return qz.sample_and_log_prob(shape)
+    z = qz.sample(shape)
+    return z, qz.log_prob(z)
+
+
 def samples_from_q(
     qz: Distribution, k: int, chunk: int, seed: int, batch_index: int, device: torch.device
-) -> Iterator[torch.Tensor]:
-    """z_0 .. z_{k-1} ~ q(z | x), yielded in consecutive chunks of ``(<= chunk, B, D)``.
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """z_0 .. z_{k-1} ~ q(z | x) with log q(z_j | x), yielded in consecutive chunks of
+    ``(<= chunk, B, D)`` and ``(<= chunk, B)``.
 
     Sample j is row ``j % SAMPLE_BLOCK`` of a block of ``SAMPLE_BLOCK`` draws made right
     after seeding with (seed, batch_index, j // SAMPLE_BLOCK): the z_j, hence the estimate,
     do not depend on ``chunk``, and the first K' samples of a K-sample run are the K' samples
-    of a K'-sample run. Call inside ``torch.random.fork_rng``: this reseeds the global RNG
-    of ``device``, where q lives.
+    of a K'-sample run. log q comes with each block (:func:`sample_and_log_prob`), so it is
+    known for every family, a flow's too. Call inside ``torch.random.fork_rng``: this reseeds
+    the global RNG of ``device``, where q lives.
     """
-    pending: list[torch.Tensor] = []
+    pending: list[tuple[torch.Tensor, torch.Tensor]] = []
     n_pending = 0
     for block in range(-(-k // SAMPLE_BLOCK)):
         _seed_device(_block_seed(seed, batch_index, block), device)
-        z = qz.sample((SAMPLE_BLOCK,))[: k - block * SAMPLE_BLOCK]
+        z, log_q = sample_and_log_prob(qz, (SAMPLE_BLOCK,))
+        z, log_q = z[: k - block * SAMPLE_BLOCK], log_q[: k - block * SAMPLE_BLOCK]
         while len(z):
             take = min(chunk - n_pending, len(z))
-            pending.append(z[:take])
+            pending.append((z[:take], log_q[:take]))
             n_pending += take
-            z = z[take:]
+            z, log_q = z[take:], log_q[take:]
             if n_pending == chunk:
-                yield torch.cat(pending)
+                yield tuple(torch.cat(parts) for parts in zip(*pending, strict=True))
                 pending, n_pending = [], 0
     if pending:
-        yield torch.cat(pending)
+        yield tuple(torch.cat(parts) for parts in zip(*pending, strict=True))
 
 
 def _check_positive(**values: int) -> None:
