@@ -367,7 +367,11 @@ def gap_table(r: dict, run) -> str:
         if "log_px_" + name in r
     )  # fmt: skip
     converged = "converged" if r["local_converged"] else "fixed number"
-    lines = [f"{run}: {r['n']} test images, nats per image (± standard error)"]
+    family = r.get("family", "diagonal")
+    lines = [
+        f"{run}: {r['n']} test images, q and q* in the family --posterior {family}, "
+        "nats per image (± standard error)"
+    ]
     rows = [
         ("log p^(x)", "log_px", f"best of {estimates}; K = {r['k']}"),
         ("ELBO, amortized q(z|x)", "elbo_amortized", "the encoder"),
@@ -386,9 +390,11 @@ def gap_table(r: dict, run) -> str:
         "price of inferring the posteriors of these images:",
         f"  {'':24s} {'seconds':>10s} {'peak MiB':>9s} {'parameters':>11s}",
         f"  {'amortized (one pass)':24s} {r['seconds_amortized']:10.4f} "
-        f"{amortized:>9s} {r['params_amortized']:11,d}   encoder, fixed",
+        f"{amortized:>9s} {r['params_amortized']:11,d}   "
+        f"{'encoder and flow' if family == 'iaf' else 'encoder'}, fixed",
         f"  {'per-datapoint (Adam)':24s} {r['seconds_local']:10.2f} "
-        f"{local:>9s} {r['params_local']:11,d}   2 x latent x n, grows",
+        f"{local:>9s} {r['params_local']:11,d}   "
+        f"{r['params_local'] // r['n']:,} per image ({family}), grows",
     ]
     if r["memory_amortized_mb"] is None:
         lines.append("  (peak MiB: measured on CUDA only)")

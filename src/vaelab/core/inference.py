@@ -1,13 +1,14 @@
-"""Posteriors for a fixed model: amortized (the encoder), local (one Gaussian per datapoint),
-the optimisation that fits the local ones, and the per-example posteriors that classical SVI
-trains with (:class:`LocalTable`).
+"""Posteriors for a fixed model: amortized (the encoder), local (q per datapoint, in the
+model's own family), the optimisation that fits the local ones, and the per-example
+posteriors that classical SVI trains with (:class:`LocalTable`).
 
-Amortized inference shares one network phi across the data: q_phi(z | x) = N(mu_phi(x),
-diag sigma_phi(x)^2). Local inference gives every datapoint x_i its own parameters,
-q_i(z) = N(m_i, diag s_i^2), fitted by maximising that datapoint's ELBO; the best q_i of the
-family is q*, and ELBO(q*) - ELBO(q_phi) is the amortization gap (Cremer, Li & Duvenaud
-2018). Both answer ``q_z(x, index)`` (the encoder ignores ``index``), so one estimator can be
-run against either.
+Amortized inference shares one network phi across the data: q_phi(z | x), a family of
+:mod:`vaelab.core.posteriors` built from the encoder's outputs. Local inference gives every
+datapoint x_i parameters of its own in the same family, q_i(z) (N(m_i, diag s_i^2); N(m_i,
+L_i L_i^T); or an IAF with its own base, context and flow weights), fitted by maximising that
+datapoint's ELBO; the best q_i of the family is q*, and ELBO(q*) - ELBO(q_phi) is the
+amortization gap (Cremer, Li & Duvenaud 2018). Both answer ``q_z(x, index)`` (the encoder
+ignores ``index``), so one estimator can be run against either.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -24,6 +26,8 @@ from ..device import fork_rng
 from ..errors import VaelabError
 from ..progress import Progress, silent
 from .gaussian import Noise, bounded_log_var, diagonal_normal
+from .made import MADECopies, free_parameters
+from .posteriors import DiagonalPosterior, InverseAutoregressiveFlow, full_normal
 
 INITS = ("encoder", "prior")
 # Cremer, Li & Duvenaud (2018)'s protocol for q*: Adam's learning rate, z drawn per step
@@ -42,33 +46,66 @@ class Amortized:
 
     @property
     def num_parameters(self) -> int:
-        """The encoder's weights: fixed, however many datapoints there are."""
-        return sum(p.numel() for p in self.model.encoder.parameters())
+        """The encoder's weights and those of q's family (an IAF's flow; masked-out weights
+        not counted): fixed, however many datapoints there are."""
+        posterior = getattr(self.model, "posterior", None)
+        flow = free_parameters(posterior) if posterior is not None else 0
+        return sum(p.numel() for p in self.model.encoder.parameters()) + flow
 
 
 class LocalPosteriors(nn.Module):
-    """q_i(z) = N(loc_i, diag exp(log_var_i)) for datapoints i = 0 .. N-1.
+    """q_i(z) for datapoints i = 0 .. N-1, each with parameters of its own, in the family of
+    ``posterior`` (a module of :mod:`vaelab.core.posteriors`; default the diagonal Gaussian):
+
+    - diagonal: q_i = N(loc_i, diag exp(log_var_i)), 2 N D numbers;
+    - full: q_i = N(loc_i, L_i L_i^T) (:func:`~vaelab.core.posteriors.full_normal`), ``extra``
+      holding L_i's D(D - 1)/2 entries below the diagonal, (2 D + D(D - 1)/2) N numbers;
+    - iaf: the flow on N(loc_i, diag exp(log_var_i)) with context h_i (``extra``, ``(N, H)``)
+      and a copy of every MADE of ``posterior.steps`` for each datapoint
+      (:class:`~vaelab.core.made.MADECopies`, started at the trained flow's weights), as
+      Cremer, Li & Duvenaud (2018) optimise the whole flow per datapoint.
 
     ``loc`` and ``log_var`` are parameters of shape ``(N, D)``; ``log_var`` passes through
-    :func:`vaelab.core.gaussian.bounded_log_var`, as the encoder's does. 2 N D numbers in all,
-    growing with the data.
+    :func:`vaelab.core.gaussian.bounded_log_var`, as the encoder's does. The numbers grow with
+    the data (:attr:`num_parameters`).
     """
 
-    def __init__(self, loc: torch.Tensor, log_var: torch.Tensor):
+    def __init__(
+        self,
+        loc: torch.Tensor,
+        log_var: torch.Tensor,
+        extra: torch.Tensor | None = None,
+        posterior: nn.Module | None = None,
+    ):
         super().__init__()
         if loc.shape != log_var.shape or loc.ndim != 2:
             raise VaelabError(
                 f"loc and log_var must both be (N, D), got {loc.shape} and {log_var.shape}"
             )
+        posterior = DiagonalPosterior() if posterior is None else posterior
+        self.family = posterior.family
+        n = loc.shape[0]
+        if (extra.shape if extra is not None else (n, 0)) != (n, posterior.extra):
+            got = None if extra is None else tuple(extra.shape)
+            raise VaelabError(
+                f"--posterior {self.family} needs extra of shape ({n}, {posterior.extra}), "
+                f"got {got}"
+            )
         self.loc = nn.Parameter(loc.detach().clone())
         self.log_var = nn.Parameter(log_var.detach().clone())
+        # full: L's entries below the diagonal; iaf: the context h
+        self.extra = nn.Parameter(extra.detach().clone()) if posterior.extra else None
+        steps = getattr(posterior, "steps", ())
+        self.steps = nn.ModuleList(MADECopies(made, n) for made in steps)
 
     def __len__(self) -> int:
         return self.loc.shape[0]
 
     @property
     def num_parameters(self) -> int:
-        return self.loc.numel() + self.log_var.numel()
+        """The numbers fitted for the N datapoints (an IAF's masked-out weights not counted)."""
+        rows = sum(p.numel() for p in (self.loc, self.log_var, self.extra) if p is not None)
+        return rows + sum(copies.num_parameters for copies in self.steps)
 
     def q_z(
         self,
@@ -81,17 +118,22 @@ class LocalPosteriors(nn.Module):
         ``x`` is not used; it is there so that local and amortized posteriors answer one call.
         ``noise``: where ``rsample`` draws eps (:mod:`vaelab.core.gaussian`).
         """
-        loc, log_var = self.loc, self.log_var
-        if index is not None:
-            loc, log_var = loc[index], log_var[index]
-        return diagonal_normal(loc, log_var, noise)
+        rows = slice(None) if index is None else index
+        loc, log_var = self.loc[rows], self.log_var[rows]
+        if self.family == "full":
+            return full_normal(loc, log_var, self.extra[rows], noise)
+        base = diagonal_normal(loc, log_var, noise)
+        if self.family == "diagonal":
+            return base
+        steps = [partial(copies, rows=index) for copies in self.steps]
+        return InverseAutoregressiveFlow(base, self.extra[rows], steps)
 
 
 @dataclass(frozen=True)
 class LocalFit:
     """What :func:`fit_local` returns.
 
-    posteriors : the fitted q*_i, a :class:`LocalPosteriors` of N rows.
+    posteriors : the fitted q*_i, a :class:`LocalPosteriors` of N rows in the model's family.
     trace : ``(steps,)`` float64, the mean over the N datapoints of the ELBO estimate at each
         step (nats), before that step's update.
     steps : Adam steps taken. converged : whether the stopping rule ended the fit.
@@ -105,32 +147,25 @@ class LocalFit:
     seconds: float
 
 
-def check_diagonal(model) -> None:
-    """Refuse a model whose q(z | x) is not the diagonal Gaussian: the per-datapoint q*_i are
-    diagonal Gaussians, and the amortization gap compares q and q* in one family."""
-    family = getattr(getattr(model, "posterior", None), "family", "diagonal")
-    if family != "diagonal":
-        raise VaelabError(
-            f"per-datapoint posteriors q* are fitted as diagonal Gaussians only, and this "
-            f"model's q is --posterior {family}: q* of that family is not implemented yet"
-        )
-
-
 def init_local(model, x: torch.Tensor, init: str = "encoder") -> LocalPosteriors:
-    """Starting points: the encoder's output for each x (semi-amortized, Kim et al. 2018), or
-    the prior N(0, I) (loc 0, log_var 0) for every datapoint."""
-    check_diagonal(model)
+    """Starting points, in the model's family of q (``model.posterior``): the encoder's
+    output for each x, so that q_i starts as the amortized q(z | x_i) (semi-amortized, Kim et
+    al. 2018; an IAF's flow weights are the trained flow's), or the prior's N(0, I) for the
+    base (loc 0, log_var 0, a full L's entries 0; an IAF's context 0 and the trained flow)."""
     if init not in INITS:
         raise VaelabError(f"init must be one of {', '.join(INITS)} (got {init!r})")
+    posterior = getattr(model, "posterior", None)
+    posterior = DiagonalPosterior() if posterior is None else posterior
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     n, d = len(x), model.latent_dim
     if init == "prior":
         zeros = torch.zeros(n, d, dtype=dtype, device=device)
-        return LocalPosteriors(zeros, zeros)
+        extra = torch.zeros(n, posterior.extra, dtype=dtype, device=device)
+        return LocalPosteriors(zeros, zeros, extra if posterior.extra else None, posterior)
     with torch.no_grad():
-        loc, log_var = model.encoder(x.to(device))
-    return LocalPosteriors(loc, bounded_log_var(log_var))
+        loc, log_var, *extra = model.encoder(x.to(device))
+    return LocalPosteriors(loc, bounded_log_var(log_var), *extra, posterior=posterior)
 
 
 def fit_local(
@@ -147,16 +182,20 @@ def fit_local(
     posteriors: LocalPosteriors | None = None,
     progress: Progress = silent,
 ) -> LocalFit:
-    """Fit q*_i(z) = N(m_i, diag s_i^2) to each datapoint x_i by maximising its ELBO.
+    """Fit q*_i(z), in the model's family of q (:class:`LocalPosteriors`), to each datapoint
+    x_i by maximising its ELBO over q_i's own parameters lambda_i:
 
-    maximise_{m_i, s_i}  E_{q_i}[log p(x_i | z)] - KL(q_i || p(z)),  i = 1 .. N, in parallel
+    maximise_{lambda_i}  E_{q_i}[log p(x_i | z)] - KL(q_i || p(z)),  i = 1 .. N, in parallel
 
-    with Adam on the two ``(N, D)`` parameter tensors, the model (decoder and prior) held
-    fixed. Cremer, Li & Duvenaud (2018)'s protocol is the default: learning rate 1e-3, 100
-    samples of z per datapoint and step; with ``steps=None`` it runs until the mean ELBO over a
+    with Adam on every parameter of the :class:`LocalPosteriors` (``(N, D)`` loc and log_var;
+    a full L's ``(N, D(D - 1)/2)`` entries; an IAF's ``(N, H)`` contexts and ``(N, ...)``
+    flow weights), the model (decoder, prior, encoder, its flow) held fixed. Cremer, Li &
+    Duvenaud (2018)'s protocol is the default: learning rate 1e-3, 100 samples of z per
+    datapoint and step; with ``steps=None`` it runs until the mean ELBO over a
     window of ``window`` steps has not improved for more than ``patience`` windows (at most
     ``max_steps``); with ``steps`` given it takes exactly that many. The datapoints' ELBOs
-    are independent, so summing them gives each its own gradient: fitting N at once is N
+    are independent and no parameter is shared between datapoints (an IAF's flow is copied
+    per datapoint), so summing them gives each its own gradient: fitting N at once is N
     separate fits.
 
     ``x``: ``(N, *x_shape)``. ``posteriors`` continues an earlier fit instead of ``init``.
@@ -170,14 +209,20 @@ def fit_local(
             raise VaelabError(f"{name} must be a positive integer (got {value!r})")
     if not lr > 0:
         raise VaelabError(f"lr must be > 0 (got {lr})")
-    check_diagonal(model)
     device = next(model.parameters()).device
     x = x.to(device)
     q = posteriors if posteriors is not None else init_local(model, x, init)
     if len(q) != len(x):
         raise VaelabError(f"{len(q)} posteriors for {len(x)} datapoints")
+    family = getattr(getattr(model, "posterior", None), "family", "diagonal")
+    if q.family != family:
+        raise VaelabError(
+            f"the posteriors to continue are --posterior {q.family}, the model's q is "
+            f"--posterior {family}: fit q* in the model's family (posteriors=None)"
+        )
     q.requires_grad_(True)  # a finished fit is frozen; continuing one thaws it
-    optimizer = torch.optim.Adam(q.parameters(), lr=lr)
+    params = list(q.parameters())
+    optimizer = torch.optim.Adam(params, lr=lr)
     limit = steps if steps is not None else max_steps
     trace: list[torch.Tensor] = []
     best, stale, converged = -math.inf, 0, False
@@ -190,8 +235,8 @@ def fit_local(
             # the model's noise source, if a data-parallel training step set one
             elbo = model.elbo(x, k=samples, qz=q.q_z(noise=model.noise))
             # gradients for q's parameters only: the model stays fixed and gets none
-            grads = torch.autograd.grad(-elbo.sum(), [q.loc, q.log_var])
-            for p, g in zip((q.loc, q.log_var), grads, strict=True):
+            grads = torch.autograd.grad(-elbo.sum(), params)
+            for p, g in zip(params, grads, strict=True):
                 p.grad = g
             optimizer.step()
             trace.append(elbo.detach().double().mean())

@@ -13,6 +13,10 @@ every dimension, reaches the first hidden layer unmasked; the hidden units of de
 alone, so that the first dimension's outputs depend on h too (with degrees 1 .. D - 1 only,
 as in Germain et al., they would be constants). Shapes: inputs ``(*batch, D)``,
 context ``(*batch, H)`` (broadcast against the inputs' batch), outputs ``(*batch, n_out, D)``.
+
+:class:`MADECopies` holds n copies of one MADE's weights, one per datapoint (an IAF fitted per
+datapoint, :class:`vaelab.core.inference.LocalPosteriors`), and :func:`free_parameters`
+counts the weights the masks leave free.
 """
 
 from __future__ import annotations
@@ -91,3 +95,60 @@ class MADE(nn.Module):
         for layer in self.layers[1:]:
             a = layer(F.elu(a))
         return self.output(F.elu(a)).unflatten(-1, (self.n_out, self.d))
+
+
+def free_parameters(module: nn.Module) -> int:
+    """How many numbers of ``module`` training can move: every parameter's entries, but a
+    :class:`MaskedLinear`'s weight counted only where its mask is 1 (the rest stay zero)."""
+    total = 0
+    for m in module.modules():
+        for name, p in m.named_parameters(recurse=False):
+            masked = isinstance(m, MaskedLinear) and name == "weight"
+            total += int(m.mask.sum().item()) if masked else p.numel()
+    return total
+
+
+class MADECopies(nn.Module):
+    """``n`` copies of one :class:`MADE`, each with weights of its own (started at ``made``'s):
+    row i of a batch goes through copy i, ``(z (*sample, B, D), h (B, H), rows) ->
+    (*sample, B, n_out, D)`` for the copies ``rows`` ``(B,)`` (None: all n, B = n).
+
+    The copies' weights are stacked, ``(n, *shape)`` per weight of ``made``, and applied by
+    ``torch.vmap`` over ``torch.func.functional_call(made, ...)``: one batched matrix product per
+    layer, and ``made``'s own forward and masks, so there is one definition of the network.
+    Rows share nothing, so the gradient of row i's output reaches copy i's weights alone.
+    """
+
+    def __init__(self, made: MADE, n: int):
+        super().__init__()
+        # the architecture and masks to call with the copies' weights; kept out of this
+        # module's children so that its weights are neither fitted nor counted here (nor moved
+        # by .to(): it lives with the model it came from)
+        self.__dict__["made"] = made
+        named = dict(made.named_parameters())
+        self.names = list(named)
+        self.weights = nn.ParameterList(
+            nn.Parameter(p.detach().expand(n, *p.shape).clone()) for p in named.values()
+        )
+
+    def __len__(self) -> int:
+        return self.weights[0].shape[0]
+
+    @property
+    def num_parameters(self) -> int:
+        """Free numbers in all n copies (:func:`free_parameters` of one, times n)."""
+        return len(self) * free_parameters(self.made)
+
+    def forward(
+        self, z: torch.Tensor, h: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        weights = {
+            name: w if rows is None else w[rows]
+            for name, w in zip(self.names, self.weights, strict=True)
+        }
+
+        def one(weights: dict, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+            return torch.func.functional_call(self.made, weights, (z, h))
+
+        # the row is z's dimension -2 (before the event), h's and the weights' first
+        return torch.vmap(one, in_dims=(0, -2, 0), out_dims=-3)(weights, z, h)

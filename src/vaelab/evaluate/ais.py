@@ -20,6 +20,7 @@ import math
 
 import torch
 
+from ..core.posteriors import InverseAutoregressiveFlow
 from ..device import fork_rng
 from ..errors import VaelabError
 from ..progress import Progress, Task, silent
@@ -79,7 +80,8 @@ def ais_log_px(
     leapfrog : leapfrog steps per HMC transition.
     step_size : the initial leapfrog step; then adapted per example, x1.02 or x0.98 after
         each transition as the acceptance rate over its chains is above or below 0.65.
-    start : "prior" (q0 = p(z)) or "encoder" (q0 = q(z | x)).
+    start : "prior" (q0 = p(z)) or "encoder" (q0 = q(z | x): a Gaussian family, since the
+        chains need log q0 at any z; an IAF's log q is known only at its own draws).
     batch_size : examples annealed at a time. seed : fixes the noise; the global generator
         is left as it was.
     progress : told of every transition, in examples x steps (one stage).
@@ -106,6 +108,11 @@ def ais_log_px(
                 q0 = None
             else:
                 q0 = model.q_z(xb)
+                if isinstance(q0, InverseAutoregressiveFlow):
+                    raise VaelabError(
+                        "AIS from the encoder needs log q(z|x) wherever the chains move, which "
+                        "--posterior iaf cannot give (its flow is not inverted): use start='prior'"
+                    )
                 z0 = q0.sample((chains,))
             out.append(_anneal(model, xb, q0, z0, betas, leapfrog, step_size, task).cpu())
     return torch.cat(out)

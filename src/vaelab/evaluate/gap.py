@@ -3,12 +3,14 @@
     log p(x) - ELBO(q_phi)  =  [log p(x) - ELBO(q*)]  +  [ELBO(q*) - ELBO(q_phi)]
                                approximation gap        amortization gap
 
-q_phi is the encoder's q(z | x); q* the best Gaussian of the same mean-field family for each
-x alone, fitted by :func:`vaelab.core.inference.fit_local`. log p(x) is estimated by log p^(x),
-the largest mean of three stochastic lower bounds: importance sampling with K samples from
-q_phi, the same from q*, and annealed importance sampling (:mod:`.ais`). Also the price
-of each kind of inference: seconds, memory (on CUDA, where it is measured) and parameters to
-infer the n posteriors.
+q_phi is the encoder's q(z | x); q* the best member of q_phi's own family (``--posterior``:
+the diagonal Gaussian, the full-covariance Gaussian, or the IAF with its flow's weights
+fitted too) for each x alone, fitted by :func:`vaelab.core.inference.fit_local`. log p(x) is
+estimated by log p^(x), the largest mean of three stochastic lower bounds: importance sampling
+with K samples from q_phi, the same from q* (each draw with its own log q, which a flow knows
+at its draws), and annealed importance sampling from the prior (:mod:`.ais`), which every
+family allows. Also the price of each kind of inference: seconds, memory (on CUDA, where it
+is measured) and parameters to infer the n posteriors.
 """
 
 from __future__ import annotations
@@ -109,7 +111,9 @@ def measure_gap(
     pass) and ``seconds_local`` (the per-datapoint optimisation, ``local_steps`` Adam steps);
     ``memory_*_mb`` (on CUDA, the peak device memory each inference allocated beyond what
     was allocated before it; None elsewhere, where it is not measured);
-    ``params_amortized`` (encoder weights) and ``params_local`` (2 x latent x n).
+    ``params_amortized`` (the encoder's weights and an IAF's flow) and ``params_local`` (what
+    is fitted per datapoint, times n: 2 x latent for the diagonal Gaussian, latent (latent + 3)
+    / 2 for the full one, an IAF's base, context and flow); ``family``, q's ``--posterior``.
     ``progress`` is told of each stage: fitting q*, importance sampling from q and from q*,
     AIS, and the two ELBOs.
     """
@@ -155,6 +159,7 @@ def measure_gap(
     result.update(
         {
             "log_px_estimator": best,
+            "family": fit.posteriors.family,
             "n": len(x),
             "k": k,
             "local_steps": fit.steps,
