@@ -1,9 +1,10 @@
 """The explorer's model side: a run opened once and the answers the page asks of it, no HTTP.
 
 :class:`Explorer` answers info, decode (E[x | z] for ``(N, D)`` latent vectors) and point
-(one test image's q(z|x), K draws z_k from it, and for each z_k both the decoder's mean
-E[x | z_k] and a draw x_k ~ p(x | z_k)); :func:`parse_z` reads a decode request's JSON into
-``(N, D)``, refusing what a client got wrong with :class:`BadRequest`.
+(one test image's q(z|x), its mean and covariance ellipse in the map's two dimensions, K
+draws z_k from it, and for each z_k both the decoder's mean E[x | z_k] and a draw
+x_k ~ p(x | z_k)); :func:`parse_z` reads a decode request's JSON into ``(N, D)``, refusing
+what a client got wrong with :class:`BadRequest`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..errors import VaelabError
 from ..evaluate import posterior_stats
 from ..files import regular_files
 from ..plots import PLOT_EXAMPLES
+from ..plots.ellipses import ellipse_axes, posterior_moments
 from ..report import check_run
 
 MAX_POINTS = 1024  # latent vectors per decode request
@@ -120,19 +122,29 @@ class Explorer:
     def point(self, index: int, k: int, seed: int = 0) -> dict:
         """Test image ``index`` and "for one x, many z":
 
-        q(z|x) = N(loc, diag scale^2) (``loc``, ``scale``: D numbers), K draws
-        z_k = loc + scale * eps_k ``(K, D)``, and for each z_k the decoder's mean E[x | z_k]
+        q(z|x)'s mean ``loc`` and marginal standard deviations ``scale`` (D numbers each), its
+        1-sigma ellipse in the map's dimensions ``dims`` (``ellipse``: ``semi_axes`` and
+        ``angle`` in degrees from z[dims[0]] towards z[dims[1]], :func:`ellipse_axes`), K draws
+        z_k ~ q(z|x) ``(K, D)`` (``samples``), and for each z_k the decoder's mean E[x | z_k]
         (``decodings``) and one image x_k ~ p(x | z_k) (``x_samples``), the reconstruction
-        E[x | z = loc], and the test image. Images as :meth:`_pixels`. The draws depend on
-        (``seed``, ``index``) only: the same dots and images on every click.
+        E[x | z = loc], and the test image. Images as :meth:`_pixels`. The mean and covariance
+        are exact for a Gaussian q; an IAF's are estimated from ``draws`` draws of q
+        (:func:`~vaelab.plots.ellipses.posterior_moments`; ``draws`` = 0 when exact). The
+        draws depend on (``seed``, ``index``) only: the same dots and images on every click.
         """
         x = self.x[index : index + 1]
         z_seed, x_seed = np.random.SeedSequence([seed, index]).generate_state(2, np.uint64)
-        generator = torch.Generator().manual_seed(int(z_seed))
         with torch.inference_mode():
             qz = self.model.q_z(x)
-            loc, scale = qz.mean[0], qz.stddev[0]
-            z = loc + scale * torch.randn(k, self.latent_dim, generator=generator)
+        # q draws from torch's global generator, as the likelihood does (see sample_x)
+        with _GLOBAL_RNG, fork_rng(torch.device("cpu")), torch.inference_mode():
+            torch.default_generator.manual_seed(int(z_seed))
+            z = qz.rsample((k,))[:, 0]
+            moments = posterior_moments(qz)
+        loc, scale = moments.mean[0], moments.scale[0]
+        pair = torch.tensor(self.dims)
+        semi, angle = ellipse_axes(moments.covariance[0][pair][:, pair].double().numpy())
+        with torch.inference_mode():
             decoded = self.model.decode(torch.cat([loc[None], z]))
         x_samples = self.sample_x(z, int(x_seed))
         return {
@@ -141,6 +153,8 @@ class Explorer:
             "label": None if self.labels is None else self.labels[index],
             "loc": loc.tolist(),
             "scale": scale.tolist(),
+            "ellipse": {"semi_axes": semi.tolist(), "angle": float(angle)},
+            "draws": moments.draws,
             "samples": z.tolist(),
             "image": self._pixels(x)[0],
             "reconstruction": self._pixels(decoded[:1])[0],

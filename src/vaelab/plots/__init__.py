@@ -4,7 +4,9 @@
 Images are arrays of shape ``(N, C, H, W)`` with values in [0, 1], ``C`` = 1 or 3.
 
 The modules, from arrays to files: ``images`` (tiling, PNG grids, an image on an axis),
-``figures`` (curves, reconstructions, latent space, posterior samples, KL per dimension),
+``ellipses`` (q(z|x)'s mean and covariance, exact or from draws, and the axes of its
+ellipse), ``figures`` (curves, reconstructions, latent space, posterior samples, KL per
+dimension),
 ``sweeps`` (the manifold and the traversals, with the z they decode), ``run``
 (:func:`run_figures`, :func:`draw_run`) and ``gap`` (the true posterior of a 2-D latent space
 beside q and q*, drawn by :func:`draw_run` for 2-D runs). Every name is importable from
@@ -12,6 +14,14 @@ beside q and q*, drawn by :func:`draw_run` for 2-D runs). Every name is importab
 pyplot, so importing vaelab leaves the user's backend (a notebook's, say) as it was.
 """
 
+from .ellipses import (
+    ELLIPSE_DRAWS,
+    Moments,
+    ellipse_axes,
+    exact_moments,
+    posterior_moments,
+    sample_moments,
+)
 from .figures import (
     ACTIVE_KL,
     KL_FLOOR,
@@ -48,15 +58,19 @@ from .sweeps import (
 
 __all__ = [
     "ACTIVE_KL",
+    "ELLIPSE_DRAWS",
     "GAP_FLOPS",
     "GAP_IMAGES",
     "GAP_PLOTS",
     "KL_FLOOR",
     "MANIFOLD_LEVELS",
+    "Moments",
     "PLOT_EXAMPLES",
     "PRIOR_DRAWS",
     "TRAVERSAL_DIMS",
     "draw_gap",
+    "ellipse_axes",
+    "exact_moments",
     "figure_png",
     "fit_title",
     "draw_run",
@@ -72,9 +86,11 @@ __all__ = [
     "manifold",
     "manifold_grid",
     "posterior_gap",
+    "posterior_moments",
     "posterior_samples",
     "reconstructions",
     "run_figures",
+    "sample_moments",
     "save_figure",
     "save_grid_png",
     "show",

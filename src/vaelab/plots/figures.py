@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
 from matplotlib.ticker import MaxNLocator
 
+from .ellipses import ellipse_axes
 from .images import show, tile
 
 ACTIVE_KL = 0.01  # nats: a dimension whose mean KL is above it is active (plot and report)
@@ -138,30 +139,44 @@ def _label_name(label: int, names: list[str] | None) -> str:
     return names[label] if names and 0 <= label < len(names) else str(label)
 
 
-def _ellipses(ax, mean, std, color, samples) -> None:
+def _ellipses(ax, mean, covariance, color, samples) -> None:
+    """q's 1 and 2 sigma ellipses from its 2 x 2 ``covariance`` (:func:`ellipse_axes`),
+    and its draws ``(K, 2)``."""
+    semi, angle = ellipse_axes(covariance)
     for k, style in ((1, "-"), (2, "--")):
         ax.add_patch(
-            Ellipse(mean, 2 * k * std[0], 2 * k * std[1], fill=False, ec=color, ls=style, lw=1.5)
-        )
+            Ellipse(
+                mean, 2 * k * semi[0], 2 * k * semi[1], angle=angle,
+                fill=False, ec=color, ls=style, lw=1.5,
+            )
+        )  # fmt: skip
     ax.scatter(samples[:, 0], samples[:, 1], s=6, color=color)
 
 
 def posterior_samples(
     background: np.ndarray,
     means: np.ndarray,
-    stds: np.ndarray,
+    covariances: np.ndarray,
     samples: np.ndarray,
     inputs: np.ndarray,
     decodings: np.ndarray,
     dims: tuple[int, int],
+    draws: int = 0,
 ) -> Figure:
     """For one x, many z. Left: q(z|x) of M test images as 1 sigma and 2 sigma ellipses with
     K sampled z over the cloud of all posterior means. Right, one row per image: the input,
     its posterior enlarged, and the decodings of its first J samples.
 
-    ``background``: ``(N, 2)``; ``means``, ``stds``: ``(M, 2)``; ``samples``: ``(M, K, 2)``;
-    ``inputs``: ``(M, C, H, W)``; ``decodings``: ``(M, J, C, H, W)``.
+    ``background``: ``(N, 2)``; ``means``: ``(M, 2)``; ``covariances``: ``(M, 2, 2)``, q's
+    covariance in the two dimensions (:func:`~vaelab.plots.ellipses.posterior_moments`), or
+    ``(M, 2)`` standard deviations of a diagonal q; ``samples``: ``(M, K, 2)``; ``inputs``:
+    ``(M, C, H, W)``; ``decodings``: ``(M, J, C, H, W)``. ``draws``: 0 when the means and
+    covariances are exact, else the S draws they were estimated from (the title says so).
     """
+    covariances = np.asarray(covariances)
+    if covariances.ndim == 2:  # standard deviations: the covariance diag(std^2)
+        covariances = covariances[:, :, None] ** 2 * np.eye(2)
+    stds = np.sqrt(np.diagonal(covariances, axis1=1, axis2=2))  # the ellipses' bounding boxes
     m, j = decodings.shape[:2]
     colors = colormaps["tab10"](np.arange(m) % 10)
     fig = Figure(figsize=(13, 5.5), layout="constrained")
@@ -169,10 +184,12 @@ def posterior_samples(
     ax = fig.add_subplot(grid[:, 0])
     ax.scatter(background[:, 0], background[:, 1], s=2, c="0.8")
     for i in range(m):
-        _ellipses(ax, means[i], stds[i], colors[i], samples[i])
+        _ellipses(ax, means[i], covariances[i], colors[i], samples[i])
     ax.set_xlabel(f"z[{dims[0]}]")
     ax.set_ylabel(f"z[{dims[1]}]")
     title = "q(z|x) of test images: 1σ (solid), 2σ (dashed), sampled z (dots)"
+    if draws:
+        title += f"; mean and ellipses estimated from {draws:,} draws"
     ax.set_title(fit_title(title, 13 * m * 1.5 / (m * 1.5 + 2.15 + j)))  # the column's width
     for i in range(m):
         cell = fig.add_subplot(grid[i, 2])
@@ -181,7 +198,7 @@ def posterior_samples(
             spine.set_edgecolor(colors[i])
             spine.set_linewidth(3)
         zoom = fig.add_subplot(grid[i, 3])
-        _ellipses(zoom, means[i], stds[i], colors[i], samples[i])
+        _ellipses(zoom, means[i], covariances[i], colors[i], samples[i])
         zoom.set_xlim(means[i, 0] - 3 * stds[i, 0], means[i, 0] + 3 * stds[i, 0])
         zoom.set_ylim(means[i, 1] - 3 * stds[i, 1], means[i, 1] + 3 * stds[i, 1])
         zoom.tick_params(labelsize=6)

@@ -14,6 +14,7 @@ from .. import data as data_mod
 from ..device import fork_rng
 from ..evaluate import posterior_stats
 from ..progress import Progress, silent
+from .ellipses import posterior_moments
 from .figures import (
     image_grid,
     kl_per_dim,
@@ -133,15 +134,19 @@ def run_figures(
             qz = model.q_z(x_test[picks].to(device))
             zs = qz.sample((50,)).cpu()  # (K, M, D)
             decoded = model.decode(zs[:6].to(device)).cpu().transpose(0, 1)  # (M, 6, *x_shape)
+            # exact for a Gaussian q; an IAF's from ELLIPSE_DRAWS draws of its own
+            moments = posterior_moments(qz)
+            pair = torch.tensor(dims)
             save(
                 posterior_samples(
                     m2,
-                    qz.mean.cpu()[:, dims].numpy(),
-                    qz.stddev.cpu()[:, dims].numpy(),
+                    moments.mean.cpu()[:, pair].numpy(),
+                    moments.covariance.cpu()[:, pair][:, :, pair].numpy(),
                     zs[:, :, dims].transpose(0, 1).numpy(),
                     x_test[picks].numpy(),
                     decoded.numpy(),
                     dims,
+                    moments.draws,
                 ),
                 "posterior_samples.png",
             )

@@ -193,9 +193,13 @@ function drawOverlay() {
   }
   if (ex.selected) {
     const p = ex.selected, [cx, cy] = toPixel(p.loc[a], p.loc[b]);
+    const [ra, rb] = p.ellipse.semi_axes, angle = p.ellipse.angle;
     for (const n of [2, 1]) {
-      marks.push(svg("ellipse", {class: `sigma${n}`, cx, cy,
-        rx: Math.max(n * p.scale[a] / ex.view.s, 1), ry: Math.max(n * p.scale[b] / ex.view.s, 1)}));
+      const attrs = {class: `sigma${n}`, cx, cy,
+        rx: Math.max(n * ra / ex.view.s, 1), ry: Math.max(n * rb / ex.view.s, 1)};
+      // the angle turns z[a] towards z[b], counterclockwise; the screen's y axis points down
+      if (angle !== 0) attrs.transform = `rotate(${-angle} ${cx} ${cy})`;
+      marks.push(svg("ellipse", attrs));
     }
     p.samples.forEach((z, k) => {
       const [x, y] = toPixel(z[a], z[b]), hot = k === ex.hot;
@@ -334,7 +338,8 @@ async function select(index) {
   $("x-samples").replaceChildren(...p.x_samples.map((d, k) => sampleTile(d, k, `x_${k} ~ p(x|z_${k})`)));
   $("point-info").textContent = `${describe(p)}: q(z|x) mean ` +
     `(${p.loc[a].toFixed(2)}, ${p.loc[b].toFixed(2)}), σ (${p.scale[a].toFixed(3)}, ` +
-    `${p.scale[b].toFixed(3)}) in z[${a}], z[${b}]; ellipses at 1σ (solid) and 2σ (dashed), ` +
+    `${p.scale[b].toFixed(3)}) in z[${a}], z[${b}]; ellipses at 1σ (solid) and 2σ (dashed)` +
+    (p.draws ? `, mean and ellipses estimated from ${p.draws} draws, ` : ", ") +
     `${p.samples.length} draws z_k ~ q(z|x) (seed ${p.seed}).`;
   $("point").hidden = false; $("point-none").hidden = true;
   $("interp-button").disabled = false;
