@@ -1,19 +1,35 @@
 """Amortized inference at work: q(z | x) for a whole data set in one pass of the encoder.
 
 ``vaelab encode RUN --data PATH --out z.npy`` writes, for every example x_n of ``PATH``, the
-mean and standard deviation of q(z | x_n) = N(loc_n, diag scale_n^2) and optionally K draws
-z ~ q(z | x_n). The data are read and encoded a chunk at a time and the result is written
-as it comes, so memory stays bounded however many examples there are.
+mean and standard deviation of q(z | x_n) and optionally K draws z ~ q(z | x_n). The data
+are read and encoded a chunk at a time and the result is written as it comes, so memory
+stays bounded however many examples there are.
+
+What is written depends on q's family (``--posterior``), so that no array claims more than
+the family knows:
+
+- ``diagonal``, q = N(loc, diag scale^2): ``loc`` ``(N, D)`` the means, ``scale`` ``(N, D)``
+  the standard deviations, and ``samples`` ``(N, K, D)`` when K > 0.
+- ``full``, q = N(loc, L L^T): ``loc`` and ``scale`` as above (``scale`` the marginal
+  standard deviations sqrt diag(L L^T)), ``scale_tril`` ``(N, D, D)`` the Cholesky factor L
+  itself (lower-triangular, positive diagonal; torch's ``MultivariateNormal(loc,
+  scale_tril=L)``, covariance ``L @ L.T``), and ``samples`` when K > 0.
+- ``iaf``: E_q[z] has no closed form (the run's ``q.mean`` is the flow at mu, not the mean),
+  so there is no ``loc`` or ``scale``; instead ``samples`` ``(N, K, D)``, K >= 2 required,
+  and estimates from exactly those draws: ``mean_estimate`` ``(N, D)`` the sample mean,
+  ``mean_estimate_se`` ``(N, D)`` its standard error sqrt(diag C / K), and
+  ``covariance_estimate`` ``(N, D, D)`` C, the unbiased sample covariance
+  (:func:`vaelab.plots.ellipses.sample_moments`).
 
 Layouts:
 
-- ``.npy``: one float32 array ``(N, 2 + K, D)``: ``[:, 0]`` the means, ``[:, 1]`` the
-  standard deviations, ``[:, 2:]`` the K samples.
-- ``.npz``: ``loc`` ``(N, D)``, ``scale`` ``(N, D)``, ``samples`` ``(N, K, D)`` when K > 0,
-  ``y`` ``(N,)`` when the data have labels, ``label_names`` (class ``y = i`` is
-  ``label_names[i]``) when the labels have names (class folders, a table's label strings;
-  numbered as in the run's ``data.json``), and ``files`` ``(N,)`` for an image folder: each
-  example's image, relative to the folder.
+- ``.npz``: the arrays above, ``y`` ``(N,)`` when the data have labels, ``label_names``
+  (class ``y = i`` is ``label_names[i]``) when the labels have names (class folders, a
+  table's label strings; numbered as in the run's ``data.json``), and ``files`` ``(N,)`` for
+  an image folder: each example's image, relative to the folder.
+- ``.npy``, the diagonal family only (one array cannot hold the others' D x D matrices): one
+  float32 array ``(N, 2 + K, D)``: ``[:, 0]`` the means, ``[:, 1]`` the standard deviations,
+  ``[:, 2:]`` the K samples.
 
 Examples are encoded as they are (grey levels are not binarized); a table's rows, and a
 real-valued array's examples, are standardized with the run's stored statistics (a table's
@@ -39,9 +55,25 @@ from .data.stream import NpyFile, to_unit_float
 from .data.tables import apply_transform
 from .device import fork_rng
 from .errors import VaelabError
+from .plots.ellipses import sample_moments
 from .progress import Progress, silent
 
 CHUNK = 4096  # examples read and encoded at a time
+# full and iaf encode at most 2^24 floats of D x D matrices (L, the covariance) and samples
+# at a time, 64 MB: 4,096 examples up to D = 64, 64 at full's largest D = 512. (A diagonal
+# q's chunks stay CHUNK long, so that its samples for a seed are what they always were.)
+MATRIX_FLOATS = 2**24
+
+
+def written(family: str, samples: int) -> str:
+    """What ``vaelab encode`` writes for q's ``family`` and K = ``samples``, in words."""
+    draws = f"{samples} samples" if samples else ""
+    if family == "iaf":
+        return f"{draws}, and the mean and covariance estimated from them"
+    what = "means and standard deviations"
+    if family == "full":
+        what = "means, standard deviations, Cholesky factors L (scale_tril)"
+    return what + (f", {draws}" if draws else "")
 
 
 def encode(
@@ -90,38 +122,40 @@ def _check_out(out: Path, data: Path, overwrite: bool) -> None:
 def _encode(run, data: str, out: Path, samples: int, seed: int, device, progress) -> int:
     opened = open_run(run, device)
     model = opened.model
+    family = model.posterior.family
+    _check_family(family, out, samples)
     source, n, labels, names = _source(opened.path, opened.config, data)
     with (
         fork_rng(torch.device(device)),
         tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp,
     ):
         tmp = Path(tmp)
-        shape = (n, 2 + samples, model.latent_dim)
-        parts = {"loc": (n, model.latent_dim), "scale": (n, model.latent_dim)}
-        if samples:
-            parts["samples"] = (n, samples, model.latent_dim)
+        parts = _parts(family, n, samples, model.latent_dim)
         files = {key: _NpyWriter(tmp / f"{key}.npy", s) for key, s in parts.items()}
+        shape = (n, 2 + samples, model.latent_dim)
         whole = _NpyWriter(tmp / "whole.npy", shape) if out.suffix == ".npy" else None
+        d = model.latent_dim
+        per_example = d * d + samples * d
+        step = CHUNK if family == "diagonal" else max(1, min(CHUNK, MATRIX_FLOATS // per_example))
         torch.manual_seed(seed)  # the draws z ~ q(z | x)
         seen = 0
         with torch.no_grad(), progress("encoding", n, "examples") as task:
-            for x in source:
-                if tuple(x.shape[1:]) != model.x_shape:
+            for chunk in source:
+                if tuple(chunk.shape[1:]) != model.x_shape:
                     raise VaelabError(
-                        f"{data} holds examples of shape {tuple(x.shape[1:])} but the run "
+                        f"{data} holds examples of shape {tuple(chunk.shape[1:])} but the run "
                         f"was trained on {model.x_shape}; give data of the run's shape"
                     )
-                qz = model.q_z(x.to(device))
-                rows = [qz.mean.cpu(), qz.stddev.cpu()]
-                if samples:
-                    rows.append(qz.sample((samples,)).transpose(0, 1).cpu())  # (B, K, D)
-                for key, value in zip(files, rows, strict=True):
-                    files[key].write(value.numpy())
-                if whole is not None:
-                    stacked = [rows[0][:, None], rows[1][:, None]] + rows[2:]
-                    whole.write(torch.cat(stacked, dim=1).numpy())
-                seen += len(x)
-                task.update(len(x))
+                for x in chunk.split(step):
+                    rows = _rows(model.q_z(x.to(device)), family, samples)
+                    for key, value in rows.items():
+                        files[key].write(value.cpu().numpy())
+                    if whole is not None:  # the diagonal family (_check_family)
+                        stacked = [rows["loc"][:, None], rows["scale"][:, None]]
+                        stacked += [rows["samples"]] if samples else []
+                        whole.write(torch.cat(stacked, dim=1).cpu().numpy())
+                    seen += len(x)
+                    task.update(len(x))
         if out.suffix == ".npy":
             result = tmp / "whole.npy"
         else:
@@ -139,6 +173,59 @@ def _encode(run, data: str, out: Path, samples: int, seed: int, device, progress
         os.replace(result, out)  # complete, or not there: never half a file
     assert seen == n
     return n
+
+
+def _check_family(family: str, out: Path, samples: int) -> None:
+    """Refuse, before any data are read, what q's family cannot give (module docstring)."""
+    if family != "diagonal" and out.suffix == ".npy":
+        matrix = "Cholesky factor L" if family == "full" else "estimated covariance"
+        raise VaelabError(
+            f"this run's q(z|x) is --posterior {family}, whose {matrix} (D x D per example) "
+            f"one .npy cannot hold; write --out {out.with_suffix('.npz')}"
+        )
+    if family == "iaf" and samples < 2:
+        raise VaelabError(
+            "this run's q(z|x) is --posterior iaf, whose mean has no closed form; pass "
+            "--samples K (K >= 2, e.g. 100) to write K draws and the mean and covariance "
+            "estimated from them"
+        )
+
+
+def _parts(family: str, n: int, samples: int, d: int) -> dict[str, tuple[int, ...]]:
+    """The arrays written for q's ``family`` and their shapes, in the order :func:`_rows`
+    gives them."""
+    if family == "iaf":
+        return {
+            "samples": (n, samples, d),
+            "mean_estimate": (n, d),
+            "mean_estimate_se": (n, d),
+            "covariance_estimate": (n, d, d),
+        }
+    parts = {"loc": (n, d), "scale": (n, d)}
+    if family == "full":
+        parts["scale_tril"] = (n, d, d)
+    if samples:
+        parts["samples"] = (n, samples, d)
+    return parts
+
+
+def _rows(qz, family: str, samples: int) -> dict[str, torch.Tensor]:
+    """The arrays of :func:`_parts` for one chunk's q(z | x), ``B`` rows each."""
+    z = qz.sample((samples,)) if samples else None  # (K, B, D)
+    if family == "iaf":
+        estimate = sample_moments(z)
+        return {
+            "samples": z.transpose(0, 1),
+            "mean_estimate": estimate.mean,
+            "mean_estimate_se": estimate.scale / samples**0.5,
+            "covariance_estimate": estimate.covariance,
+        }
+    rows = {"loc": qz.mean, "scale": qz.stddev}
+    if family == "full":
+        rows["scale_tril"] = qz.scale_tril
+    if samples:
+        rows["samples"] = z.transpose(0, 1)  # (B, K, D)
+    return rows
 
 
 class _NpyWriter:

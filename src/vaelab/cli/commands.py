@@ -19,7 +19,7 @@ from .. import evaluate, progress, ranks
 from ..checkpoint import load_config, open_run, read_metrics
 from ..config import FIELD_TYPES, assemble
 from ..device import PRECISIONS, resolve_device
-from ..encode import encode
+from ..encode import encode, written
 from ..errors import VaelabError
 from ..evaluate.disentangle import score_run
 from ..evaluate.gap import measure_gap
@@ -264,7 +264,7 @@ def _encode(args) -> None:
         args.run, args.data, args.out, args.samples, args.seed, device, args.overwrite, shown
     )
     record_in_manifest(args.run, args.out)
-    what = "means and standard deviations" + (f", {args.samples} samples" if args.samples else "")
+    what = written(load_config(args.run).posterior, args.samples)
     print(f"vaelab: q(z|x) of {n} examples ({what}) written to {args.out}")
 
 

@@ -216,10 +216,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     n.add_argument("run")
     n.add_argument("--data", required=True, help="data to encode (as for train --data)")
-    n.add_argument("--out", required=True, help=".npy (N, 2+K, D) or .npz (loc, scale, ...)")
     n.add_argument(
-        "--samples", type=whole(0, LIMITS["k"]), default=0, help="K draws z ~ q(z|x) per example"
-    )
+        "--out", required=True,
+        help=".npz: loc, scale (+ scale_tril, the Cholesky factor L, for --posterior full; for "
+        "iaf samples, mean_estimate, mean_estimate_se, covariance_estimate), y, ...; or .npy "
+        "(N, 2+K, D) for a diagonal q",
+    )  # fmt: skip
+    n.add_argument(
+        "--samples", type=whole(0, LIMITS["k"]), default=0,
+        help="K draws z ~ q(z|x) per example (an iaf run needs K >= 2: its mean and covariance "
+        "are estimated from them)",
+    )  # fmt: skip
     n.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     n.add_argument("--seed", type=seed, default=0)
     n.add_argument("--device", choices=CHOICES["device"], default="auto")
